@@ -1,0 +1,315 @@
+//! The protocol-neutral request and response model.
+//!
+//! Every decoder (FastCGI, SCGI, uwsgi) produces a [`RequestHead`]; every
+//! encoder consumes a [`ResponseHead`]. Names and values are bytes, as the
+//! wire carries them: CGI has no charset, and front ends send raw bytes such
+//! as 0xFF in paths (captured, `shared/frontends/BEHAVIOUR.md` §3).
+//!
+//! No I/O happens here.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::ops::Range;
+
+/// The CGI variables of one request, in the order the front end sent them,
+/// duplicates included (nginx sends a repeated header as two params).
+///
+/// The pairs refer to the received parameter block: decoding records the
+/// byte ranges, it does not copy each name and value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CgiVars {
+    block: Bytes,
+    entries: Vec<Entry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl CgiVars {
+    /// An empty set over `block`; add pairs with [`CgiVars::push_range`].
+    pub fn over(block: Bytes) -> Self {
+        CgiVars {
+            block,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Builds a set by copying pairs into a fresh block (tests, the HTTP
+    /// listener, synthesised requests).
+    pub fn from_pairs<'a, I>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    {
+        let pairs: Vec<_> = pairs.into_iter().collect();
+        let size = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut block = BytesMut::with_capacity(size);
+        let mut ranges = Vec::with_capacity(pairs.len());
+        for (n, v) in pairs {
+            let ns = block.len();
+            block.put_slice(n);
+            let vs = block.len();
+            block.put_slice(v);
+            ranges.push((ns..vs, vs..block.len()));
+        }
+        let mut vars = CgiVars::over(block.freeze());
+        for (n, v) in ranges {
+            vars.push_range(n, v);
+        }
+        vars
+    }
+
+    /// Records one pair as ranges of the block.
+    ///
+    /// # Panics
+    /// If a range lies outside the block or past `u32::MAX`: a decoder bug,
+    /// never peer input (decoders bound the block by `Limits` first).
+    pub fn push_range(&mut self, name: Range<usize>, value: Range<usize>) {
+        assert!(name.end <= self.block.len() && value.end <= self.block.len());
+        assert!(name.start <= name.end && value.start <= value.end);
+        let narrow = |r: Range<usize>| -> (u32, u32) {
+            (
+                u32::try_from(r.start).expect("param block over 4 GiB"),
+                u32::try_from(r.end).expect("param block over 4 GiB"),
+            )
+        };
+        self.entries.push(Entry {
+            name: narrow(name),
+            value: narrow(value),
+        });
+    }
+
+    /// The block the pairs point into.
+    pub fn block(&self) -> &Bytes {
+        &self.block
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn slice(&self, (start, end): (u32, u32)) -> &[u8] {
+        &self.block[start as usize..end as usize]
+    }
+
+    /// All pairs in wire order, duplicates included.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.entries
+            .iter()
+            .map(move |e| (self.slice(e.name), self.slice(e.value)))
+    }
+
+    /// The value of `name`; the last one when the front end sent it twice
+    /// (nginx config overrides come after `include fastcgi_params`).
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| self.slice(e.name) == name)
+            .map(|e| self.slice(e.value))
+    }
+
+    /// Every value sent for `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The value as a shared slice of the block (no copy).
+    pub fn get_bytes(&self, name: &[u8]) -> Option<Bytes> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| self.slice(e.name) == name)
+            .map(|e| self.block.slice(e.value.0 as usize..e.value.1 as usize))
+    }
+}
+
+impl std::fmt::Debug for CgiVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            }))
+            .finish()
+    }
+}
+
+/// What the front end asked the application to do (FastCGI roles; SCGI and
+/// uwsgi requests are always responder requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Produce the response to an HTTP request.
+    Responder,
+    /// Decide whether an HTTP request may proceed (FastCGI 1.0 §6.3).
+    Authorizer,
+}
+
+/// Where the request body ends, as the protocol says (SPEC §3: "The body ends
+/// where the protocol says").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body follows at all: a FastCGI authorizer gets no STDIN records,
+    /// not even the empty one (captured for Apache and lighttpd).
+    None,
+    /// Exactly this many bytes (SCGI and uwsgi: `CONTENT_LENGTH`).
+    Length(u64),
+    /// Until the protocol's end marker (FastCGI: the empty STDIN record);
+    /// `CONTENT_LENGTH`, when present and numeric, is checked against it.
+    UntilEnd { declared: Option<u64> },
+}
+
+/// A complete, validated request head: nothing reaches the application
+/// before this exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub vars: CgiVars,
+    pub role: Role,
+    pub body: BodyFraming,
+}
+
+/// Parses a `CONTENT_LENGTH` value: `Ok(None)` when absent or empty (nginx
+/// sends an empty one on GET), `Err(())` when not a plain decimal number.
+#[allow(clippy::result_unit_err)]
+pub fn parse_content_length(value: Option<&[u8]>) -> Result<Option<u64>, ()> {
+    match value {
+        None | Some(b"") => Ok(None),
+        Some(v) => parse_decimal(v).map(Some).ok_or(()),
+    }
+}
+
+/// Strict ASCII decimal, no sign, no spaces, at most 19 digits (fits u64).
+pub fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        v.iter()
+            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// The status and headers of a response, already validated by the layer
+/// that produced them (the WSGI bridge checks `start_response` input).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The status as WSGI gives it: `200 OK`.
+    pub status: Bytes,
+    pub headers: Vec<(Bytes, Bytes)>,
+}
+
+impl ResponseHead {
+    pub fn new(status: impl Into<Bytes>) -> Self {
+        ResponseHead {
+            status: status.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The three-digit code, if the status starts with one.
+    pub fn code(&self) -> Option<u16> {
+        let digits = self.status.get(..3)?;
+        if self.status.len() > 3 && self.status[3] != b' ' {
+            return None;
+        }
+        parse_decimal(digits).and_then(|c| u16::try_from(c).ok())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>()
+            + self.status.len()
+            + 32
+    }
+
+    fn put_headers(&self, out: &mut BytesMut) {
+        for (name, value) in &self.headers {
+            out.put_slice(name);
+            out.put_slice(b": ");
+            out.put_slice(value);
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+    }
+
+    /// CGI form (`Status: 200 OK`), the only form every FastCGI and SCGI
+    /// front end accepts (Apache answers 500 to an `HTTP/1.1` line).
+    pub fn encode_cgi(&self, out: &mut BytesMut) {
+        out.reserve(self.encoded_len());
+        out.put_slice(b"Status: ");
+        out.put_slice(&self.status);
+        out.put_slice(b"\r\n");
+        self.put_headers(out);
+    }
+
+    /// HTTP form (`HTTP/1.1 200 OK`), the only form Apache mod_proxy_uwsgi
+    /// accepts (a `Status:` line gives 502).
+    pub fn encode_http(&self, out: &mut BytesMut) {
+        out.reserve(self.encoded_len());
+        out.put_slice(b"HTTP/1.1 ");
+        out.put_slice(&self.status);
+        out.put_slice(b"\r\n");
+        self.put_headers(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_duplicate_wins_for_get_and_all_are_kept_in_order() {
+        let vars = CgiVars::from_pairs([
+            (&b"HTTP_X_DUP"[..], &b"one"[..]),
+            (b"A", b"1"),
+            (b"HTTP_X_DUP", b"two"),
+        ]);
+        assert_eq!(vars.get(b"HTTP_X_DUP"), Some(&b"two"[..]));
+        assert_eq!(
+            vars.get_all(b"HTTP_X_DUP").collect::<Vec<_>>(),
+            vec![&b"one"[..], &b"two"[..]]
+        );
+        assert_eq!(vars.get_bytes(b"A").as_deref(), Some(&b"1"[..]));
+        assert_eq!(vars.get(b"MISSING"), None);
+        assert_eq!(vars.len(), 3);
+    }
+
+    #[test]
+    fn content_length_empty_is_absent_and_garbage_is_an_error() {
+        assert_eq!(parse_content_length(None), Ok(None));
+        assert_eq!(parse_content_length(Some(b"")), Ok(None));
+        assert_eq!(parse_content_length(Some(b"0")), Ok(Some(0)));
+        assert_eq!(parse_content_length(Some(b"1048576")), Ok(Some(1_048_576)));
+        assert_eq!(parse_content_length(Some(b"-1")), Err(()));
+        assert_eq!(parse_content_length(Some(b" 1")), Err(()));
+        assert_eq!(parse_content_length(Some(b"99999999999999999999")), Err(()));
+    }
+
+    #[test]
+    fn response_head_encodes_cgi_and_http_forms() {
+        let head = ResponseHead::new(&b"201 Created"[..]).header(&b"X-A"[..], &b"b"[..]);
+        let mut cgi = BytesMut::new();
+        head.encode_cgi(&mut cgi);
+        assert_eq!(&cgi[..], b"Status: 201 Created\r\nX-A: b\r\n\r\n");
+        let mut http = BytesMut::new();
+        head.encode_http(&mut http);
+        assert_eq!(&http[..], b"HTTP/1.1 201 Created\r\nX-A: b\r\n\r\n");
+        assert_eq!(head.code(), Some(201));
+        assert_eq!(ResponseHead::new(&b"20x"[..]).code(), None);
+        assert_eq!(ResponseHead::new(&b"2000 OK"[..]).code(), None);
+    }
+}

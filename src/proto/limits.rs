@@ -1,0 +1,39 @@
+//! Limits on everything a peer controls. Each has a sane default and is
+//! configurable (SPEC §2 "Default limits (each configurable)").
+
+/// Bounds the decoders enforce before they allocate or hand anything on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Total bytes of one request's parameter block (names, values and their
+    /// length prefixes). SPEC §2: 1 MiB by default (`--max-params-size`).
+    pub max_params_bytes: usize,
+    /// Number of name/value pairs in one request. Real requests carry 20–60;
+    /// the bound stops a block of millions of empty pairs from costing a
+    /// vector entry each.
+    pub max_params_count: usize,
+    /// FastCGI: PARAMS records one request may use. Front ends send one; the
+    /// bound stops a peer from trickling a block in 1-byte records.
+    pub max_params_records: usize,
+    /// FastCGI: concurrent request ids on one connection (multiplexing).
+    /// Also what `FCGI_GET_VALUES` reports as `FCGI_MAX_REQS`.
+    pub max_requests_per_conn: usize,
+}
+
+impl Limits {
+    /// SPEC §2 default for the parameter block.
+    pub const DEFAULT_MAX_PARAMS_BYTES: usize = 1024 * 1024;
+    pub const DEFAULT_MAX_PARAMS_COUNT: usize = 10_000;
+    pub const DEFAULT_MAX_PARAMS_RECORDS: usize = 1024;
+    pub const DEFAULT_MAX_REQUESTS_PER_CONN: usize = 64;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_params_bytes: Self::DEFAULT_MAX_PARAMS_BYTES,
+            max_params_count: Self::DEFAULT_MAX_PARAMS_COUNT,
+            max_params_records: Self::DEFAULT_MAX_PARAMS_RECORDS,
+            max_requests_per_conn: Self::DEFAULT_MAX_REQUESTS_PER_CONN,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Sans-IO protocol codecs: bytes in, events out; responses in, bytes out.
+//!
+//! Nothing here opens a socket, reads a clock, touches Python or logs above
+//! `trace`. The connection layer (`net`) owns the sockets and feeds bytes in.
+//! Every protocol produces the same [`cgi::RequestHead`], so the layers above
+//! never learn which protocol carried a request.
+
+pub mod cgi;
+pub mod limits;
+
+pub use cgi::{BodyFraming, CgiVars, RequestHead, ResponseHead, Role};
+pub use limits::Limits;
