@@ -10,7 +10,6 @@
 
 Logs: integration/work/latest/ (wsgi-fpm/*.log, nginx/, apache/, lighttpd/).
 """
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -89,9 +88,14 @@ class FE:
         return Route(self.stack, self.variant, SLOT[slot])
 
 
+_run_dirs = []
+
+
 @pytest.fixture(scope="session")
 def run_dir():
-    return harness.new_run_dir()
+    d = harness.new_run_dir()
+    _run_dirs.append(d)
+    return d
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +159,5 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
-    latest = harness.WORK / "latest"
-    if latest.exists():
-        terminalreporter.write_line("logs of this run: %s" % os.path.realpath(latest))
+    for d in _run_dirs:
+        terminalreporter.write_line("logs of this run: %s" % d)

@@ -352,14 +352,16 @@ VARIANTS = [
     Variant("nginx-fastcgi-keepconn", "nginx", "fastcgi", "fastcgi-keepalive.conf", keepconn=True),
     Variant("nginx-scgi", "nginx", "scgi", "scgi.conf"),
     Variant("nginx-uwsgi", "nginx", "uwsgi", "uwsgi.conf"),
-    # Apache 2.4.71 mod_proxy_fcgi drops the backend's Content-Length: GET
-    # answers go out chunked, HEAD answers without a length; mod_proxy_scgi
-    # does so on GET only (observed with a backend that did send it).
+    # Apache 2.4.71 mod_proxy_fcgi and mod_proxy_scgi drop the backend's
+    # Content-Length (observed with backends that did send it): GET answers
+    # go out chunked, HEAD answers without a length. (mod_proxy_scgi keeps
+    # it on HEAD only if the backend wrongly sends the body too.)
     Variant("apache-fastcgi", "apache", "fastcgi", "fastcgi.conf", cl_on_get=False, cl_on_head=False),
     Variant("apache-fastcgi-reuse", "apache", "fastcgi", "fastcgi-reuse.conf", keepconn=True,
             cl_on_get=False, cl_on_head=False),
     # BEHAVIOUR.md 3.2: mod_proxy_scgi and mod_proxy_uwsgi answer 411 to chunked uploads.
-    Variant("apache-scgi", "apache", "scgi", "scgi.conf", chunked=411, cl_on_get=False),
+    Variant("apache-scgi", "apache", "scgi", "scgi.conf", chunked=411, cl_on_get=False,
+            cl_on_head=False),
     Variant("apache-uwsgi", "apache", "uwsgi", "uwsgi.conf", chunked=411),
     Variant("lighttpd-fastcgi", "lighttpd", "fastcgi", "fastcgi.conf"),
     Variant("lighttpd-scgi", "lighttpd", "scgi", "scgi.conf"),

@@ -71,6 +71,16 @@ def test_exception_gives_500_without_traceback_and_logs_the_traceback(fe):
     assert "AppFailure" in log
 
 
+def test_exception_answer_from_wsgi_fpm_is_a_short_500_body(stack, protocol):
+    # SPEC §3: "a 500 with a short body" — checked at wsgi-fpm's own socket,
+    # since front ends may put their own page in its place.
+    token = uuid.uuid4().hex
+    r = stack.backend("main").request(protocol, path="/raise", query="token=" + token)
+    assert r.status == 500, r
+    assert 0 < len(r.body) <= 1024, "500 body of %d bytes" % len(r.body)
+    assert b"Traceback" not in r.body and token.encode() not in r.body, r.body
+
+
 EXAMPLE_APPS = {
     "hello": (str(EXAMPLES / "hello.py"), (), "/", b"Hello, world!"),
     "flask": (str(EXAMPLES / "flask" / "app.py"), (), "/hello/world", b"Hello, world!\n"),
