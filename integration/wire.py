@@ -17,7 +17,17 @@ FCGI_PARAMS = 4
 FCGI_STDIN = 5
 FCGI_STDOUT = 6
 FCGI_STDERR = 7
+FCGI_DATA = 8
+FCGI_GET_VALUES = 9
+FCGI_GET_VALUES_RESULT = 10
+FCGI_UNKNOWN_TYPE = 11
 FCGI_RESPONDER = 1
+FCGI_AUTHORIZER = 2
+FCGI_FILTER = 3
+FCGI_REQUEST_COMPLETE = 0
+FCGI_CANT_MPX_CONN = 1
+FCGI_OVERLOADED = 2
+FCGI_UNKNOWN_ROLE = 3
 FCGI_KEEP_CONN = 1
 
 
@@ -37,6 +47,25 @@ def fcgi_nv(name, value):
     for n in (len(name), len(value)):
         out += bytes([n]) if n < 128 else struct.pack(">I", n | 0x80000000)
     return out + name + value
+
+
+def fcgi_nv_decode(data):
+    """Name-value pairs (1- or 4-byte lengths) → list of (bytes, bytes)."""
+    out, i = [], 0
+    while i < len(data):
+        lens = []
+        for _ in range(2):
+            if data[i] & 0x80:
+                lens.append(struct.unpack(">I", data[i:i + 4])[0] & 0x7FFFFFFF)
+                i += 4
+            else:
+                lens.append(data[i])
+                i += 1
+        name = data[i:i + lens[0]]
+        value = data[i + lens[0]:i + lens[0] + lens[1]]
+        i += lens[0] + lens[1]
+        out.append((name, value))
+    return out
 
 
 def fcgi_stream(rtype, req_id, data, chunk=65535):
@@ -175,6 +204,12 @@ def recv_all(sock, limit=1 << 31):
 
 
 def connect(addr, timeout=30.0):
+    """`addr` is (host, port) or the path of a Unix socket."""
+    if isinstance(addr, str):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(addr)
+        return s
     host, port = addr
     s = socket.create_connection((host, port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -4,6 +4,7 @@ server splits the path wrongly (that split is checked by the env dump, which
 is what every unknown name gets).
 
     /hello  /upload  /download  /stream  /raise  /closerec  /filewrapper  /sleep
+    /response
     anything else → environ as JSON
 """
 import close_recorder
@@ -12,6 +13,7 @@ import env_app
 import file_wrapper_app
 import hello
 import raising
+import responses
 import sleeper
 import stream
 import upload_hash
@@ -23,6 +25,7 @@ ROUTES = {
     "download": download.application,
     "stream": stream.application,
     "raise": raising.application,
+    "response": responses.application,
     "closerec": close_recorder.application,
     "filewrapper": file_wrapper_app.application,
     "sleep": sleeper.application,

@@ -1,0 +1,91 @@
+"""What wsgi-fpm does with the application's response (SPEC §3), and its
+other listeners (Unix sockets, --http), straight to its sockets."""
+import http.client
+import json
+import time
+import uuid
+
+import pytest
+
+import wire
+from harness import APPS, HOST, free_ports
+
+ROUTER = APPS / "router.py"
+
+
+def wait_in_log(backend, text, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in backend.log_text():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("case", ["crlf", "hopbyhop", "negcl", "badcl", "badstatus"])
+def test_invalid_response_head_gives_500_not_a_broken_response(stack, protocol, case):
+    r = stack.backend("main").request(protocol, path="/response", query="case=" + case)
+    assert r.status == 500, r
+    assert b"Injected" not in r.raw
+
+
+def test_content_beyond_content_length_is_not_sent(stack, protocol):
+    r = stack.backend("main").request(protocol, path="/response", query="case=long")
+    assert (r.status, r.body) == (200, b"0123456789"), r
+
+
+def test_response_shorter_than_content_length_is_logged_and_not_reused(stack):
+    b = stack.backend("main")
+    sock = wire.connect(b.addr("fastcgi"), timeout=10)
+    try:
+        params = wire.cgi_params("GET", "/response", "case=short", protocol="fastcgi")
+        sock.sendall(wire.fcgi_begin(1, keep_conn=True) + wire.fcgi_params_block(params)
+                     + wire.fcgi_record(wire.FCGI_STDIN, 1))
+        # Either the stream is cut (no END_REQUEST) or it ends and the kept
+        # connection is then closed: in both cases the connection must close.
+        closed, got = wire.wait_closed(sock, 10)
+    finally:
+        sock.close()
+    assert closed, "a kept FastCGI connection stayed open after a short response"
+    assert b"0123456789" in got
+
+
+def test_wsgi_errors_goes_to_the_error_log(stack, protocol):
+    b = stack.backend("main")
+    token = uuid.uuid4().hex
+    r = b.request(protocol, path="/response", query="case=errors&token=" + token)
+    assert r.status == 200
+    assert wait_in_log(b, "wsgi.errors says " + token), "wsgi.errors output not in %s" % b.log
+
+
+def test_map_head_to_get_shows_the_application_get(spawn):
+    b = spawn("map-head", ROUTER, "--map-head-to-get", protocols=("fastcgi",))
+    r = b.request("fastcgi", method="HEAD", path="/download", query="size=100")
+    assert r.status == 200
+    assert r.header("X-Seen-Method") == "GET"
+    assert r.body == b""
+    assert r.header("Content-Length") == "100"
+
+
+def test_unix_socket_listeners_serve_every_protocol(spawn, run_dir):
+    socks = {p: "%s/tmp/%s-%s.sock" % (run_dir, p, uuid.uuid4().hex[:8]) for p in ("fastcgi", "scgi", "uwsgi")}
+    b = spawn("unix", ROUTER, *[a for p, path in socks.items() for a in ("--" + p, "unix:" + path)],
+              protocols=("fastcgi",))
+    for protocol, path in socks.items():
+        r = wire.request(protocol, path, path="/hello")
+        assert (r.status, r.body) == (200, b"Hello, world!"), (protocol, r)
+
+
+def test_http_listener_serves_the_application(spawn):
+    port = free_ports(1)[0]
+    b = spawn("http", ROUTER, "--http", "%s:%d" % (HOST, port), protocols=("fastcgi",))
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", "/caf%C3%A9/x?a=1")
+        resp = conn.getresponse()
+        env = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status == 200
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == (
+        "", "/café/x".encode().decode("latin-1"), "a=1")

@@ -1,0 +1,40 @@
+"""Responses that a server must police (SPEC §3, start_response and
+Content-Length), chosen by ``?case=``:
+
+  ok          a normal 200 with Content-Length
+  crlf        a header value with CR LF in it            → server answers 500
+  hopbyhop    a hop-by-hop header (Connection)           → 500
+  negcl       Content-Length: -1                         → 500
+  badcl       Content-Length: ten                        → 500
+  badstatus   status "OK" without a code                 → 500
+  long        declares 10 bytes, yields 20               → only 10 reach the client
+  short       declares 20 bytes, yields 10               → logged, connection not reused
+  errors      writes ?token= to wsgi.errors              → appears in the error log
+"""
+from _common import query
+
+CASES = {
+    "ok": ("200 OK", [("Content-Length", "5")], [b"hello"]),
+    "crlf": ("200 OK", [("X-Bad", "a\r\nInjected: yes")], [b"x"]),
+    "hopbyhop": ("200 OK", [("Connection", "close")], [b"x"]),
+    "negcl": ("200 OK", [("Content-Length", "-1")], [b"x"]),
+    "badcl": ("200 OK", [("Content-Length", "ten")], [b"x"]),
+    "badstatus": ("OK", [], [b"x"]),
+    "long": ("200 OK", [("Content-Length", "10")], [b"0123456789", b"ABCDEFGHIJ"]),
+    "short": ("200 OK", [("Content-Length", "20")], [b"0123456789"]),
+}
+
+
+def application(environ, start_response):
+    q = query(environ)
+    case = q.get("case", "ok")
+    if case == "errors":
+        environ["wsgi.errors"].write("wsgi.errors says %s\n" % q.get("token"))
+        environ["wsgi.errors"].flush()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+    status, headers, body = CASES[case]
+    # A validating start_response raises here, or the server refuses the
+    # headers when it sends them; either way the client must get a 500.
+    start_response(status, [("Content-Type", "text/plain")] + headers)
+    return body
