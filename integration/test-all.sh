@@ -47,9 +47,16 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     for m in proxy proxy_fcgi proxy_scgi proxy_uwsgi mpm_event authz_core; do
         [ -e "/usr/lib/apache2/modules/mod_$m.so" ] || echo "warning: mod_$m.so not found" >&2
     done
+    # Into the python3 on PATH: wsgi-fpm runs the test applications with it.
     if ! python3 -c 'import pytest, flask, django' 2>/dev/null; then
         log "pip install pytest flask django"
-        python3 -m pip install -q pytest flask django
+        if ! python3 -m pip --version >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip
+        fi
+        # A distribution's own python3 refuses pip installs (PEP 668); on a
+        # throw-away test machine installing anyway is what we want.
+        python3 -m pip install -q pytest flask django ||
+            python3 -m pip install -q --break-system-packages pytest flask django
     fi
 fi
 
