@@ -11,6 +11,7 @@
 Logs: integration/work/latest/ (wsgi-fpm/*.log, nginx/, apache/, lighttpd/).
 """
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -23,8 +24,16 @@ import harness  # noqa: E402
 from harness import SLOT, VARIANT, VARIANTS  # noqa: E402
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "frontends(*names): run only on these front-end variants")
+    # A `timeout` or CI stop sends SIGTERM: turn it into an interrupt so that
+    # pytest still tears the fixtures down and stops every process started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
 
 
 def pytest_generate_tests(metafunc):

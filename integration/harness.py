@@ -78,10 +78,41 @@ def wait_port(port, deadline):
 
 # ------------------------------------------------------------------ run dir
 
+def _start_time(pid):
+    """Field 22 of /proc/PID/stat: tells a process from a later one with the same pid."""
+    try:
+        return Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def reap_leftovers(run):
+    """Stop what an earlier run started and could not stop (its pytest was
+    killed): the process groups recorded in its `pids` file, each only if
+    the same process (same pid and start time) still leads it."""
+    try:
+        lines = (Path(run) / "pids").read_text().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        try:
+            pid, started = line.split()[:2]
+            pid = int(pid)
+        except ValueError:
+            continue
+        if _start_time(pid) == started:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def new_run_dir():
     """integration/work/run-<stamp>; keeps the three newest runs, `latest` links to this one."""
     WORK.mkdir(parents=True, exist_ok=True)
     runs = sorted(p for p in WORK.glob("run-*") if p.is_dir())
+    for run in runs:
+        reap_leftovers(run)
     for old in runs[:-2]:
         shutil.rmtree(old, ignore_errors=True)
     d = WORK / ("run-%s-%d" % (time.strftime("%Y%m%d-%H%M%S"), os.getpid()))
@@ -109,7 +140,7 @@ def tail(path, lines=30):
 class Proc:
     """A child process in its own session, output to a log file."""
 
-    def __init__(self, name, cmd, log, cwd=None, env=None):
+    def __init__(self, name, cmd, log, cwd=None, env=None, pids_file=None):
         self.name = name
         self.cmd = [str(c) for c in cmd]
         self.log = Path(log)
@@ -121,6 +152,9 @@ class Proc:
                                           stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                           start_new_session=True)
         self.pid = self.popen.pid
+        if pids_file:
+            with open(pids_file, "a") as f:
+                f.write("%d %s %s\n" % (self.pid, _start_time(self.pid), name))
 
     def alive(self):
         return self.popen.poll() is None
@@ -196,7 +230,7 @@ class WsgiFpm:
         penv["WSGI_FPM_TEST_TMP"] = str(Path(run_dir) / "tmp")
         (Path(run_dir) / "tmp").mkdir(exist_ok=True)
         penv.update(env or {})
-        self.proc = Proc(name, cmd, self.log, cwd=ROOT, env=penv)
+        self.proc = Proc(name, cmd, self.log, cwd=ROOT, env=penv, pids_file=Path(run_dir) / "pids")
         self.pid = self.proc.pid
 
     def addr(self, protocol):
@@ -434,7 +468,7 @@ class FrontEnd:
         else:
             cmd = [shutil.which("lighttpd") or "/usr/sbin/lighttpd", "-D", "-f", conf]
         self.log = self.dir / "logs" / "console.log"
-        self.proc = Proc(kind, cmd, self.log, cwd=self.dir)
+        self.proc = Proc(kind, cmd, self.log, cwd=self.dir, pids_file=Path(run_dir) / "pids")
         deadline = time.monotonic() + FRONTEND_START_TIMEOUT
         for port in self.ports.values():
             if not wait_port(port, deadline) or not self.proc.alive():
