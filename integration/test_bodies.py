@@ -105,3 +105,20 @@ def test_wsgi_input_read_modes_all_see_the_same_body(stack, protocol, mode):
     assert r.status == 200, r
     got = json.loads(r.body)
     assert (got["length"], got["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+@pytest.mark.parametrize("content_length", ["absent", "empty"])
+def test_fastcgi_body_without_content_length_is_read_to_the_empty_stdin_record(stack, content_length):
+    # Apache streams chunked uploads with no CONTENT_LENGTH; nginx with
+    # fastcgi_request_buffering off sends it empty (BEHAVIOUR.md §3.1-3.2).
+    data = UPLOAD[:300000]
+    params = wire.cgi_params("POST", "/upload", protocol="fastcgi",
+                             extra=[("HTTP_TRANSFER_ENCODING", "chunked")])
+    if content_length == "empty":
+        params.insert(0, ("CONTENT_LENGTH", ""))
+    r = wire.fcgi_request(stack.backend("main").addr("fastcgi"), params,
+                          body=[data[i:i + 8192] for i in range(0, len(data), 8192)])
+    assert r.status == 200, r
+    got = json.loads(r.body)
+    assert (got["length"], got["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert got["wsgi.input_terminated"] is True

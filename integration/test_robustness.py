@@ -37,6 +37,17 @@ def impatient(spawn_module):
                         "--socket-timeout", "2")
 
 
+def assert_logged_peer(backend, sock_port, timeout=5.0):
+    """SPEC §2: the refusal leaves a log line naming the peer."""
+    needle = "127.0.0.1:%d" % sock_port
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in backend.log_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError("no log line names the peer %s in %s" % (needle, backend.log))
+
+
 def assert_still_serves(backend, protocol):
     r = backend.request(protocol, path="/hello", timeout=10)
     assert (r.status, r.body) == (200, b"Hello, world!"), r
@@ -54,6 +65,7 @@ GARBAGE = {
 
 def test_garbage_header_closes_the_connection_and_service_goes_on(limited, protocol):
     sock = wire.connect(limited.addr(protocol))
+    port = sock.getsockname()[1]
     try:
         sock.sendall(GARBAGE[protocol])
         closed, got = wire.wait_closed(sock, CLOSE_WITHIN)
@@ -61,6 +73,7 @@ def test_garbage_header_closes_the_connection_and_service_goes_on(limited, proto
         sock.close()
     assert closed, "wsgi-fpm kept a %s connection open after garbage (%r)" % (protocol, got[:200])
     assert b"REQUEST_METHOD" not in got, "garbage reached the application"
+    assert_logged_peer(limited, port)
     assert_still_serves(limited, protocol)
 
 
@@ -79,6 +92,7 @@ def test_scgi_looking_bytes_on_the_uwsgi_port_close_the_connection(limited):
 def test_params_over_max_params_size_close_the_connection(limited, protocol):
     params = wire.cgi_params("GET", "/big", headers=[("X-Big", "a" * 8000)], protocol=protocol)
     sock = wire.connect(limited.addr(protocol))
+    port = sock.getsockname()[1]
     try:
         data = wire.head_bytes(protocol, params)
         if protocol == "fastcgi":
@@ -92,6 +106,7 @@ def test_params_over_max_params_size_close_the_connection(limited, protocol):
         sock.close()
     assert closed, "a %s request with 8 KB of params stayed open under --max-params-size 4096" % protocol
     assert b"REQUEST_METHOD" not in got, "an oversized parameter block reached the application"
+    assert_logged_peer(limited, port)
     assert_still_serves(limited, protocol)
 
 
@@ -121,6 +136,7 @@ def test_fifty_stalled_clients_do_not_delay_a_normal_request(narrow, protocol):
 
 def test_socket_timeout_closes_a_stalled_connection(impatient, protocol):
     sock = wire.connect(impatient.addr(protocol))
+    port = sock.getsockname()[1]
     try:
         sock.sendall(_half_head(protocol))
         t0 = time.monotonic()
@@ -130,7 +146,53 @@ def test_socket_timeout_closes_a_stalled_connection(impatient, protocol):
         sock.close()
     assert closed, "--socket-timeout 2 did not close a stalled connection within 15 s"
     assert 1.0 <= elapsed <= 10.0, "closed after %.2f s with --socket-timeout 2" % elapsed
+    assert_logged_peer(impatient, port)
     assert_still_serves(impatient, protocol)
+
+
+def test_socket_timeout_closes_a_request_whose_body_stalls(impatient, protocol):
+    params = wire.cgi_params("POST", "/upload", body_len=1000, protocol=protocol)
+    sock = wire.connect(impatient.addr(protocol))
+    try:
+        data = wire.head_bytes(protocol, params)
+        data += wire.fcgi_record(wire.FCGI_STDIN, 1, b"x" * 100) if protocol == "fastcgi" else b"x" * 100
+        sock.sendall(data)
+        closed, got = wire.wait_closed(sock, 15)
+    finally:
+        sock.close()
+    assert closed, "a request whose body stalled at 100 of 1000 bytes stayed open past --socket-timeout 2"
+    assert b'"length": 100' not in got, "the application took a cut body for the whole"
+    assert_still_serves(impatient, protocol)
+
+
+@pytest.mark.parametrize("stdin_len", [50, 200])
+def test_fastcgi_body_not_matching_content_length_never_passes_as_complete(limited, stdin_len):
+    # SPEC §2: a body longer or shorter than CONTENT_LENGTH is bad input.
+    params = wire.cgi_params("POST", "/upload", body_len=100, protocol="fastcgi")
+    sock = wire.connect(limited.addr("fastcgi"))
+    try:
+        sock.sendall(wire.fcgi_begin() + wire.fcgi_params_block(params)
+                     + wire.fcgi_record(wire.FCGI_STDIN, 1, b"y" * stdin_len)
+                     + wire.fcgi_record(wire.FCGI_STDIN, 1))
+        closed, got = wire.wait_closed(sock, CLOSE_WITHIN)
+    finally:
+        sock.close()
+    assert closed
+    assert b"Status: 200" not in got, "a %d-byte body with CONTENT_LENGTH 100 was answered 200: %r" % (
+        stdin_len, got[:300])
+    assert_still_serves(limited, "fastcgi")
+
+
+def test_client_closing_mid_body_does_not_disturb_other_requests(limited, protocol):
+    params = wire.cgi_params("POST", "/upload", body_len=100000, protocol=protocol)
+    sock = wire.connect(limited.addr(protocol))
+    data = wire.head_bytes(protocol, params)
+    data += wire.fcgi_record(wire.FCGI_STDIN, 1, b"z" * 5000) if protocol == "fastcgi" else b"z" * 5000
+    sock.sendall(data)
+    time.sleep(0.2)
+    sock.close()
+    time.sleep(0.2)
+    assert_still_serves(limited, protocol)
 
 
 # ------------------------------------------------------------------ memory
