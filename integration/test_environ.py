@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+import wire
+
 BASIC = "Basic dXNlcjpzZWNyZXQ="  # user:secret
 
 
@@ -142,3 +144,44 @@ def test_url_scheme_follows_https_and_request_scheme(stack, protocol, param, val
                   extra=[(param, value)] if param == "HTTPS" else ())
     assert r.status == 200, r
     assert json.loads(r.body)["wsgi.url_scheme"] == scheme
+
+
+def test_repeated_meta_variable_keeps_its_last_value_and_headers_join(stack, protocol):
+    # nginx repeats params as they come (config overrides after the stock
+    # params file); SPEC §3 says which value wins.
+    if protocol == "scgi":
+        pytest.skip("SCGI forbids duplicate names in the header block (protocol note)")
+    b = stack.backend("main")
+    r = b.request(protocol, path="/dup", extra=[
+        ("REMOTE_USER", "first"), ("REMOTE_USER", "last"),
+        ("HTTP_X_DUP", "a"), ("HTTP_X_DUP", "b"),
+        ("HTTP_COOKIE", "c1=1"), ("HTTP_COOKIE", "c2=2")])
+    assert r.status == 200, r
+    env = json.loads(r.body)
+    assert env["REMOTE_USER"] == "last"
+    assert env["HTTP_X_DUP"] == "a, b"
+    assert env["HTTP_COOKIE"] == "c1=1; c2=2"
+
+
+def test_two_different_content_lengths_are_a_bad_request(stack):
+    b = stack.backend("main")
+    params = wire.cgi_params("POST", "/upload", body_len=3, protocol="fastcgi") + [("CONTENT_LENGTH", "5")]
+    sock = wire.connect(b.addr("fastcgi"), timeout=10)
+    try:
+        sock.sendall(wire.fcgi_begin() + wire.fcgi_params_block(params)
+                     + wire.fcgi_record(wire.FCGI_STDIN, 1, b"abc") + wire.fcgi_record(wire.FCGI_STDIN, 1))
+        closed, got = wire.wait_closed(sock, 5)
+    finally:
+        sock.close()
+    assert b'"length"' not in got, "the application ran with two different CONTENT_LENGTHs: %r" % got[:300]
+
+
+@pytest.mark.parametrize("form", ["nginx-msec", "apache-microseconds"])
+def test_front_end_request_start_stamp_becomes_queue_start(stack, protocol, form):
+    stamp = time.time() - 2.5  # the front end saw the request 2.5 s ago
+    value = "t=%.3f" % stamp if form == "nginx-msec" else "t=%d" % int(stamp * 1e6)
+    r = stack.backend("main").request(protocol, path="/stamp", headers=[("X-Request-Start", value)])
+    assert r.status == 200, r
+    env = json.loads(r.body)
+    assert abs(env["wsgi_fpm.queue_start"] - stamp) < 0.01, (value, env["wsgi_fpm.queue_start"])
+    assert env["wsgi_fpm.request_start"] >= env["wsgi_fpm.queue_start"]
