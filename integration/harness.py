@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -105,6 +106,13 @@ def reap_leftovers(run):
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+    # The front ends' temp dirs, still linked from the run dir.
+    for kind in FRONTENDS:
+        link = Path(run) / kind
+        if link.is_symlink():
+            target = Path(os.readlink(link)).parent
+            if target.name.startswith("wsgi-fpm-%s-" % kind) and target.parent == Path(tempfile.gettempdir()):
+                shutil.rmtree(target, ignore_errors=True)
 
 
 def new_run_dir():
@@ -437,7 +445,18 @@ class FrontEnd:
 
     def __init__(self, run_dir, kind, stack):
         self.kind = kind
-        self.dir = Path(run_dir) / kind
+        # The front ends' workers run as nobody (Apache's User, nginx's
+        # default when started as root) and nginx's need to write request
+        # bodies to its temp dirs: work in a world-traversable temp dir (the
+        # checkout may sit under a 0700 home), copied into the run dir at stop.
+        self.tmp = Path(tempfile.mkdtemp(prefix="wsgi-fpm-%s-" % kind))
+        os.chmod(self.tmp, 0o755)
+        self.dir = self.tmp / kind
+        self.keep = Path(run_dir) / kind
+        try:
+            self.keep.symlink_to(self.dir)  # while it runs
+        except OSError:
+            pass
         for sub in ("logs", "tmp", "sites", "htdocs"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self.ports = {}          # (variant, slot) -> port
@@ -472,12 +491,20 @@ class FrontEnd:
         deadline = time.monotonic() + FRONTEND_START_TIMEOUT
         for port in self.ports.values():
             if not wait_port(port, deadline) or not self.proc.alive():
-                self.proc.stop()
+                self.stop()
                 raise StartError("%s did not listen on port %d within %.0f s; console:\n%s\nerror log:\n%s" % (
-                    kind, port, FRONTEND_START_TIMEOUT, tail(self.log), tail(self.dir / "logs" / "error.log")))
+                    kind, port, FRONTEND_START_TIMEOUT, tail(self.keep / "logs" / "console.log"),
+                    tail(self.keep / "logs" / "error.log")))
 
     def stop(self):
         self.proc.stop()
+        try:
+            if self.keep.is_symlink():
+                self.keep.unlink()
+            shutil.copytree(self.dir, self.keep, symlinks=True, ignore=shutil.ignore_patterns("tmp"))
+        except OSError:
+            pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class Stack:
