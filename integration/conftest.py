@@ -110,8 +110,11 @@ def run_dir():
 @pytest.fixture(scope="session")
 def stack(run_dir):
     s = harness.Stack(run_dir)
-    yield s
-    s.stop()
+    try:
+        s.start_backends()
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture

@@ -532,21 +532,32 @@ class Stack:
             return self.relays[key].port
         return port
 
+    def start_backends(self):
+        """Start every slot's wsgi-fpm at once, in parallel.
+
+        Their ports were reserved (bound, then released) a moment ago; binding
+        them soon matters, since a released port can be handed out as the
+        local port of an outgoing connection, and many are opened later.
+        A slot that fails to start fails the tests that use it, not the rest.
+        """
+        threads = [threading.Thread(target=self._start_backend, args=(s,)) for s in SLOTS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
     def backend(self, slot_name):
-        with self.lock:
+        if slot_name in self.failed:
+            raise StartError(self.failed[slot_name])
+        if slot_name not in self.backends:
+            self._start_backend(SLOT[slot_name])
             if slot_name in self.failed:
                 raise StartError(self.failed[slot_name])
-            if slot_name not in self.backends:
-                s = SLOT[slot_name]
-                args = list(s.args)
-                if s.mount:
-                    args += ["--mount", s.mount]
-                b = self._start_backend(s, args)
-                self.backends[slot_name] = b
-            return self.backends[slot_name]
+        return self.backends[slot_name]
 
-    def _start_backend(self, s, args):
-        # On the ports reserved up front: the front-end configs already name them.
+    def _start_backend(self, s):
+        # On the ports reserved up front: the front-end configs name them.
+        args = list(s.args) + (["--mount", s.mount] if s.mount else [])
         app = APPS / s.app if s.app.endswith(".py") else s.app
         b = WsgiFpm(self.run_dir, "slot-" + s.name, app, args,
                     ports=self.backend_ports[s.name], python_path=s.python_path)
@@ -555,8 +566,8 @@ class Stack:
         except StartError as e:
             b.stop()
             self.failed[s.name] = str(e)
-            raise
-        return b
+            return
+        self.backends[s.name] = b
 
     def frontend(self, kind):
         with self.lock:
