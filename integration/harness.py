@@ -226,7 +226,10 @@ class WsgiFpm:
             self.protocols = tuple(protocols)
             self.ports = dict(zip(self.protocols, free_ports(len(self.protocols))))
         self.log = Path(run_dir) / "wsgi-fpm" / (name + ".log")
-        cmd = [wsgi_fpm_bin()]
+        binary = wsgi_fpm_bin()
+        if not os.access(binary, os.X_OK):
+            raise StartError("no wsgi-fpm binary at %s: build it (cargo build --release) or set WSGI_FPM_BIN" % binary)
+        cmd = [binary]
         for proto, port in self.ports.items():
             cmd += ["--" + proto, "%s:%d" % (HOST, port)]
         for p in (APPS,) + tuple(python_path):
@@ -559,8 +562,12 @@ class Stack:
         # On the ports reserved up front: the front-end configs name them.
         args = list(s.args) + (["--mount", s.mount] if s.mount else [])
         app = APPS / s.app if s.app.endswith(".py") else s.app
-        b = WsgiFpm(self.run_dir, "slot-" + s.name, app, args,
-                    ports=self.backend_ports[s.name], python_path=s.python_path)
+        try:
+            b = WsgiFpm(self.run_dir, "slot-" + s.name, app, args,
+                        ports=self.backend_ports[s.name], python_path=s.python_path)
+        except (StartError, OSError) as e:
+            self.failed[s.name] = str(e)
+            return
         try:
             b.wait_ready()
         except StartError as e:
