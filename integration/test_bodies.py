@@ -2,7 +2,7 @@
 import hashlib
 import json
 import os
-import socket
+import sys
 
 import pytest
 
@@ -10,9 +10,8 @@ import client
 import wire
 from harness import APPS, HOST
 
-import sys
 sys.path.insert(0, str(APPS))
-from _common import generate, sha256_of_generated  # noqa: E402
+from _common import sha256_of_generated  # noqa: E402  (the apps' own data generator)
 
 MiB = 1024 * 1024
 UPLOAD = os.urandom(10 * MiB)

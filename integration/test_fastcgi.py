@@ -3,7 +3,6 @@ management records, multiplexing, abort, roles, padding and long lengths.
 Straight to wsgi-fpm's FastCGI socket with the independent client in wire.py.
 """
 import json
-import socket
 import struct
 import time
 

@@ -3,7 +3,6 @@ sockets (SPEC §2 "Bad input never crashes…", "fifty stalled clients", §3
 "wsgi.input streams")."""
 import hashlib
 import json
-import socket
 import time
 from pathlib import Path
 

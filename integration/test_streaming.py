@@ -6,8 +6,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 import wire
 from harness import HOST
 
