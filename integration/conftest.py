@@ -163,10 +163,11 @@ def pytest_runtest_makereport(item, call):
         stack = fe.stack
     if stack is None:
         return
-    lines = ["run dir: %s" % stack.run_dir]
+    lines = ["run dir: %s (wsgi-fpm logs in wsgi-fpm/)" % stack.run_dir]
     if fe is not None and fe.frontend in stack.frontends:
-        err = stack.frontends[fe.frontend].dir / "logs" / "error.log"
-        lines += ["--- %s (last lines)" % err, harness.tail(err, 8)]
+        front = stack.frontends[fe.frontend]
+        lines += ["--- %s (last lines)" % (front.keep / "logs" / "error.log"),
+                  harness.tail(front.dir / "logs" / "error.log", 8)]
     rep.sections.append(("logs", "\n".join(lines)))
 
 
