@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
+pub mod http;
 pub mod log;
 pub mod master;
 pub mod net;
