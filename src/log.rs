@@ -51,4 +51,3 @@ where
         self.inner.format_event(ctx, writer, event)
     }
 }
-

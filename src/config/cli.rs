@@ -152,7 +152,10 @@ impl Cli {
             }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(format!("--log-format: `{}` is not text or json", self.log_format));
+            return Err(format!(
+                "--log-format: `{}` is not text or json",
+                self.log_format
+            ));
         }
         let max_params_bytes =
             parse_size(&self.max_params_size).map_err(|e| format!("--max-params-size: {e}"))?;

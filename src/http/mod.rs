@@ -134,7 +134,10 @@ fn cgi_vars(parts: &http::request::Parts, peer: &str, local: Option<SocketAddr>)
         .unwrap_or("/");
     add(b"REQUEST_URI", target.as_bytes());
     add(b"QUERY_STRING", parts.uri.query().unwrap_or("").as_bytes());
-    add(b"SERVER_PROTOCOL", format!("{:?}", parts.version).as_bytes());
+    add(
+        b"SERVER_PROTOCOL",
+        format!("{:?}", parts.version).as_bytes(),
+    );
     let (peer_addr, peer_port) = match peer.rsplit_once(':') {
         Some((a, p)) if p.bytes().all(|b| b.is_ascii_digit()) => {
             (a.trim_start_matches('[').trim_end_matches(']'), p)
@@ -155,7 +158,10 @@ fn cgi_vars(parts: &http::request::Parts, peer: &str, local: Option<SocketAddr>)
     add(b"SERVER_NAME", server_name.as_bytes());
     add(
         b"SERVER_PORT",
-        local.map(|l| l.port().to_string()).unwrap_or_default().as_bytes(),
+        local
+            .map(|l| l.port().to_string())
+            .unwrap_or_default()
+            .as_bytes(),
     );
     for (name, value) in &parts.headers {
         match name.as_str() {
@@ -192,14 +198,15 @@ async fn into_response(mut out_rx: mpsc::Receiver<(u16, Output)>) -> hyper::Resp
         file: None,
     });
     let code = head.code().unwrap_or(500);
-    *response.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let reason = head.status.get(4..).unwrap_or(b"");
-    if Some(reason) != response.status().canonical_reason().map(str::as_bytes) && !reason.is_empty() {
-        response
-            .extensions_mut()
-            .insert(hyper::ext::ReasonPhrase::try_from(reason).unwrap_or_else(|_| {
-                hyper::ext::ReasonPhrase::from_static(b"Unknown")
-            }));
+    if Some(reason) != response.status().canonical_reason().map(str::as_bytes) && !reason.is_empty()
+    {
+        response.extensions_mut().insert(
+            hyper::ext::ReasonPhrase::try_from(reason)
+                .unwrap_or_else(|_| hyper::ext::ReasonPhrase::from_static(b"Unknown")),
+        );
     }
     for (name, value) in head.headers {
         if let (Ok(n), Ok(v)) = (

@@ -101,7 +101,10 @@ impl Master {
         };
         for slot in 0..slots {
             if let Err(e) = master.spawn_slot(slot) {
-                error!("cannot start a worker with {}: {e}", master.pool.python.display());
+                error!(
+                    "cannot start a worker with {}: {e}",
+                    master.pool.python.display()
+                );
                 master.stop(Stop::Fast).await;
                 return 1;
             }

@@ -53,7 +53,11 @@ pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
             // Work on a duplicate numbered 3 or above and leave the original
             // where it is: fd 0 must stay open (the next open() would get it)
             // and workers get /dev/null on their stdin.
-            let dup = if is_stream { socket.try_clone() } else { Err(io::ErrorKind::InvalidInput.into()) };
+            let dup = if is_stream {
+                socket.try_clone()
+            } else {
+                Err(io::ErrorKind::InvalidInput.into())
+            };
             std::mem::forget(socket);
             dup.map(OwnedFd::from).map_err(|_| {
                 io::Error::new(

@@ -72,9 +72,13 @@ pub async fn serve_all(
     accepts.shutdown().await;
     let _ = conn_stop_tx.send(true);
     let mut conns = conns.lock().await;
-    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        warn!("{} connections still open at the end of the grace period; closing them", conns.len());
+        warn!(
+            "{} connections still open at the end of the grace period; closing them",
+            conns.len()
+        );
         conns.shutdown().await;
     }
     info!("stopped serving");
@@ -134,10 +138,26 @@ async fn drive(
 ) {
     match (protocol, conn) {
         (Protocol::Http, Conn::Tcp(s)) => {
-            crate::http::serve(s, peer, local, ctx.handler.clone(), ctx.socket_timeout, stop).await
+            crate::http::serve(
+                s,
+                peer,
+                local,
+                ctx.handler.clone(),
+                ctx.socket_timeout,
+                stop,
+            )
+            .await
         }
         (Protocol::Http, Conn::Unix(s)) => {
-            crate::http::serve(s, peer, local, ctx.handler.clone(), ctx.socket_timeout, stop).await
+            crate::http::serve(
+                s,
+                peer,
+                local,
+                ctx.handler.clone(),
+                ctx.socket_timeout,
+                stop,
+            )
+            .await
         }
         (other, _) => {
             warn!(%peer, "{other} is not served yet; closing the connection");

@@ -153,9 +153,10 @@ pub fn split_path(vars: &CgiVars, mount: Option<&str>) -> Result<(Vec<u8>, Vec<u
         Some(uri) if !uri.is_empty() => {
             let raw = uri.split(|&b| b == b'?').next().unwrap_or(b"");
             let raw = strip_scheme_and_authority(raw);
-            let resolved = remove_dot_segments(raw).ok_or_else(|| EnvironError::PathEscapesRoot {
-                path: String::from_utf8_lossy(raw).into_owned(),
-            })?;
+            let resolved =
+                remove_dot_segments(raw).ok_or_else(|| EnvironError::PathEscapesRoot {
+                    path: String::from_utf8_lossy(raw).into_owned(),
+                })?;
             percent_decode(&resolved)
         }
         _ => {

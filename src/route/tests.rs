@@ -23,17 +23,100 @@ fn script_name_and_path_info_come_out_right_for_every_front_end() {
     // (front end, what it sent, mount, expected SCRIPT_NAME, PATH_INFO)
     let uri = "/mnt/app.py/extra/p%20q?a=1";
     let cases: &[(&str, Vec<(&str, &str)>, Option<&str>, &str, &str)] = &[
-        ("nginx fastcgi stock params", vec![("REQUEST_URI", uri), ("SCRIPT_NAME", "/mnt/app.py/extra/p q")], None, "", "/mnt/app.py/extra/p q"),
-        ("nginx fastcgi stock params, mounted", vec![("REQUEST_URI", uri), ("SCRIPT_NAME", "/mnt/app.py/extra/p q")], Some("/mnt"), "/mnt", "/app.py/extra/p q"),
-        ("nginx uwsgi", vec![("REQUEST_URI", uri), ("PATH_INFO", "/mnt/app.py/extra/p q")], Some("/mnt"), "/mnt", "/app.py/extra/p q"),
-        ("apache proxypass", vec![("REQUEST_URI", uri), ("SCRIPT_NAME", "/mnt/app.py/extra/p q")], Some("/mnt"), "/mnt", "/app.py/extra/p q"),
-        ("apache pathinfo=1 (encoded PATH_INFO)", vec![("REQUEST_URI", uri), ("SCRIPT_NAME", "/mnt"), ("PATH_INFO", "/app.py/extra/p%20q")], Some("/mnt"), "/mnt", "/app.py/extra/p q"),
-        ("lighttpd prefix with slash", vec![("REQUEST_URI", uri), ("SCRIPT_NAME", "/mnt/app.py"), ("PATH_INFO", "/extra/p q")], None, "", "/mnt/app.py/extra/p q"),
-        ("no REQUEST_URI: front end's split", vec![("SCRIPT_NAME", "/mnt"), ("PATH_INFO", "/a b")], Some("/mnt"), "/mnt", "/a b"),
-        ("mount root exactly", vec![("REQUEST_URI", "/mnt?x")], Some("/mnt"), "/mnt", ""),
-        ("utf-8 bytes decoded once", vec![("REQUEST_URI", "/caf%C3%A9/%252F")], None, "", "/caf\u{e9}/%2F"),
-        ("dot segments resolved", vec![("REQUEST_URI", "/a/./b/../c/")], None, "", "/a/c/"),
-        ("absolute-form target", vec![("REQUEST_URI", "http://h:8/x/y?q")], None, "", "/x/y"),
+        (
+            "nginx fastcgi stock params",
+            vec![
+                ("REQUEST_URI", uri),
+                ("SCRIPT_NAME", "/mnt/app.py/extra/p q"),
+            ],
+            None,
+            "",
+            "/mnt/app.py/extra/p q",
+        ),
+        (
+            "nginx fastcgi stock params, mounted",
+            vec![
+                ("REQUEST_URI", uri),
+                ("SCRIPT_NAME", "/mnt/app.py/extra/p q"),
+            ],
+            Some("/mnt"),
+            "/mnt",
+            "/app.py/extra/p q",
+        ),
+        (
+            "nginx uwsgi",
+            vec![("REQUEST_URI", uri), ("PATH_INFO", "/mnt/app.py/extra/p q")],
+            Some("/mnt"),
+            "/mnt",
+            "/app.py/extra/p q",
+        ),
+        (
+            "apache proxypass",
+            vec![
+                ("REQUEST_URI", uri),
+                ("SCRIPT_NAME", "/mnt/app.py/extra/p q"),
+            ],
+            Some("/mnt"),
+            "/mnt",
+            "/app.py/extra/p q",
+        ),
+        (
+            "apache pathinfo=1 (encoded PATH_INFO)",
+            vec![
+                ("REQUEST_URI", uri),
+                ("SCRIPT_NAME", "/mnt"),
+                ("PATH_INFO", "/app.py/extra/p%20q"),
+            ],
+            Some("/mnt"),
+            "/mnt",
+            "/app.py/extra/p q",
+        ),
+        (
+            "lighttpd prefix with slash",
+            vec![
+                ("REQUEST_URI", uri),
+                ("SCRIPT_NAME", "/mnt/app.py"),
+                ("PATH_INFO", "/extra/p q"),
+            ],
+            None,
+            "",
+            "/mnt/app.py/extra/p q",
+        ),
+        (
+            "no REQUEST_URI: front end's split",
+            vec![("SCRIPT_NAME", "/mnt"), ("PATH_INFO", "/a b")],
+            Some("/mnt"),
+            "/mnt",
+            "/a b",
+        ),
+        (
+            "mount root exactly",
+            vec![("REQUEST_URI", "/mnt?x")],
+            Some("/mnt"),
+            "/mnt",
+            "",
+        ),
+        (
+            "utf-8 bytes decoded once",
+            vec![("REQUEST_URI", "/caf%C3%A9/%252F")],
+            None,
+            "",
+            "/caf\u{e9}/%2F",
+        ),
+        (
+            "dot segments resolved",
+            vec![("REQUEST_URI", "/a/./b/../c/")],
+            None,
+            "",
+            "/a/c/",
+        ),
+        (
+            "absolute-form target",
+            vec![("REQUEST_URI", "http://h:8/x/y?q")],
+            None,
+            "",
+            "/x/y",
+        ),
     ];
     for (what, sent, mount, script, path) in cases {
         let (s, p) = split(sent, *mount);
@@ -94,7 +177,10 @@ fn authorization_and_content_header_duplicates_are_hidden() {
         ..Default::default()
     };
     let env = build(&v, &rules).unwrap();
-    assert_eq!(get(&env, "HTTP_AUTHORIZATION"), Some(&b"Basic dXNlcjpzZWNyZXQ="[..]));
+    assert_eq!(
+        get(&env, "HTTP_AUTHORIZATION"),
+        Some(&b"Basic dXNlcjpzZWNyZXQ="[..])
+    );
 }
 
 #[test]
@@ -109,7 +195,14 @@ fn https_scheme_and_required_defaults() {
         let sent_vars = vars(&sent);
         let env = build(&sent_vars, &EnvironRules::default()).unwrap();
         assert_eq!(env.https, https, "{sent:?}");
-        for key in ["REQUEST_METHOD", "SERVER_NAME", "SERVER_PORT", "QUERY_STRING", "SCRIPT_NAME", "PATH_INFO"] {
+        for key in [
+            "REQUEST_METHOD",
+            "SERVER_NAME",
+            "SERVER_PORT",
+            "QUERY_STRING",
+            "SCRIPT_NAME",
+            "PATH_INFO",
+        ] {
             assert!(get(&env, key).is_some(), "{key} missing for {sent:?}");
         }
     }

@@ -11,9 +11,8 @@ const SUPPORT_SOURCE: &str = include_str!("support.py");
 
 /// The helper module (`support.py`), loaded once per worker.
 pub fn support(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
-    let code = CString::new(SUPPORT_SOURCE).map_err(|e| {
-        pyo3::exceptions::PyRuntimeError::new_err(format!("support module: {e}"))
-    })?;
+    let code = CString::new(SUPPORT_SOURCE)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("support module: {e}")))?;
     PyModule::from_code(py, &code, c"<wsgi-fpm support>", c"_wsgi_fpm_support")
 }
 
@@ -41,10 +40,7 @@ fn script_path(pool: &PoolConfig) -> Option<std::path::PathBuf> {
 }
 
 /// Loads the WSGI callable.
-pub fn application(
-    support: &Bound<'_, PyModule>,
-    pool: &PoolConfig,
-) -> PyResult<Py<PyAny>> {
+pub fn application(support: &Bound<'_, PyModule>, pool: &PoolConfig) -> PyResult<Py<PyAny>> {
     let app = if script_path(pool).is_some() {
         // Like mod_wsgi's `_mod_wsgi_<md5>`: a module name per script path.
         use std::hash::{Hash, Hasher};
@@ -55,7 +51,9 @@ pub fn application(
             .getattr("load_script")?
             .call1((pool.app.as_str(), name, pool.callable.as_str()))?
     } else {
-        support.getattr("load_module")?.call1((pool.app.as_str(),))?
+        support
+            .getattr("load_module")?
+            .call1((pool.app.as_str(),))?
     };
     if !app.is_callable() {
         return Err(pyo3::exceptions::PyTypeError::new_err(format!(

@@ -53,13 +53,16 @@ pub fn serve(py: Python<'_>, ctx: &AppContext, req: Request) {
             return;
         }
     };
-    let method = String::from_utf8_lossy(head.vars.get(b"REQUEST_METHOD").unwrap_or(b"-")).into_owned();
+    let method =
+        String::from_utf8_lossy(head.vars.get(b"REQUEST_METHOD").unwrap_or(b"-")).into_owned();
     let uri = String::from_utf8_lossy(head.vars.get(b"REQUEST_URI").unwrap_or(b"-")).into_owned();
     let responder = Arc::new(Responder::new(response, cgi.is_head));
 
     let ending = run_app(py, ctx, &cgi, &head.vars, &meta, body, &responder);
 
-    let status = responder.status().map_or_else(|| "-".to_owned(), |s| s.to_string());
+    let status = responder
+        .status()
+        .map_or_else(|| "-".to_owned(), |s| s.to_string());
     info!(
         target: "access",
         request_id = %meta.request_id,
@@ -84,8 +87,17 @@ fn run_app(
         let input = Bound::new(py, Input::new(body))?.into_any();
         let errors = Bound::new(py, ErrorLog::new(meta.request_id.clone()))?.into_any();
         let wrapper = py.get_type::<FileWrapper>().into_any();
-        let environ =
-            environ::build(py, &ctx.shared, cgi, vars, meta, input, &errors, &wrapper, true)?;
+        let environ = environ::build(
+            py,
+            &ctx.shared,
+            cgi,
+            vars,
+            meta,
+            input,
+            &errors,
+            &wrapper,
+            true,
+        )?;
         let start_response = Bound::new(
             py,
             StartResponse {
@@ -115,7 +127,12 @@ fn run_app(
     ending
 }
 
-fn failed(py: Python<'_>, responder: &Responder, meta: &wsgi_fpm::net::request::RequestMeta, err: &PyErr) -> Ending {
+fn failed(
+    py: Python<'_>,
+    responder: &Responder,
+    meta: &wsgi_fpm::net::request::RequestMeta,
+    err: &PyErr,
+) -> Ending {
     if responder.is_cancelled() {
         debug!(request_id = %meta.request_id, "client went away: {err}");
         return Ending::Aborted;
@@ -146,7 +163,10 @@ fn stream(py: Python<'_>, responder: &Responder, result: &Bound<'_, PyAny>) -> P
         let bytes = item.cast::<PyBytes>().map_err(|_| {
             pyo3::exceptions::PyTypeError::new_err(format!(
                 "the application yielded {} where PEP 3333 requires bytes",
-                item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                item.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })?;
         responder.write(py, bytes.as_bytes())?;
@@ -156,7 +176,10 @@ fn stream(py: Python<'_>, responder: &Responder, result: &Bound<'_, PyAny>) -> P
 
 /// A file_wrapper over a regular file: its descriptor (duplicated), the
 /// current offset and the bytes left. None means "read it in blocks".
-fn regular_file(py: Python<'_>, wrapper: &FileWrapper) -> PyResult<Option<(std::fs::File, u64, u64)>> {
+fn regular_file(
+    py: Python<'_>,
+    wrapper: &FileWrapper,
+) -> PyResult<Option<(std::fs::File, u64, u64)>> {
     let f = wrapper.filelike.bind(py);
     let Ok(fileno) = f.call_method0("fileno").and_then(|n| n.extract::<i32>()) else {
         return Ok(None);

@@ -149,7 +149,13 @@ impl Responder {
     }
 
     /// Sends a regular file's byte range with sendfile (file_wrapper).
-    pub fn send_file(&self, py: Python<'_>, file: std::fs::File, offset: u64, len: u64) -> PyResult<()> {
+    pub fn send_file(
+        &self,
+        py: Python<'_>,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> PyResult<()> {
         let (start, len) = {
             let mut st = self.lock()?;
             let Some(head) = st.head.clone() else {
@@ -313,7 +319,8 @@ impl StartResponse {
             }
         }
         let (head, declared_len) = validate(py, status, headers)?;
-        self.responder.start(head, declared_len, exc_info.is_some())?;
+        self.responder
+            .start(head, declared_len, exc_info.is_some())?;
         Ok(Write {
             responder: self.responder.clone(),
         })
@@ -352,17 +359,19 @@ fn validate(
             String::from_utf8_lossy(&status)
         )));
     }
-    let list = headers
-        .cast::<PyList>()
-        .map_err(|_| PyTypeError::new_err("response headers must be a list of (name, value) tuples"))?;
+    let list = headers.cast::<PyList>().map_err(|_| {
+        PyTypeError::new_err("response headers must be a list of (name, value) tuples")
+    })?;
     let mut head = ResponseHead::new(status);
     let mut declared_len = None;
     for item in list.iter() {
-        let pair = item
-            .cast::<PyTuple>()
-            .map_err(|_| PyTypeError::new_err("each response header must be a (name, value) tuple"))?;
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("each response header must be a (name, value) tuple")
+        })?;
         if pair.len() != 2 {
-            return Err(PyTypeError::new_err("each response header must be a (name, value) tuple"));
+            return Err(PyTypeError::new_err(
+                "each response header must be a (name, value) tuple",
+            ));
         }
         let name = latin1_bytes("header name", &pair.get_item(0)?)?;
         let value = latin1_bytes("header value", &pair.get_item(1)?)?;

@@ -22,7 +22,10 @@ impl Handler for PythonHandler {
     }
 }
 
-pub fn start(threads: usize, ctx: Arc<AppContext>) -> std::io::Result<(PythonHandler, Vec<JoinHandle<()>>)> {
+pub fn start(
+    threads: usize,
+    ctx: Arc<AppContext>,
+) -> std::io::Result<(PythonHandler, Vec<JoinHandle<()>>)> {
     let (tx, rx) = crossbeam_channel::unbounded::<Request>();
     let mut handles = Vec::with_capacity(threads);
     for n in 0..threads {

@@ -118,11 +118,18 @@ fn take_status_pipe(py: Python<'_>) -> PyResult<Option<std::fs::File>> {
     // status pipe) for this purpose; it is adopted once.
     let file = unsafe { std::fs::File::from_raw_fd(fd) };
     // Not inherited by anything the application starts.
-    let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let _ = nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     Ok(Some(file))
 }
 
-fn serve(listeners: Vec<(OwnedFd, Protocol)>, ctx: Arc<ServeContext>, grace: Duration) -> PyResult<()> {
+fn serve(
+    listeners: Vec<(OwnedFd, Protocol)>,
+    ctx: Arc<ServeContext>,
+    grace: Duration,
+) -> PyResult<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
