@@ -6,6 +6,9 @@
 //! never learn which protocol carried a request.
 
 pub mod cgi;
+pub mod fastcgi;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod limits;
 
 pub use cgi::{BodyFraming, CgiVars, RequestHead, ResponseHead, Role};
