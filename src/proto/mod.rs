@@ -14,13 +14,6 @@ pub mod scgi;
 pub mod stream;
 pub mod uwsgi;
 
-/// Plain functions the cargo-fuzz targets in `tests/fuzz/` call, kept in the
-/// crate so a corpus can be replayed by `cargo test` on stable.
-#[doc(hidden)]
-pub mod fuzz {
-    pub mod stream;
-}
-
 pub use cgi::{BodyFraming, CgiVars, RequestHead, ResponseHead, Role};
 pub use limits::Limits;
 pub use stream::{Phase, StreamEvent};

@@ -6,3 +6,4 @@
 //! Each function panics on a broken invariant; that panic is the finding.
 
 pub mod fastcgi;
+pub mod stream;
