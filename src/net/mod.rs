@@ -2,9 +2,12 @@
 //! drivers, the hand-off to the application. No Python here: requests leave
 //! through [`request::Handler`].
 
+pub mod conn;
+pub mod fastcgi;
 pub mod listen;
 pub mod request;
 pub mod serve;
+pub mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -3,6 +3,7 @@
 //! lets in-flight connections finish within the deadline, then returns.
 
 use crate::config::model::Protocol;
+use crate::net::conn::Conn;
 use crate::net::request::Handler;
 use crate::proto::Limits;
 use std::net::SocketAddr;
@@ -122,12 +123,6 @@ async fn accept_loop(
     }
 }
 
-/// An accepted stream of either family.
-pub enum Conn {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
 async fn drive(
     conn: Conn,
     protocol: Protocol,
@@ -136,31 +131,20 @@ async fn drive(
     ctx: Arc<ServeContext>,
     stop: watch::Receiver<bool>,
 ) {
-    match (protocol, conn) {
-        (Protocol::Http, Conn::Tcp(s)) => {
-            crate::http::serve(
-                s,
-                peer,
-                local,
-                ctx.handler.clone(),
-                ctx.socket_timeout,
-                stop,
-            )
-            .await
+    use crate::proto::{scgi, uwsgi};
+    match protocol {
+        Protocol::Http => {
+            let handler = ctx.handler.clone();
+            crate::http::serve(conn, peer, local, handler, ctx.socket_timeout, stop).await
         }
-        (Protocol::Http, Conn::Unix(s)) => {
-            crate::http::serve(
-                s,
-                peer,
-                local,
-                ctx.handler.clone(),
-                ctx.socket_timeout,
-                stop,
-            )
-            .await
+        Protocol::FastCgi => crate::net::fastcgi::serve(conn, peer, ctx, stop).await,
+        Protocol::Scgi => {
+            let decoder = scgi::ScgiDecoder::new(ctx.limits);
+            crate::net::stream::serve(conn, decoder, scgi::encode_head, protocol, peer, ctx).await
         }
-        (other, _) => {
-            warn!(%peer, "{other} is not served yet; closing the connection");
+        Protocol::Uwsgi => {
+            let decoder = uwsgi::UwsgiDecoder::new(ctx.limits);
+            crate::net::stream::serve(conn, decoder, uwsgi::encode_head, protocol, peer, ctx).await
         }
     }
 }
