@@ -58,11 +58,11 @@ pub enum HeadError {
     LengthLeadingZero,
     #[error(
         "SCGI netstring length has more than {max_digits} digits, \
-         so it is over the {limit}-byte header limit (--max-params-size)"
+         so it is over the {limit}-byte header limit (--max-params-size, scgi.md §2.2)"
     )]
     LengthTooManyDigits { max_digits: usize, limit: usize },
     #[error(
-        "SCGI header block of {length} bytes is over the {limit}-byte limit (--max-params-size)"
+        "SCGI header block of {length} bytes is over the {limit}-byte limit (--max-params-size, scgi.md §2.2)"
     )]
     HeaderBlockTooLarge { length: usize, limit: usize },
     #[error("SCGI netstring of {length} bytes is followed by {found}, not ',' (scgi.md §2.1)")]
@@ -73,7 +73,7 @@ pub enum HeadError {
     ValueUnterminated { name: String },
     #[error("SCGI header at block offset {offset} has an empty name (scgi.md §3.1)")]
     EmptyName { offset: usize },
-    #[error("SCGI header block holds more than {limit} headers")]
+    #[error("SCGI header block holds more than {limit} headers (scgi.md §3.5)")]
     TooManyHeaders { limit: usize },
     #[error("SCGI header block is empty: CONTENT_LENGTH must come first (scgi.md §3.2)")]
     MissingContentLength,

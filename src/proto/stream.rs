@@ -3,7 +3,7 @@
 //! backend answers and closes.
 //!
 //! This module holds the event type both decoders emit ([`StreamEvent`]),
-//! the body phase they share ([`BodyPhase`]), the trait that lets one
+//! the body phase they share (`BodyPhase`), the trait that lets one
 //! tokio-util adapter ([`StreamCodec`]) and one fuzz driver serve both, and
 //! the canned refusal response (SPEC §2: "Every refusal ... writes a complete
 //! response with a real status").

@@ -61,7 +61,7 @@ pub enum HeadError {
     #[error("uwsgi modifier2 {modifier2} is not supported; WSGI requests carry 0 (uwsgi.md §3.2)")]
     UnsupportedModifier2 { modifier2: u8 },
     #[error(
-        "uwsgi vars block of {datasize} bytes is over the {limit}-byte limit (--max-params-size)"
+        "uwsgi vars block of {datasize} bytes is over the {limit}-byte limit (--max-params-size, uwsgi.md §2.3)"
     )]
     VarsTooLarge { datasize: usize, limit: usize },
     #[error(
@@ -77,11 +77,11 @@ pub enum HeadError {
     },
     #[error("uwsgi var at vars offset {offset} has an empty key (uwsgi.md §2.2)")]
     EmptyKey { offset: usize },
-    #[error("uwsgi vars block holds more than {limit} vars")]
+    #[error("uwsgi vars block holds more than {limit} vars (uwsgi.md §2.3)")]
     TooManyVars { limit: usize },
-    #[error("uwsgi CONTENT_LENGTH {value:?} is not a decimal number (uwsgi.md §4)")]
+    #[error("uwsgi CONTENT_LENGTH {value:?} is not a decimal number (uwsgi.md §4.1)")]
     ContentLengthInvalid { value: String },
-    #[error("uwsgi CONTENT_LENGTH is sent twice with different values, {first:?} and {second:?} (SPEC §3)")]
+    #[error("uwsgi CONTENT_LENGTH is sent twice with different values, {first:?} and {second:?} (uwsgi.md §4.2)")]
     ContentLengthConflict { first: String, second: String },
 }
 
@@ -110,8 +110,10 @@ fn modifier1_meaning(m: u8) -> &'static str {
         14 => "PHP",
         17 => "uWSGI spooler",
         22 => "uWSGI eval",
-        // "HTTP/..." read as a uwsgi header: the peer is answering, not asking.
-        72 => "'H': an HTTP response or request, not uwsgi",
+        // HTTP read as a uwsgi header: "GET ...", "HTTP/1.1 ...", "POST"/"PUT".
+        71 => "'G': looks like an HTTP request",
+        72 => "'H': looks like HTTP",
+        80 => "'P': looks like an HTTP request",
         100 => "uWSGI ping",
         111 => "uWSGI cache",
         173 => "uWSGI RPC",
