@@ -594,12 +594,15 @@ impl ServerConn {
 
 /// Decodes the complete PARAMS block into vars over the same bytes.
 fn decode_params(id: RequestId, block: Bytes, max_pairs: usize) -> Result<CgiVars, ConnError> {
-    let ranges = nv::decode_all(&block, max_pairs).map_err(|e| match e {
-        nv::NvError::TooManyPairs { limit } => ConnError::TooManyParams { id, limit },
-        source => ConnError::MalformedParams { id, source },
-    })?;
-    let mut vars = CgiVars::over(block);
-    for (name, value) in ranges {
+    let mut vars = CgiVars::over(block.clone());
+    for pair in nv::pairs(&block) {
+        let (name, value) = pair.map_err(|source| ConnError::MalformedParams { id, source })?;
+        if vars.len() == max_pairs {
+            return Err(ConnError::TooManyParams {
+                id,
+                limit: max_pairs,
+            });
+        }
         vars.push_range(name, value);
     }
     Ok(vars)
