@@ -15,7 +15,7 @@
 //! 5. Close the socket once [`ServerConn::wants_close`] says so (after
 //!    writing what `poll_transmit` still yields).
 //!
-//! Per request id (transitions in [`Phase`]): `BEGIN_REQUEST` makes an id
+//! Per request id (transitions on the private `Phase`): `BEGIN_REQUEST` makes an id
 //! live; the PARAMS stream is buffered (bounded by [`Limits`]) and decoded
 //! once, at its empty record, into a validated [`RequestHead`]; STDIN
 //! records then become [`Event::Stdin`] slices of the input, checked
@@ -368,7 +368,7 @@ impl ServerConn {
         let limit = if self.settings.mpxs_conns {
             self.limits.max_requests_per_conn
         } else {
-            1
+            self.limits.max_requests_per_conn.min(1)
         };
         if live >= limit {
             self.reject(id, keep_conn, RequestError::CantMpxConn { live, limit });
