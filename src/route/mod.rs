@@ -28,11 +28,15 @@ pub struct EnvironRules {
     pub map_head_to_get: bool,
 }
 
+/// One CGI variable: borrowed from the front end's block, or built here
+/// (a joined header, a recomputed path).
+pub type Var<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
 /// The CGI variables an application sees, in a stable order, plus what the
 /// worker needs to know about the request.
 #[derive(Debug)]
 pub struct CgiEnviron<'a> {
-    pub vars: Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>,
+    pub vars: Vec<Var<'a>>,
     pub https: bool,
     /// The method as the client sent it: a HEAD request never gets a body
     /// back, even when the application saw GET.
@@ -71,7 +75,7 @@ const DEFAULTS: [(&[u8], &[u8]); 5] = [
 ];
 
 pub fn build<'a>(vars: &'a CgiVars, rules: &EnvironRules) -> Result<CgiEnviron<'a>, EnvironError> {
-    let mut out: Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)> = Vec::with_capacity(vars.len() + 8);
+    let mut out: Vec<Var<'a>> = Vec::with_capacity(vars.len() + 8);
     let mut index: HashMap<&'a [u8], usize> = HashMap::with_capacity(vars.len());
     for (name, value) in vars.iter() {
         if dropped(name, rules) {

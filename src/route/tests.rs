@@ -22,7 +22,14 @@ fn split(pairs: &[(&str, &str)], mount: Option<&str>) -> (String, String) {
 fn script_name_and_path_info_come_out_right_for_every_front_end() {
     // (front end, what it sent, mount, expected SCRIPT_NAME, PATH_INFO)
     let uri = "/mnt/app.py/extra/p%20q?a=1";
-    let cases: &[(&str, Vec<(&str, &str)>, Option<&str>, &str, &str)] = &[
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+    );
+    let cases: &[Case] = &[
         (
             "nginx fastcgi stock params",
             vec![
