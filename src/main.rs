@@ -5,6 +5,12 @@ use wsgi_fpm::config::model::LogConfig;
 
 fn main() {
     let cli = Cli::parse();
+    if cli.error_log != "-" {
+        if let Err(e) = redirect_stderr(&cli.error_log) {
+            eprintln!("wsgi-fpm: --error-log {}: {e}", cli.error_log);
+            std::process::exit(2);
+        }
+    }
     let log = LogConfig {
         level: cli.log_level.clone(),
         json: cli.log_format == "json",
@@ -50,4 +56,13 @@ fn main() {
         let _ = std::fs::remove_file(path);
     }
     std::process::exit(code);
+}
+
+/// The error log file becomes this process's stderr, which the workers
+/// inherit, so every process writes its lines to the one file.
+fn redirect_stderr(path: &str) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut stderr = std::io::stderr();
+    nix::unistd::dup2_stderr(&file).map_err(std::io::Error::from)?;
+    std::io::Write::flush(&mut stderr)
 }

@@ -84,6 +84,9 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Where the error log goes: a file (appended to), or - for stderr.
+    #[arg(long, value_name = "PATH", default_value = "-")]
+    pub error_log: String,
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub log_format: String,

@@ -1,0 +1,521 @@
+"""Process plumbing for the end-to-end tests: free loopback ports, wsgi-fpm
+instances, real nginx / Apache httpd / lighttpd started in the foreground from
+the templates in conf/, and a counting TCP relay.
+
+Every wait here is bounded; everything listens on 127.0.0.1 only; every
+process started here is stopped by its own id (its process group, which it
+leads because it is started in a new session).
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import wire
+
+ROOT = Path(__file__).resolve().parent.parent
+INTEGRATION = ROOT / "integration"
+WORK = INTEGRATION / "work"
+APPS = ROOT / "tests" / "apps"
+CONF = ROOT / "conf"
+EXAMPLES = ROOT / "examples"
+HOST = "127.0.0.1"
+
+#: How long a wsgi-fpm instance may take to answer its first request.
+BACKEND_START_TIMEOUT = 20.0
+#: How long a front end may take to listen on all its ports.
+FRONTEND_START_TIMEOUT = 15.0
+#: How long a process gets to exit after SIGTERM before SIGKILL.
+STOP_TIMEOUT = 10.0
+
+
+def wsgi_fpm_bin():
+    path = Path(os.environ.get("WSGI_FPM_BIN", "target/release/wsgi-fpm"))
+    return path if path.is_absolute() else ROOT / path
+
+
+# ------------------------------------------------------------------ ports
+
+_given_ports = set()
+_ports_lock = threading.Lock()
+
+
+def free_ports(n):
+    """`n` distinct free TCP ports on 127.0.0.1, never handed out twice in this run."""
+    out = []
+    socks = []
+    with _ports_lock:
+        try:
+            while len(out) < n:
+                s = socket.socket()
+                s.bind((HOST, 0))
+                socks.append(s)
+                port = s.getsockname()[1]
+                if port not in _given_ports:
+                    _given_ports.add(port)
+                    out.append(port)
+        finally:
+            for s in socks:
+                s.close()
+    return out
+
+
+def wait_port(port, deadline):
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+# ------------------------------------------------------------------ run dir
+
+def new_run_dir():
+    """integration/work/run-<stamp>; keeps the three newest runs, `latest` links to this one."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    runs = sorted(p for p in WORK.glob("run-*") if p.is_dir())
+    for old in runs[:-2]:
+        shutil.rmtree(old, ignore_errors=True)
+    d = WORK / ("run-%s-%d" % (time.strftime("%Y%m%d-%H%M%S"), os.getpid()))
+    d.mkdir()
+    latest = WORK / "latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(d.name)
+    except OSError:
+        pass
+    return d
+
+
+def tail(path, lines=30):
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as e:
+        return "(%s)" % e
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------ processes
+
+class Proc:
+    """A child process in its own session, output to a log file."""
+
+    def __init__(self, name, cmd, log, cwd=None, env=None):
+        self.name = name
+        self.cmd = [str(c) for c in cmd]
+        self.log = Path(log)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as f:
+            f.write(("$ %s\n" % " ".join(self.cmd)).encode())
+            f.flush()
+            self.popen = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=f,
+                                          stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                                          start_new_session=True)
+        self.pid = self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.popen.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left of the group it leads (workers, Apache children).
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def descendants(self):
+        """Pids of every live process below this one (from /proc)."""
+        children = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(d.name))
+        out, todo = [], [self.pid]
+        while todo:
+            p = todo.pop()
+            for c in children.get(p, []):
+                out.append(c)
+                todo.append(c)
+        return out
+
+
+class StartError(RuntimeError):
+    pass
+
+
+class WsgiFpm:
+    """One wsgi-fpm instance listening on one port per protocol."""
+
+    def __init__(self, run_dir, name, app, args=(), protocols=("fastcgi", "scgi", "uwsgi"),
+                 python_path=(), env=None, ports=None):
+        self.name = name
+        self.app = str(app)
+        if ports:
+            self.ports = dict(ports)
+            self.protocols = tuple(ports)
+        else:
+            self.protocols = tuple(protocols)
+            self.ports = dict(zip(self.protocols, free_ports(len(self.protocols))))
+        self.log = Path(run_dir) / "wsgi-fpm" / (name + ".log")
+        cmd = [wsgi_fpm_bin()]
+        for proto, port in self.ports.items():
+            cmd += ["--" + proto, "%s:%d" % (HOST, port)]
+        for p in (APPS,) + tuple(python_path):
+            cmd += ["--python-path", p]
+        cmd += ["--allow-root", "--error-log", "-"]
+        cmd += [str(a) for a in args]
+        cmd.append(self.app)
+        penv = dict(os.environ)
+        penv["WSGI_FPM_TEST_TMP"] = str(Path(run_dir) / "tmp")
+        (Path(run_dir) / "tmp").mkdir(exist_ok=True)
+        penv.update(env or {})
+        self.proc = Proc(name, cmd, self.log, cwd=ROOT, env=penv)
+        self.pid = self.proc.pid
+
+    def addr(self, protocol):
+        return (HOST, self.ports[protocol])
+
+    def wait_ready(self, timeout=BACKEND_START_TIMEOUT):
+        """Retry a real request on the first listener until it answers."""
+        proto = self.protocols[0]
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if not self.proc.alive():
+                raise StartError("wsgi-fpm %s exited with %s before answering; log %s:\n%s" % (
+                    self.name, self.proc.popen.returncode, self.log, tail(self.log)))
+            try:
+                wire.request(proto, self.addr(proto), path="/__ready__", timeout=5)
+                return self
+            except (OSError, ValueError) as e:
+                last = e
+                time.sleep(0.2)
+        raise StartError("wsgi-fpm %s did not answer a %s request within %.0f s (last: %r); log %s:\n%s" % (
+            self.name, proto, timeout, last, self.log, tail(self.log)))
+
+    def request(self, protocol, *args, **kw):
+        return wire.request(protocol, self.addr(protocol), *args, **kw)
+
+    def log_text(self):
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        self.proc.stop()
+
+
+# ------------------------------------------------------------------ relay
+
+class Relay:
+    """A TCP relay that counts the connections a front end opens to a backend.
+
+    Used for the FastCGI keep-connection front ends: if the backend honours
+    FCGI_KEEP_CONN, many requests travel over few connections. When either
+    side closes or fails, both sockets are closed (front ends never half-close
+    a FastCGI connection).
+    """
+
+    def __init__(self, target):
+        self.target = target
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.closing = False
+        self.thread = threading.Thread(target=self._accept, daemon=True, name="relay-%d" % self.port)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        for s in (client, upstream):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        done = threading.Event()
+
+        def pump(src, dst):
+            try:
+                while True:
+                    data = src.recv(1 << 16)
+                    if not data:
+                        break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                if not done.is_set():
+                    done.set()
+                    for s in (client, upstream):
+                        try:
+                            s.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+
+        t = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+        t.start()
+        pump(client, upstream)
+        t.join(30)
+        client.close()
+        upstream.close()
+
+    def reset(self):
+        with self.lock:
+            self.connections = 0
+
+    def close(self):
+        self.closing = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------ front ends
+
+PLACEHOLDER = re.compile(r"@[A-Z_]+@")
+
+
+def fill(template_path, values):
+    text = Path(template_path).read_text()
+    for k, v in values.items():
+        text = text.replace("@%s@" % k, str(v))
+    left = sorted(set(PLACEHOLDER.findall(text)))
+    if left:
+        raise ValueError("%s: placeholders left unfilled: %s" % (template_path, ", ".join(left)))
+    return text
+
+
+@dataclass
+class Variant:
+    """One front end × protocol combination of the test matrix."""
+    name: str
+    frontend: str          # nginx | apache | lighttpd
+    protocol: str          # fastcgi | scgi | uwsgi
+    template: str          # file in conf/<frontend>/
+    keepconn: bool = False
+    #: chunked request bodies: "ok" (de-chunked by the front end or streamed
+    #: over FastCGI) or an HTTP status the front end answers itself.
+    chunked: object = "ok"
+
+
+VARIANTS = [
+    Variant("nginx-fastcgi", "nginx", "fastcgi", "fastcgi.conf"),
+    Variant("nginx-fastcgi-keepconn", "nginx", "fastcgi", "fastcgi-keepalive.conf", keepconn=True),
+    Variant("nginx-scgi", "nginx", "scgi", "scgi.conf"),
+    Variant("nginx-uwsgi", "nginx", "uwsgi", "uwsgi.conf"),
+    Variant("apache-fastcgi", "apache", "fastcgi", "fastcgi.conf"),
+    Variant("apache-fastcgi-reuse", "apache", "fastcgi", "fastcgi-reuse.conf", keepconn=True),
+    # BEHAVIOUR.md 3.2: mod_proxy_scgi and mod_proxy_uwsgi answer 411 to chunked uploads.
+    Variant("apache-scgi", "apache", "scgi", "scgi.conf", chunked=411),
+    Variant("apache-uwsgi", "apache", "uwsgi", "uwsgi.conf", chunked=411),
+    Variant("lighttpd-fastcgi", "lighttpd", "fastcgi", "fastcgi.conf"),
+    Variant("lighttpd-scgi", "lighttpd", "scgi", "scgi.conf"),
+    Variant("lighttpd-uwsgi", "lighttpd", "uwsgi", "uwsgi.conf"),
+]
+VARIANT = {v.name: v for v in VARIANTS}
+
+
+@dataclass
+class Slot:
+    """One application behind every variant, at its own front-end port."""
+    name: str
+    app: str
+    mount: str = ""
+    args: list = field(default_factory=list)
+    python_path: list = field(default_factory=list)
+
+
+SLOTS = [
+    Slot("main", "router.py", args=["--processes", "2", "--threads", "8"]),
+    Slot("mounted", "router.py", mount="/app", args=["--processes", "1", "--threads", "4"]),
+    Slot("passauth", "env_app.py", args=["--pass-authorization"]),
+    Slot("validated", "validated.py", mount="/v"),
+    Slot("flask", "flask_app.py", mount="/flask"),
+    Slot("django", "testsite.wsgi:application", mount="/django",
+         python_path=[str(APPS / "django_project")]),
+]
+SLOT = {s.name: s for s in SLOTS}
+
+FRONTENDS = {
+    "nginx": {"main": "nginx.conf"},
+    "apache": {"main": "httpd.conf"},
+    "lighttpd": {"main": "lighttpd.conf"},
+}
+
+
+class FrontEnd:
+    """nginx, Apache httpd or lighttpd serving every variant × slot it has."""
+
+    def __init__(self, run_dir, kind, stack):
+        self.kind = kind
+        self.dir = Path(run_dir) / kind
+        for sub in ("logs", "tmp", "sites", "htdocs"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self.ports = {}          # (variant, slot) -> port
+        self.variants = [v for v in VARIANTS if v.frontend == kind]
+        main_port = free_ports(1)[0]
+        for v in self.variants:
+            for s in SLOTS:
+                port = free_ports(1)[0]
+                self.ports[(v.name, s.name)] = port
+                backend_port = stack.backend_port(v, s)
+                values = {
+                    "LISTEN_HOST": HOST, "LISTEN_PORT": port,
+                    "BACKEND_HOST": HOST, "BACKEND_PORT": backend_port,
+                    "MOUNT": s.mount, "WORKDIR": self.dir,
+                    "NAME": re.sub(r"\W", "_", "wsgi_fpm_%s_%s" % (v.name, s.name)),
+                }
+                text = fill(CONF / kind / v.template, values)
+                (self.dir / "sites" / ("%s--%s.conf" % (v.name, s.name))).write_text(text)
+        main = fill(CONF / kind / FRONTENDS[kind]["main"],
+                    {"WORKDIR": self.dir, "LISTEN_HOST": HOST, "LISTEN_PORT": main_port})
+        conf = self.dir / FRONTENDS[kind]["main"]
+        conf.write_text(main)
+        if kind == "nginx":
+            cmd = [shutil.which("nginx") or "/usr/sbin/nginx", "-e", self.dir / "logs" / "error.log",
+                   "-p", self.dir, "-c", conf]
+        elif kind == "apache":
+            cmd = [shutil.which("apache2") or "/usr/sbin/apache2", "-DFOREGROUND", "-d", self.dir, "-f", conf]
+        else:
+            cmd = [shutil.which("lighttpd") or "/usr/sbin/lighttpd", "-D", "-f", conf]
+        self.log = self.dir / "logs" / "console.log"
+        self.proc = Proc(kind, cmd, self.log, cwd=self.dir)
+        deadline = time.monotonic() + FRONTEND_START_TIMEOUT
+        for port in self.ports.values():
+            if not wait_port(port, deadline) or not self.proc.alive():
+                self.proc.stop()
+                raise StartError("%s did not listen on port %d within %.0f s; console:\n%s\nerror log:\n%s" % (
+                    kind, port, FRONTEND_START_TIMEOUT, tail(self.log), tail(self.dir / "logs" / "error.log")))
+
+    def stop(self):
+        self.proc.stop()
+
+
+class Stack:
+    """Everything started for the session, started on first use, stopped at the end."""
+
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.backends = {}       # slot name -> WsgiFpm (started lazily)
+        self.backend_ports = {}  # slot name -> {protocol: port}, reserved up front
+        self.frontends = {}
+        self.relays = {}         # (variant, slot) -> Relay
+        self.extra = []          # other WsgiFpm instances to stop at the end
+        self.failed = {}         # what could not start, so later tests fail fast
+        self.lock = threading.Lock()
+        for s in SLOTS:
+            self.backend_ports[s.name] = dict(zip(("fastcgi", "scgi", "uwsgi"), free_ports(3)))
+
+    # ports the front-end configs point at
+    def backend_port(self, variant, slot):
+        port = self.backend_ports[slot.name][variant.protocol]
+        if variant.keepconn:
+            key = (variant.name, slot.name)
+            if key not in self.relays:
+                self.relays[key] = Relay((HOST, port))
+            return self.relays[key].port
+        return port
+
+    def backend(self, slot_name):
+        with self.lock:
+            if slot_name in self.failed:
+                raise StartError(self.failed[slot_name])
+            if slot_name not in self.backends:
+                s = SLOT[slot_name]
+                args = list(s.args)
+                if s.mount:
+                    args += ["--mount", s.mount]
+                b = self._start_backend(s, args)
+                self.backends[slot_name] = b
+            return self.backends[slot_name]
+
+    def _start_backend(self, s, args):
+        # On the ports reserved up front: the front-end configs already name them.
+        app = APPS / s.app if s.app.endswith(".py") else s.app
+        b = WsgiFpm(self.run_dir, "slot-" + s.name, app, args,
+                    ports=self.backend_ports[s.name], python_path=s.python_path)
+        try:
+            b.wait_ready()
+        except StartError as e:
+            b.stop()
+            self.failed[s.name] = str(e)
+            raise
+        return b
+
+    def frontend(self, kind):
+        with self.lock:
+            key = "frontend:" + kind
+            if key in self.failed:
+                raise StartError(self.failed[key])
+            if kind not in self.frontends:
+                try:
+                    self.frontends[kind] = FrontEnd(self.run_dir, kind, self)
+                except Exception as e:
+                    self.failed[key] = str(e)
+                    raise
+            return self.frontends[kind]
+
+    def spawn(self, name, app, args=(), **kw):
+        """An extra wsgi-fpm instance, stopped at the end of the session or by the caller."""
+        b = WsgiFpm(self.run_dir, name, app, args, **kw)
+        self.extra.append(b)
+        try:
+            b.wait_ready()
+        except StartError:
+            b.stop()
+            raise
+        return b
+
+    def stop(self):
+        for fe in self.frontends.values():
+            fe.stop()
+        for r in self.relays.values():
+            r.close()
+        for b in list(self.backends.values()) + self.extra:
+            b.stop()
+
