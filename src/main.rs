@@ -61,7 +61,10 @@ fn main() {
 /// The error log file becomes this process's stderr, which the workers
 /// inherit, so every process writes its lines to the one file.
 fn redirect_stderr(path: &str) -> std::io::Result<()> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     let mut stderr = std::io::stderr();
     nix::unistd::dup2_stderr(&file).map_err(std::io::Error::from)?;
     std::io::Write::flush(&mut stderr)
