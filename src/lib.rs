@@ -4,10 +4,16 @@
 //! This crate is everything that does not run Python: the sans-IO protocol
 //! codecs (`proto`), the socket layer (`net`), configuration (`config`), the
 //! per-front-end path rules (`route`) and the master (`master`). The worker,
-//! which embeds the pool's own interpreter, is the `wsgi-fpm-worker` crate
-//! beside this one; it builds on this crate and is the only code that names
-//! pyo3.
+//! which runs inside the pool's own interpreter, is the `wsgi-fpm-worker`
+//! crate beside this one; it builds on this crate and is the only code that
+//! names pyo3.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod master;
+pub mod net;
 pub mod proto;
+pub mod route;

@@ -190,10 +190,7 @@ pub fn parse_decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        v.iter()
-            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')),
-    )
+    Some(v.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
 }
 
 /// The status and headers of a response, already validated by the layer

@@ -14,8 +14,9 @@ pub struct Limits {
     /// FastCGI: PARAMS records one request may use. Front ends send one; the
     /// bound stops a peer from trickling a block in 1-byte records.
     pub max_params_records: usize,
-    /// FastCGI: concurrent request ids on one connection (multiplexing).
-    /// Also what `FCGI_GET_VALUES` reports as `FCGI_MAX_REQS`.
+    /// FastCGI: concurrent request ids on one connection (multiplexing); a
+    /// new id beyond it gets `FCGI_CANT_MPX_CONN`. `FCGI_GET_VALUES` answers
+    /// from `fastcgi::Settings`, which describes the whole process.
     pub max_requests_per_conn: usize,
 }
 

@@ -6,7 +6,14 @@
 //! never learn which protocol carried a request.
 
 pub mod cgi;
+pub mod fastcgi;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod limits;
+pub mod scgi;
+pub mod stream;
+pub mod uwsgi;
 
 pub use cgi::{BodyFraming, CgiVars, RequestHead, ResponseHead, Role};
 pub use limits::Limits;
+pub use stream::{Phase, StreamEvent};

@@ -1,0 +1,53 @@
+//! Logging: a tracing subscriber writing to stderr, as text or JSON.
+//! Every text line names the process (`master`, or the worker's pool) and
+//! its pid, so interleaved lines from several workers can be told apart.
+
+use crate::config::model::LogConfig;
+use std::fmt;
+use tracing_subscriber::fmt::format::{Format, Full, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber; `who` is `master` or `pool NAME`.
+pub fn init(config: &LogConfig, who: &str) {
+    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let result = if config.json {
+        builder.json().with_current_span(true).try_init()
+    } else {
+        builder
+            .event_format(Prefixed {
+                prefix: format!("wsgi-fpm[{who} {}] ", std::process::id()),
+                inner: Format::default().with_target(false),
+            })
+            .try_init()
+    };
+    // A second init (tests) keeps the first subscriber.
+    let _ = result;
+}
+
+struct Prefixed {
+    prefix: String,
+    inner: Format<Full>,
+}
+
+impl<S, N> FormatEvent<S, N> for Prefixed
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    Format<Full>: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        writer.write_str(&self.prefix)?;
+        self.inner.format_event(ctx, writer, event)
+    }
+}

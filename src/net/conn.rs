@@ -1,0 +1,148 @@
+//! An accepted connection of either family, readable and writable as one
+//! type, with `sendfile(2)` straight from a file to the socket.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+
+pub enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Bytes one sendfile(2) call may move: bounded so that a large file does
+/// not starve the other connections of this worker's I/O thread.
+const SENDFILE_STEP: usize = 1 << 20;
+
+impl Conn {
+    async fn writable(&self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.writable().await,
+            Conn::Unix(s) => s.writable().await,
+        }
+    }
+
+    fn try_sendfile(
+        &self,
+        file: &std::fs::File,
+        offset: &mut i64,
+        count: usize,
+    ) -> io::Result<usize> {
+        let send = || {
+            nix::sys::sendfile::sendfile(self_fd(self), file.as_fd(), Some(offset), count)
+                .map_err(io::Error::from)
+        };
+        match self {
+            Conn::Tcp(s) => s.try_io(Interest::WRITABLE, send),
+            Conn::Unix(s) => s.try_io(Interest::WRITABLE, send),
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `offset`; each step must make
+    /// progress within `timeout`.
+    pub async fn sendfile(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        self.flush().await?;
+        let mut off = i64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let end = off
+            .checked_add(i64::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?)
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        while off < end {
+            let count = usize::try_from(end - off)
+                .unwrap_or(usize::MAX)
+                .min(SENDFILE_STEP);
+            let step = async {
+                loop {
+                    self.writable().await?;
+                    match self.try_sendfile(file, &mut off, count) {
+                        Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                        Ok(n) => return Ok(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            tokio::time::timeout(timeout, step)
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        }
+        Ok(())
+    }
+}
+
+fn self_fd(conn: &Conn) -> std::os::fd::BorrowedFd<'_> {
+    match conn {
+        Conn::Tcp(s) => s.as_fd(),
+        Conn::Unix(s) => s.as_fd(),
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// `write_all` that must finish within `timeout` (SPEC §2 socket timeout).
+pub async fn write_all_timeout(conn: &mut Conn, data: &[u8], timeout: Duration) -> io::Result<()> {
+    tokio::time::timeout(timeout, conn.write_all(data))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}

@@ -1,0 +1,81 @@
+//! Listening sockets: bound by the master (which may run as root), inherited
+//! by workers as plain file descriptors.
+
+use crate::config::model::{ListenAddr, ListenSpec};
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+
+/// Binds one listener and returns its descriptor (close-on-exec set; the
+/// spawner clears it for the workers it starts).
+pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
+    match &spec.addr {
+        ListenAddr::Tcp(addr) => {
+            let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+            // A restarted master must be able to bind while old connections
+            // sit in TIME_WAIT.
+            socket.set_reuse_address(true)?;
+            if addr.is_ipv6() {
+                socket.set_only_v6(true)?;
+            }
+            socket.set_tcp_nodelay(true)?;
+            socket.bind(&SockAddr::from(*addr))?;
+            socket.listen(backlog)?;
+            Ok(socket.into())
+        }
+        ListenAddr::Unix(path) => {
+            // A socket file left by a previous run that died: remove it, but
+            // never anything that is not a socket.
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if meta.file_type().is_socket() {
+                    std::fs::remove_file(path)?;
+                } else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a socket", path.display()),
+                    ));
+                }
+            }
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            socket.bind(&SockAddr::unix(path)?)?;
+            socket.listen(backlog)?;
+            Ok(socket.into())
+        }
+        ListenAddr::Fd(fd) => {
+            let fd = *fd;
+            // SAFETY: the descriptor was handed to us by our parent for this
+            // purpose (fd 0 convention, or named with fd:N); we take
+            // ownership of it once, here, and check that it is a socket.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let socket = Socket::from(owned);
+            let is_stream = matches!(socket.r#type(), Ok(Type::STREAM));
+            // Work on a duplicate numbered 3 or above and leave the original
+            // where it is: fd 0 must stay open (the next open() would get it)
+            // and workers get /dev/null on their stdin.
+            let dup = if is_stream {
+                socket.try_clone()
+            } else {
+                Err(io::ErrorKind::InvalidInput.into())
+            };
+            std::mem::forget(socket);
+            dup.map(OwnedFd::from).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("fd:{fd} is not a stream socket"),
+                )
+            })
+        }
+    }
+}
+
+/// The address a bound TCP listener got (for `:0` ports), or None.
+pub fn local_port(fd: &OwnedFd) -> Option<u16> {
+    let sock = socket2::SockRef::from(fd);
+    sock.local_addr().ok()?.as_socket().map(|a| a.port())
+}
+
+/// The raw descriptor number, for handing to a child.
+pub fn raw(fd: &OwnedFd) -> i32 {
+    fd.as_raw_fd()
+}

@@ -1,0 +1,150 @@
+//! Accept loops: one per inherited listening socket, each connection a task
+//! driven by its protocol's driver. A graceful stop closes the listeners,
+//! lets in-flight connections finish within the deadline, then returns.
+
+use crate::config::model::Protocol;
+use crate::net::conn::Conn;
+use crate::net::request::Handler;
+use crate::proto::Limits;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+/// What every connection driver needs.
+pub struct ServeContext {
+    pub handler: Arc<dyn Handler>,
+    pub limits: Limits,
+    /// A read or write that makes no progress for this long closes the
+    /// connection (SPEC §2 `--socket-timeout`).
+    pub socket_timeout: Duration,
+    /// What FastCGI's GET_VALUES reports: this worker's real capacity.
+    pub max_conns: u32,
+    pub max_reqs: u32,
+}
+
+enum AnyListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+fn adopt(fd: OwnedFd) -> std::io::Result<AnyListener> {
+    let domain = socket2::SockRef::from(&fd).domain()?;
+    if domain == socket2::Domain::UNIX {
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        std_listener.set_nonblocking(true)?;
+        Ok(AnyListener::Unix(UnixListener::from_std(std_listener)?))
+    } else {
+        let std_listener = std::net::TcpListener::from(fd);
+        std_listener.set_nonblocking(true)?;
+        Ok(AnyListener::Tcp(TcpListener::from_std(std_listener)?))
+    }
+}
+
+/// Serves every listener until `stop` turns true, then waits up to `grace`
+/// for open connections.
+pub async fn serve_all(
+    listeners: Vec<(OwnedFd, Protocol)>,
+    ctx: Arc<ServeContext>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let (conn_stop_tx, conn_stop) = watch::channel(false);
+    let mut accepts = JoinSet::new();
+    let conns = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+    for (fd, protocol) in listeners {
+        let listener = match adopt(fd) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("cannot use an inherited {protocol} listener: {e}");
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let conns = conns.clone();
+        let conn_stop = conn_stop.clone();
+        accepts.spawn(accept_loop(listener, protocol, ctx, conns, conn_stop));
+    }
+    let _ = stop.wait_for(|s| *s).await;
+    accepts.shutdown().await;
+    let _ = conn_stop_tx.send(true);
+    let mut conns = conns.lock().await;
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(
+            "{} connections still open at the end of the grace period; closing them",
+            conns.len()
+        );
+        conns.shutdown().await;
+    }
+    info!("stopped serving");
+}
+
+async fn accept_loop(
+    listener: AnyListener,
+    protocol: Protocol,
+    ctx: Arc<ServeContext>,
+    conns: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = match &listener {
+            AnyListener::Tcp(l) => l.accept().await.map(|(s, peer)| {
+                let local = s.local_addr().ok();
+                let _ = s.set_nodelay(true);
+                (Conn::Tcp(s), Arc::<str>::from(peer.to_string()), local)
+            }),
+            AnyListener::Unix(l) => l.accept().await.map(|(s, peer)| {
+                let name = peer
+                    .as_pathname()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "unix".into());
+                (Conn::Unix(s), Arc::<str>::from(name), None)
+            }),
+        };
+        let (conn, peer, local) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept on a {protocol} listener failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let task = drive(conn, protocol, peer, local, ctx.clone(), stop.clone());
+        let mut set = conns.lock().await;
+        while set.try_join_next().is_some() {}
+        set.spawn(task);
+    }
+}
+
+async fn drive(
+    conn: Conn,
+    protocol: Protocol,
+    peer: Arc<str>,
+    local: Option<SocketAddr>,
+    ctx: Arc<ServeContext>,
+    stop: watch::Receiver<bool>,
+) {
+    use crate::proto::{scgi, uwsgi};
+    match protocol {
+        Protocol::Http => {
+            let handler = ctx.handler.clone();
+            crate::http::serve(conn, peer, local, handler, ctx.socket_timeout, stop).await
+        }
+        Protocol::FastCgi => crate::net::fastcgi::serve(conn, peer, ctx, stop).await,
+        Protocol::Scgi => {
+            let decoder = scgi::ScgiDecoder::new(ctx.limits);
+            crate::net::stream::serve(conn, decoder, scgi::encode_head, protocol, peer, ctx).await
+        }
+        Protocol::Uwsgi => {
+            let decoder = uwsgi::UwsgiDecoder::new(ctx.limits);
+            crate::net::stream::serve(conn, decoder, uwsgi::encode_head, protocol, peer, ctx).await
+        }
+    }
+}

@@ -1,0 +1,7 @@
+#![no_main]
+//! See `wsgi_fpm::proto::fuzz::fastcgi::fastcgi_record`.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    wsgi_fpm::proto::fuzz::fastcgi::fastcgi_record(data);
+});

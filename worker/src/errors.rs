@@ -1,0 +1,61 @@
+//! `wsgi.errors`: text the application writes goes to the error log, one
+//! log line per line written, tagged with the request being served.
+
+use pyo3::prelude::*;
+use std::sync::Mutex;
+
+#[pyclass(module = "wsgi_fpm_worker")]
+pub struct ErrorLog {
+    request_id: String,
+    /// A line written in pieces waits here for its newline.
+    partial: Mutex<String>,
+}
+
+impl ErrorLog {
+    pub fn new(request_id: String) -> Self {
+        ErrorLog {
+            request_id,
+            partial: Mutex::new(String::new()),
+        }
+    }
+
+    fn emit(&self, line: &str) {
+        tracing::warn!(request_id = %self.request_id, "wsgi.errors: {line}");
+    }
+}
+
+#[pymethods]
+impl ErrorLog {
+    fn write(&self, text: &str) -> usize {
+        let Ok(mut partial) = self.partial.lock() else {
+            return 0;
+        };
+        partial.push_str(text);
+        while let Some(i) = partial.find('\n') {
+            let line: String = partial.drain(..=i).collect();
+            self.emit(line.trim_end_matches(['\n', '\r']));
+        }
+        text.len()
+    }
+
+    fn writelines(&self, lines: Vec<String>) {
+        for line in lines {
+            self.write(&line);
+        }
+    }
+
+    fn flush(&self) {
+        if let Ok(mut partial) = self.partial.lock() {
+            if !partial.is_empty() {
+                let line = std::mem::take(&mut *partial);
+                self.emit(&line);
+            }
+        }
+    }
+}
+
+impl Drop for ErrorLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

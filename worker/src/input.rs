@@ -1,0 +1,155 @@
+//! `wsgi.input`: the request body as a stream (PEP 3333 `read`, `readline`,
+//! `readlines`, iteration). It never reads past the end of the body and
+//! never holds more than the unread rest of one chunk: a 1 GiB upload
+//! streams through. Waiting for bytes releases the GIL.
+
+use bytes::{Buf, Bytes, BytesMut};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::sync::Mutex;
+use wsgi_fpm::net::request::BodyReader;
+
+#[pyclass(module = "wsgi_fpm_worker")]
+pub struct Input {
+    state: Mutex<State>,
+}
+
+struct State {
+    reader: BodyReader,
+    /// Received but not yet read by the application.
+    pending: Bytes,
+}
+
+impl Input {
+    pub fn new(reader: BodyReader) -> Self {
+        Input {
+            state: Mutex::new(State {
+                reader,
+                pending: Bytes::new(),
+            }),
+        }
+    }
+}
+
+impl State {
+    /// Makes `pending` non-empty unless the body has ended.
+    fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if !self.pending.is_empty() {
+            return Ok(true);
+        }
+        let reader = &mut self.reader;
+        let next = py.detach(|| reader.blocking_next());
+        match next {
+            Ok(Some(chunk)) => {
+                self.pending = chunk;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(PyOSError::new_err(format!("request body: {e}"))),
+        }
+    }
+
+    fn read(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Bytes> {
+        let mut out = BytesMut::new();
+        loop {
+            let want = size.map(|s| s - out.len());
+            if want == Some(0) || !self.fill(py)? {
+                break;
+            }
+            let take = want.map_or(self.pending.len(), |w| w.min(self.pending.len()));
+            // Exactly the rest of one chunk: hand it on without a copy.
+            if out.is_empty() && take == self.pending.len() && want == Some(take) {
+                return Ok(std::mem::take(&mut self.pending));
+            }
+            out.extend_from_slice(&self.pending[..take]);
+            self.pending.advance(take);
+        }
+        Ok(out.freeze())
+    }
+
+    fn readline(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Bytes> {
+        let mut out = BytesMut::new();
+        loop {
+            let want = size.map(|s| s - out.len());
+            if want == Some(0) || !self.fill(py)? {
+                break;
+            }
+            let limit = want.map_or(self.pending.len(), |w| w.min(self.pending.len()));
+            let (take, done) = match self.pending[..limit].iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (limit, false),
+            };
+            out.extend_from_slice(&self.pending[..take]);
+            self.pending.advance(take);
+            if done {
+                break;
+            }
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// Python passes -1 or None for "no limit".
+fn limit(size: Option<isize>) -> Option<usize> {
+    size.and_then(|s| usize::try_from(s).ok())
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.lock()?.read(py, limit(size))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.lock()?.readline(py, limit(size))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(
+        &self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let hint = limit(hint).filter(|h| *h > 0);
+        let mut lines = Vec::new();
+        let mut total = 0;
+        let mut state = self.lock()?;
+        loop {
+            let line = state.readline(py, None)?;
+            if line.is_empty() {
+                break;
+            }
+            total += line.len();
+            lines.push(PyBytes::new(py, &line));
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.lock()?.readline(py, None)?;
+        Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
+    }
+}
+
+impl Input {
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, State>> {
+        // try_lock: a second thread reading the same input at once would
+        // otherwise wait for the lock while holding the GIL that the first
+        // one needs back.
+        self.state
+            .try_lock()
+            .map_err(|_| PyOSError::new_err("wsgi.input is being read by another thread"))
+    }
+}

@@ -1,0 +1,206 @@
+//! One request on a Python thread: environ, the application call, the
+//! iteration of its result, `close()`, and the access log line.
+
+use crate::environ;
+use crate::errors::ErrorLog;
+use crate::file_wrapper::FileWrapper;
+use crate::input::Input;
+use crate::load::format_exception;
+use crate::start_response::{Ending, Responder, StartResponse};
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{debug, error, info, warn};
+use wsgi_fpm::net::request::{Output, Request};
+use wsgi_fpm::proto::ResponseHead;
+use wsgi_fpm::route::{self, EnvironRules};
+
+/// What every request of this worker shares.
+pub struct AppContext {
+    pub app: Py<PyAny>,
+    pub rules: EnvironRules,
+    pub shared: environ::Shared,
+}
+
+pub fn serve(py: Python<'_>, ctx: &AppContext, req: Request) {
+    let Request {
+        head,
+        meta,
+        body,
+        response,
+    } = req;
+    if response.is_cancelled() {
+        debug!(request_id = %meta.request_id, "front end gave up before the request started; not running it");
+        return;
+    }
+    let started = Instant::now();
+    let cgi = match route::build(&head.vars, &ctx.rules) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(peer = %meta.peer, request_id = %meta.request_id, "refusing request: {e}");
+            let status = e.status();
+            let body = Bytes::from(format!("{status}\n"));
+            let _ = response.send(Output::Start {
+                head: ResponseHead::new(status)
+                    .header(&b"Content-Type"[..], &b"text/plain"[..])
+                    .header(&b"Content-Length"[..], body.len().to_string()),
+                body,
+                end: true,
+            });
+            return;
+        }
+    };
+    let method =
+        String::from_utf8_lossy(head.vars.get(b"REQUEST_METHOD").unwrap_or(b"-")).into_owned();
+    let uri = String::from_utf8_lossy(head.vars.get(b"REQUEST_URI").unwrap_or(b"-")).into_owned();
+    let responder = Arc::new(Responder::new(response, cgi.is_head));
+
+    let ending = run_app(py, ctx, &cgi, &head.vars, &meta, body, &responder);
+
+    let status = responder
+        .status()
+        .map_or_else(|| "-".to_owned(), |s| s.to_string());
+    info!(
+        target: "access",
+        request_id = %meta.request_id,
+        peer = %meta.peer,
+        "{method} {uri} {status} {} {:.3}ms{}",
+        responder.bytes_sent(),
+        started.elapsed().as_secs_f64() * 1e3,
+        if ending == Ending::Aborted { " aborted" } else { "" }
+    );
+}
+
+fn run_app(
+    py: Python<'_>,
+    ctx: &AppContext,
+    cgi: &route::CgiEnviron<'_>,
+    vars: &wsgi_fpm::proto::CgiVars,
+    meta: &wsgi_fpm::net::request::RequestMeta,
+    body: wsgi_fpm::net::request::BodyReader,
+    responder: &Arc<Responder>,
+) -> Ending {
+    let call = || -> PyResult<Bound<'_, PyAny>> {
+        let input = Bound::new(py, Input::new(body))?.into_any();
+        let errors = Bound::new(py, ErrorLog::new(meta.request_id.clone()))?.into_any();
+        let wrapper = py.get_type::<FileWrapper>().into_any();
+        let environ = environ::build(
+            py,
+            &ctx.shared,
+            cgi,
+            vars,
+            meta,
+            input,
+            &errors,
+            &wrapper,
+            true,
+        )?;
+        let start_response = Bound::new(
+            py,
+            StartResponse {
+                responder: responder.clone(),
+            },
+        )?;
+        ctx.app.bind(py).call1((environ, start_response))
+    };
+    let result = match call() {
+        Ok(r) => r,
+        Err(err) => return failed(py, responder, meta, &err),
+    };
+    let outcome = stream(py, responder, &result);
+    // PEP 3333: close() is called whatever happened, client gone included.
+    let closed = match result.hasattr("close") {
+        Ok(true) => result.call_method0("close").map(|_| ()),
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let ending = match outcome {
+        Ok(ending) => ending,
+        Err(err) => failed(py, responder, meta, &err),
+    };
+    if let Err(err) = closed {
+        error!(request_id = %meta.request_id, "the response's close() raised:\n{}", format_exception(py, &err));
+    }
+    ending
+}
+
+fn failed(
+    py: Python<'_>,
+    responder: &Responder,
+    meta: &wsgi_fpm::net::request::RequestMeta,
+    err: &PyErr,
+) -> Ending {
+    if responder.is_cancelled() {
+        debug!(request_id = %meta.request_id, "client went away: {err}");
+        return Ending::Aborted;
+    }
+    let when = if responder.head_sent() {
+        "after the response started; cutting it"
+    } else {
+        "before the response started; answering 500"
+    };
+    error!(
+        request_id = %meta.request_id,
+        "the application raised {when}:\n{}",
+        format_exception(py, err)
+    );
+    responder.set_failed_status();
+    responder.fail(py)
+}
+
+fn stream(py: Python<'_>, responder: &Responder, result: &Bound<'_, PyAny>) -> PyResult<Ending> {
+    if let Ok(wrapper) = result.cast::<FileWrapper>() {
+        if let Some((file, offset, len)) = regular_file(py, &wrapper.borrow())? {
+            responder.send_file(py, file, offset, len)?;
+            return responder.finish(py);
+        }
+    }
+    for item in result.try_iter()? {
+        let item = item?;
+        let bytes = item.cast::<PyBytes>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "the application yielded {} where PEP 3333 requires bytes",
+                item.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        responder.write(py, bytes.as_bytes())?;
+    }
+    responder.finish(py)
+}
+
+/// A file_wrapper over a regular file: its descriptor (duplicated), the
+/// current offset and the bytes left. None means "read it in blocks".
+fn regular_file(
+    py: Python<'_>,
+    wrapper: &FileWrapper,
+) -> PyResult<Option<(std::fs::File, u64, u64)>> {
+    let f = wrapper.filelike.bind(py);
+    let Ok(fileno) = f.call_method0("fileno").and_then(|n| n.extract::<i32>()) else {
+        return Ok(None);
+    };
+    // SAFETY: the descriptor belongs to the application's file object,
+    // which outlives this borrow; we only duplicate it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fileno) };
+    let Ok(owned) = borrowed.as_fd().try_clone_to_owned() else {
+        return Ok(None);
+    };
+    let file = std::fs::File::from(owned);
+    let Ok(meta) = file.metadata() else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    // Python's buffered position, not the descriptor's (reads ahead).
+    let offset: u64 = match f.call_method0("tell").and_then(|t| t.extract::<u64>()) {
+        Ok(o) => o,
+        Err(_) => return Ok(None),
+    };
+    Ok(Some((file, offset, meta.len().saturating_sub(offset))))
+}

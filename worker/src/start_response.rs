@@ -1,0 +1,408 @@
+//! `start_response` and `write` (PEP 3333), and the [`Responder`] behind
+//! them that turns the application's output into [`Output`] messages.
+//!
+//! Validation (SPEC §3): the status must be `NNN reason`; header names are
+//! HTTP tokens, values carry no CR, LF or other control characters, no
+//! hop-by-hop header is allowed, and `Content-Length` is a plain number.
+//! A violation raises in the application, which ends in a 500 — never a
+//! broken response on the wire.
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+use std::sync::{Arc, Mutex};
+use wsgi_fpm::net::request::{Gone, Output, ResponseSink};
+use wsgi_fpm::proto::ResponseHead;
+
+/// Headers a WSGI application must not send (PEP 3333: hop-by-hop).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+#[derive(Default)]
+struct State {
+    head: Option<ResponseHead>,
+    head_sent: bool,
+    declared_len: Option<u64>,
+    sent: u64,
+}
+
+/// How a response ended, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Complete,
+    /// Cut after the head (exception, short body, client gone).
+    Aborted,
+}
+
+/// One request's response, shared by `start_response`, `write` and the
+/// loop that iterates the application's result.
+pub struct Responder {
+    state: Mutex<State>,
+    sink: ResponseSink,
+    /// HEAD: headers go out, body bytes do not.
+    is_head: bool,
+}
+
+impl Responder {
+    pub fn new(sink: ResponseSink, is_head: bool) -> Self {
+        Responder {
+            state: Mutex::new(State::default()),
+            sink,
+            is_head,
+        }
+    }
+
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("response state poisoned"))
+    }
+
+    pub fn head_sent(&self) -> bool {
+        self.lock().map(|s| s.head_sent).unwrap_or(true)
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        self.lock().ok()?.head.as_ref()?.code()
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.lock().map(|s| s.sent).unwrap_or(0)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.sink.is_cancelled()
+    }
+
+    fn send(&self, py: Python<'_>, out: Output) -> PyResult<()> {
+        let sink = &self.sink;
+        py.detach(|| sink.send(out))
+            .map_err(|Gone| PyOSError::new_err("client connection closed"))
+    }
+
+    /// Sends body bytes (the head first, if it has not gone yet).
+    pub fn write(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let out = {
+            let mut st = self.lock()?;
+            if st.head.is_none() {
+                return Err(PyRuntimeError::new_err(
+                    "the response body started before start_response() was called",
+                ));
+            }
+            let body = self.admit(&mut st, data);
+            if st.head_sent {
+                if body.is_empty() {
+                    return Ok(());
+                }
+                Output::Data(body)
+            } else {
+                if body.is_empty() && data.is_empty() {
+                    // An empty first item does not send the head: a later
+                    // exception can still become a clean 500.
+                    return Ok(());
+                }
+                let Some(head) = st.head.clone() else {
+                    return Ok(());
+                };
+                st.head_sent = true;
+                Output::Start {
+                    head,
+                    body,
+                    end: false,
+                }
+            }
+        };
+        self.send(py, out)
+    }
+
+    /// The part of `data` that goes on the wire: nothing for HEAD, nothing
+    /// past a declared `Content-Length` (SPEC §3: discarded, logged).
+    fn admit(&self, st: &mut State, data: &[u8]) -> Bytes {
+        if self.is_head {
+            return Bytes::new();
+        }
+        let allowed = match st.declared_len {
+            Some(len) => {
+                let room = len.saturating_sub(st.sent);
+                let n = (data.len() as u64).min(room) as usize;
+                if n < data.len() {
+                    tracing::debug!(
+                        "discarding {} bytes beyond the declared Content-Length {len}",
+                        data.len() - n
+                    );
+                }
+                n
+            }
+            None => data.len(),
+        };
+        st.sent += allowed as u64;
+        Bytes::copy_from_slice(&data[..allowed])
+    }
+
+    /// Sends a regular file's byte range with sendfile (file_wrapper).
+    pub fn send_file(
+        &self,
+        py: Python<'_>,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> PyResult<()> {
+        let (start, len) = {
+            let mut st = self.lock()?;
+            let Some(head) = st.head.clone() else {
+                return Err(PyRuntimeError::new_err(
+                    "the response body started before start_response() was called",
+                ));
+            };
+            let len = if self.is_head {
+                0
+            } else {
+                st.declared_len
+                    .map_or(len, |d| len.min(d.saturating_sub(st.sent)))
+            };
+            st.sent += len;
+            let start = (!st.head_sent).then_some(head);
+            st.head_sent = true;
+            (start, len)
+        };
+        if let Some(head) = start {
+            self.send(
+                py,
+                Output::Start {
+                    head,
+                    body: Bytes::new(),
+                    end: false,
+                },
+            )?;
+        }
+        if len > 0 {
+            self.send(py, Output::File { file, offset, len })?;
+        }
+        Ok(())
+    }
+
+    /// Ends the response normally. A missing `start_response` is the
+    /// application's error (500); a body shorter than its `Content-Length`
+    /// is cut, so the front end does not wait for the rest or reuse the
+    /// connection.
+    pub fn finish(&self, py: Python<'_>) -> PyResult<Ending> {
+        let out = {
+            let st = self.lock()?;
+            let Some(head) = st.head.as_ref() else {
+                return Err(PyRuntimeError::new_err(
+                    "the application returned without calling start_response()",
+                ));
+            };
+            if !st.head_sent {
+                Output::Start {
+                    head: head.clone(),
+                    body: Bytes::new(),
+                    end: true,
+                }
+            } else if !self.is_head && st.declared_len.is_some_and(|d| st.sent < d) {
+                tracing::warn!(
+                    "response shorter than its Content-Length ({} of {} bytes); cutting the connection",
+                    st.sent,
+                    st.declared_len.unwrap_or(0)
+                );
+                Output::Abort
+            } else {
+                Output::End
+            }
+        };
+        let ending = if matches!(out, Output::Abort) {
+            Ending::Aborted
+        } else {
+            Ending::Complete
+        };
+        self.send(py, out)?;
+        Ok(ending)
+    }
+
+    /// The request failed. Before the head went out the client gets a real
+    /// 500 with a short body; after, the response is cut.
+    pub fn fail(&self, py: Python<'_>) -> Ending {
+        let sent = self.head_sent();
+        let out = if sent {
+            Output::Abort
+        } else {
+            let body = Bytes::from_static(b"Internal Server Error\n");
+            Output::Start {
+                head: ResponseHead::new(&b"500 Internal Server Error"[..])
+                    .header(&b"Content-Type"[..], &b"text/plain; charset=utf-8"[..])
+                    .header(&b"Content-Length"[..], body.len().to_string()),
+                body,
+                end: true,
+            }
+        };
+        if let Ok(mut st) = self.lock() {
+            st.head_sent = true;
+        }
+        let _ = self.send(py, out);
+        if sent {
+            Ending::Aborted
+        } else {
+            Ending::Complete
+        }
+    }
+
+    /// The status of a failed request as the client saw it.
+    pub fn set_failed_status(&self) {
+        if let Ok(mut st) = self.lock() {
+            if st.head.is_none() || !st.head_sent {
+                st.head = Some(ResponseHead::new(&b"500 Internal Server Error"[..]));
+            }
+        }
+    }
+
+    fn start(&self, head: ResponseHead, declared_len: Option<u64>, replace: bool) -> PyResult<()> {
+        let mut st = self.lock()?;
+        if st.head.is_some() && !replace {
+            return Err(PyRuntimeError::new_err(
+                "start_response() called a second time without exc_info",
+            ));
+        }
+        st.head = Some(head);
+        st.declared_len = declared_len;
+        Ok(())
+    }
+}
+
+/// The `start_response` callable handed to the application.
+#[pyclass(module = "wsgi_fpm_worker")]
+pub struct StartResponse {
+    pub responder: Arc<Responder>,
+}
+
+/// The `write` callable `start_response` returns (PEP 3333's legacy
+/// imperative output: each call reaches the front end before it returns).
+#[pyclass(module = "wsgi_fpm_worker")]
+pub struct Write {
+    responder: Arc<Responder>,
+}
+
+#[pymethods]
+impl Write {
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data
+            .cast::<pyo3::types::PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
+        self.responder.write(py, bytes.as_bytes())
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Write> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        if let Some(info) = exc_info {
+            if self.responder.head_sent() {
+                // PEP 3333: re-raise the original exception.
+                let value = info.cast::<PyTuple>()?.get_item(1)?;
+                return Err(PyErr::from_value(value));
+            }
+        }
+        let (head, declared_len) = validate(py, status, headers)?;
+        self.responder
+            .start(head, declared_len, exc_info.is_some())?;
+        Ok(Write {
+            responder: self.responder.clone(),
+        })
+    }
+}
+
+fn latin1_bytes(what: &str, s: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let s = s
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
+    let text = s.to_cow()?;
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| PyValueError::new_err(format!("{what} {text:?} is not latin-1")))
+}
+
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn validate(
+    _py: Python<'_>,
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+) -> PyResult<(ResponseHead, Option<u64>)> {
+    let status = latin1_bytes("status", status)?;
+    let well_formed = status.len() >= 4
+        && status[..3].iter().all(u8::is_ascii_digit)
+        && status[0] != b'0'
+        && status[3] == b' '
+        && status[4..].iter().all(|&b| b >= 0x20 && b != 0x7f);
+    if !well_formed {
+        return Err(PyValueError::new_err(format!(
+            "status {:?} is not of the form '200 OK'",
+            String::from_utf8_lossy(&status)
+        )));
+    }
+    let list = headers.cast::<PyList>().map_err(|_| {
+        PyTypeError::new_err("response headers must be a list of (name, value) tuples")
+    })?;
+    let mut head = ResponseHead::new(status);
+    let mut declared_len = None;
+    for item in list.iter() {
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("each response header must be a (name, value) tuple")
+        })?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err(
+                "each response header must be a (name, value) tuple",
+            ));
+        }
+        let name = latin1_bytes("header name", &pair.get_item(0)?)?;
+        let value = latin1_bytes("header value", &pair.get_item(1)?)?;
+        if name.is_empty() || !name.iter().copied().all(is_token) {
+            return Err(PyValueError::new_err(format!(
+                "header name {:?} is not a valid HTTP token",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(PyValueError::new_err(format!(
+                "header {} has a control character (CR, LF, …) in its value",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        let lower = String::from_utf8_lossy(&name).to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_str()) {
+            return Err(PyValueError::new_err(format!(
+                "hop-by-hop header {lower} is not allowed from a WSGI application"
+            )));
+        }
+        if lower == "content-length" {
+            let n = wsgi_fpm::proto::cgi::parse_decimal(value.trim_ascii()).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "Content-Length {:?} is not a non-negative number",
+                    String::from_utf8_lossy(&value)
+                ))
+            })?;
+            declared_len = Some(n);
+        }
+        head.headers.push((Bytes::from(name), Bytes::from(value)));
+    }
+    Ok((head, declared_len))
+}

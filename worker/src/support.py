@@ -1,0 +1,64 @@
+# Python-side helpers of the wsgi-fpm worker, run once at worker start.
+# Only what is simpler to say in Python than through the C API lives here.
+import sys
+import types
+import importlib
+import traceback
+import warnings
+import signal as _signal
+
+
+def load_script(path, name, callable_name):
+    """Run a WSGI script file as its own module (as mod_wsgi does) and
+    return its callable."""
+    with open(path, "rb") as f:
+        source = f.read()
+    module = types.ModuleType(name)
+    module.__file__ = path
+    sys.modules[name] = module
+    exec(compile(source, path, "exec"), module.__dict__)
+    try:
+        return getattr(module, callable_name)
+    except AttributeError:
+        raise LookupError(
+            "%s defines no callable named %r (see --callable)" % (path, callable_name)
+        ) from None
+
+
+def load_module(spec):
+    """`package.module:callable` (callable may be dotted)."""
+    module_name, _, attr = spec.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in (attr or "application").split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise LookupError("%s has no attribute %r" % (module_name, attr)) from None
+    return obj
+
+
+def format_exception(exc):
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def restrict_signals():
+    """Applications cannot take the worker's signals away (mod_wsgi's
+    WSGIRestrictSignal): signal.signal() warns and changes nothing."""
+    original = _signal.signal
+
+    def signal(signalnum, handler):
+        warnings.warn(
+            "wsgi-fpm: signal.signal(%r, ...) ignored: the worker owns its signals" % (signalnum,),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _signal.getsignal(signalnum)
+
+    signal.__wrapped__ = original
+    _signal.signal = signal
+
+
+def add_paths(paths):
+    import site
+    for p in paths:
+        site.addsitedir(p)

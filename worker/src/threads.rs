@@ -1,0 +1,48 @@
+//! The Python thread pool: `--threads` OS threads, each attached to the
+//! interpreter for its whole life and detached only while it waits for the
+//! next request. All of them take requests from one queue, so whichever
+//! thread is free takes the next request itself.
+
+use crate::response::{self, AppContext};
+use pyo3::prelude::*;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use wsgi_fpm::net::request::{Handler, Request};
+
+/// The queue's sending end, as the connection layer sees it.
+pub struct PythonHandler {
+    tx: crossbeam_channel::Sender<Request>,
+}
+
+impl Handler for PythonHandler {
+    fn handle(&self, request: Request) {
+        // Fails only once the pool is stopping; the request's sink is then
+        // dropped and its connection ends.
+        let _ = self.tx.send(request);
+    }
+}
+
+pub fn start(
+    threads: usize,
+    ctx: Arc<AppContext>,
+) -> std::io::Result<(PythonHandler, Vec<JoinHandle<()>>)> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Request>();
+    let mut handles = Vec::with_capacity(threads);
+    for n in 0..threads {
+        let rx = rx.clone();
+        let ctx = ctx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("wsgi-{n}"))
+            .spawn(move || {
+                Python::attach(|py| loop {
+                    let next = py.detach(|| rx.recv());
+                    match next {
+                        Ok(request) => response::serve(py, &ctx, request),
+                        Err(_) => break,
+                    }
+                })
+            })?;
+        handles.push(handle);
+    }
+    Ok((PythonHandler { tx }, handles))
+}

@@ -1,0 +1,168 @@
+//! A worker's life: read the master's configuration, prepare the
+//! interpreter, load the application, start the Python threads, tell the
+//! master it is ready, then serve on the inherited sockets until a signal
+//! (or the master's death) says stop.
+
+use crate::environ::Shared;
+use crate::load;
+use crate::response::AppContext;
+use crate::threads;
+use pyo3::prelude::*;
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info};
+use wsgi_fpm::config::{Protocol, WorkerConfig};
+use wsgi_fpm::master::spawn::STATUS_FD_ENV;
+use wsgi_fpm::net::serve::{serve_all, ServeContext};
+use wsgi_fpm::proto::Limits;
+use wsgi_fpm::route::EnvironRules;
+
+/// Exit code of a worker whose application could not be loaded.
+pub const EXIT_APP_LOAD_FAILED: i32 = 3;
+
+pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
+    let cfg: WorkerConfig = serde_json::from_str(config).map_err(|e| {
+        pyo3::exceptions::PyValueError::new_err(format!("bad worker configuration: {e}"))
+    })?;
+    let pool = &cfg.pool;
+    wsgi_fpm::log::init(&cfg.log, &format!("pool {}", pool.name));
+    let status_pipe = take_status_pipe(py)?;
+
+    let support = load::support(py)?;
+    load::init_formatter(&support)?;
+    load::prepare(py, &support, pool)?;
+    let app = match load::application(&support, pool) {
+        Ok(app) => app,
+        Err(err) => {
+            error!(
+                "cannot load the application {}:\n{}",
+                pool.app,
+                load::format_exception(py, &err)
+            );
+            return Ok(EXIT_APP_LOAD_FAILED);
+        }
+    };
+    let ctx = Arc::new(AppContext {
+        app,
+        rules: EnvironRules {
+            mount: pool.mount.clone(),
+            pass_authorization: pool.pass_authorization,
+            map_head_to_get: pool.map_head_to_get,
+        },
+        shared: Shared {
+            process_group: pool.name.clone(),
+            multithread: pool.threads > 1,
+            multiprocess: pool.processes > 1,
+        },
+    });
+    let (handler, thread_handles) = threads::start(pool.threads, ctx)?;
+
+    let listeners: Vec<(OwnedFd, Protocol)> = cfg
+        .listener_fds
+        .iter()
+        .zip(&pool.listen)
+        // SAFETY: the master passed these descriptors to this process for
+        // this purpose, one per listener; each is adopted exactly once.
+        .map(|(fd, spec)| (unsafe { OwnedFd::from_raw_fd(*fd) }, spec.protocol))
+        .collect();
+    let serve_ctx = Arc::new(ServeContext {
+        handler: Arc::new(handler),
+        limits: Limits {
+            max_params_bytes: pool.max_params_bytes,
+            ..Limits::default()
+        },
+        socket_timeout: Duration::from_secs_f64(pool.socket_timeout),
+        max_conns: 1024,
+        max_reqs: u32::try_from(pool.threads).unwrap_or(u32::MAX),
+    });
+    let shutdown_grace = Duration::from_secs_f64(pool.shutdown_timeout);
+    if let Some(mut pipe) = status_pipe {
+        let _ = pipe.write_all(b"ready\n");
+        // Keep the pipe open: the master reads later messages from it.
+        std::mem::forget(pipe);
+    }
+    info!("serving {} with {} threads", pool.app, pool.threads);
+
+    py.detach(move || serve(listeners, serve_ctx, shutdown_grace))?;
+
+    // The queue's sender went with the serve context: idle threads end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while thread_handles.iter().any(|h| !h.is_finished()) && std::time::Instant::now() < deadline {
+        py.detach(|| std::thread::sleep(Duration::from_millis(10)));
+    }
+    if thread_handles.iter().any(|h| !h.is_finished()) {
+        // A thread is stuck inside the application: do not let interpreter
+        // finalisation wait for it.
+        error!("a request thread did not finish; exiting without interpreter cleanup");
+        // SAFETY: _exit ends the process at once; nothing runs after it.
+        unsafe { libc::_exit(0) };
+    }
+    Ok(0)
+}
+
+fn take_status_pipe(py: Python<'_>) -> PyResult<Option<std::fs::File>> {
+    let Ok(text) = std::env::var(STATUS_FD_ENV) else {
+        return Ok(None);
+    };
+    // The application must not see it.
+    py.import("os")?
+        .getattr("environ")?
+        .call_method1("pop", (STATUS_FD_ENV, py.None()))?;
+    let Ok(fd) = text.parse::<i32>() else {
+        return Ok(None);
+    };
+    // SAFETY: the master passed this descriptor (the write end of our
+    // status pipe) for this purpose; it is adopted once.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // Not inherited by anything the application starts.
+    let _ = nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Ok(Some(file))
+}
+
+fn serve(
+    listeners: Vec<(OwnedFd, Protocol)>,
+    ctx: Arc<ServeContext>,
+    grace: Duration,
+) -> PyResult<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (mut term, mut quit, mut int, mut hup) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::quit())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        );
+        let parent = nix::unistd::getppid();
+        let mut server = tokio::spawn(serve_all(listeners, ctx, stop_rx, grace));
+        let mut parent_check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: finishing in-flight requests"); break; }
+                _ = quit.recv() => { info!("SIGQUIT: finishing in-flight requests"); break; }
+                _ = int.recv() => { info!("SIGINT: stopping now"); std::process::exit(0); }
+                // The master handles reloads; a stray SIGHUP must not kill us.
+                _ = hup.recv() => {}
+                _ = parent_check.tick() => {
+                    if nix::unistd::getppid() != parent {
+                        error!("the master has gone; stopping");
+                        break;
+                    }
+                }
+                _ = &mut server => return Ok(()),
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        Ok::<(), std::io::Error>(())
+    })?;
+    Ok(())
+}
