@@ -65,7 +65,8 @@ if [ "${SKIP_CARGO:-0}" != 1 ]; then
     log "cargo build --release --workspace"
     cargo build --release --workspace
     log "cargo test"
-    cargo test --workspace --all-targets
+    # --release shares the dependency builds with the binary above.
+    cargo test --release --workspace --all-targets
 fi
 
 # ---------------------------------------------------------------- end to end

@@ -78,7 +78,7 @@ pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = match FORMAT_EXCEPTION.get(py) {
         Some(f) => f
             .bind(py)
-            .call1((err.value(py),))
+            .call1((err.value(py), err.traceback(py)))
             .and_then(|t| t.extract::<String>()),
         None => Ok(err.to_string()),
     };

@@ -37,8 +37,10 @@ def load_module(spec):
     return obj
 
 
-def format_exception(exc):
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+def format_exception(exc, tb):
+    # The traceback comes separately: an exception fetched through the C API
+    # need not carry it in __traceback__.
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 def restrict_signals():
