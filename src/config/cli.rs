@@ -118,19 +118,27 @@ impl Cli {
                 listen.push(ListenSpec { protocol, addr });
             }
         }
-        if listen.is_empty() {
-            if inherited_fd0_is_socket() {
-                // The FastCGI convention (mod_fcgid, lighttpd bin-path,
-                // spawn-fcgi): a listening socket on fd 0 speaks FastCGI.
+        // Inherited sockets no option names speak FastCGI (SPEC §2): fd 0
+        // (mod_fcgid, lighttpd bin-path, spawn-fcgi) and systemd's.
+        let named: Vec<i32> = listen
+            .iter()
+            .filter_map(|l| match l.addr {
+                ListenAddr::Fd(fd) => Some(fd),
+                _ => None,
+            })
+            .collect();
+        for fd in inherited_listeners() {
+            if !named.contains(&fd) {
                 listen.push(ListenSpec {
                     protocol: Protocol::FastCgi,
-                    addr: ListenAddr::Fd(0),
+                    addr: ListenAddr::Fd(fd),
                 });
-            } else {
-                return Err(
-                    "nothing to listen on: give --fastcgi, --scgi, --uwsgi or --http ADDR".into(),
-                );
             }
+        }
+        if listen.is_empty() {
+            return Err(
+                "nothing to listen on: give --fastcgi, --scgi, --uwsgi or --http ADDR".into(),
+            );
         }
         if self.processes == 0 {
             return Err("--processes: must be at least 1".into());
@@ -260,11 +268,31 @@ fn real_python(candidate: &Path) -> Option<PathBuf> {
     (out.status.success() && path.is_absolute()).then_some(path)
 }
 
-fn inherited_fd0_is_socket() -> bool {
-    use nix::sys::stat::{fstat, SFlag};
-    // SAFETY-free: fstat on fd 0 only reads metadata.
-    match fstat(std::io::stdin()) {
-        Ok(st) => SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFSOCK,
-        Err(_) => false,
+/// Descriptors handed to us as listening sockets: fd 0 when it is one, and
+/// systemd's `LISTEN_FDS` (from fd 3) when `LISTEN_PID` is this process.
+fn inherited_listeners() -> Vec<i32> {
+    let mut fds = Vec::new();
+    if is_listening_socket(0) {
+        fds.push(0);
     }
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    if for_us {
+        let count = std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|n| n.parse::<i32>().ok())
+            .unwrap_or(0)
+            .clamp(0, 1024);
+        fds.extend((3..3 + count).filter(|fd| is_listening_socket(*fd)));
+    }
+    fds
+}
+
+fn is_listening_socket(fd: i32) -> bool {
+    // SAFETY: the descriptor is only borrowed for one getsockopt(2) call;
+    // if it is not open the call fails and we answer false.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::sys::socket::getsockopt(&borrowed, nix::sys::socket::sockopt::AcceptConn).unwrap_or(false)
 }

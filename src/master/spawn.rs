@@ -74,6 +74,11 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Child> {
         .env(WorkerConfig::ENV, json)
         .env(MODULE_ENV, req.module)
         .env(STATUS_FD_ENV, req.status_pipe.as_raw_fd().to_string())
+        // Socket activation was for the master; workers get their sockets
+        // through the configuration.
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES")
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe calls are allowed. It makes only fcntl(2) and
