@@ -146,3 +146,26 @@ pub async fn write_all_timeout(conn: &mut Conn, data: &[u8], timeout: Duration) 
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
+
+/// Reads what is available into `buf`; with a `timeout`, a read that makes
+/// no progress for that long fails with `TimedOut` (SPEC §2 socket timeout).
+pub async fn read_some(
+    conn: &mut Conn,
+    buf: &mut bytes::BytesMut,
+    reserve: usize,
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    buf.reserve(reserve);
+    let Some(timeout) = timeout else {
+        return conn.read_buf(buf).await;
+    };
+    tokio::time::timeout(timeout, conn.read_buf(buf))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no progress within the socket timeout",
+            )
+        })?
+}

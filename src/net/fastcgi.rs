@@ -12,7 +12,7 @@
 //! timeout: the front end owns its lifetime.
 
 use crate::config::model::Protocol;
-use crate::net::conn::{write_all_timeout, Conn};
+use crate::net::conn::{read_some, write_all_timeout, Conn};
 use crate::net::request::{
     BodyMsg, BodyReader, Output, Request, RequestMeta, ResponseSink, OUTPUT_CHANNEL_MESSAGES,
 };
@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
@@ -143,7 +142,7 @@ pub async fn serve(
                     }
                 }
             }
-            read = read_some(&mut conn, &mut buf, &ctx, idle_kept), if blocked.is_none() => match read {
+            read = read_some(&mut conn, &mut buf, READ_CHUNK, (!idle_kept).then_some(ctx.socket_timeout)), if blocked.is_none() => match read {
                 Ok(0) => {
                     if !live.is_empty() {
                         debug!(%peer, proto = "fastcgi", "front end closed the connection with {} requests live", live.len());
@@ -222,26 +221,6 @@ fn cancel_all(live: &mut HashMap<u16, Live>) {
     for (_, l) in live.drain() {
         l.cancelled.store(true, Ordering::Relaxed);
     }
-}
-
-async fn read_some(
-    conn: &mut Conn,
-    buf: &mut BytesMut,
-    ctx: &ServeContext,
-    idle_kept: bool,
-) -> std::io::Result<usize> {
-    buf.reserve(READ_CHUNK);
-    if idle_kept {
-        return conn.read_buf(buf).await;
-    }
-    tokio::time::timeout(ctx.socket_timeout, conn.read_buf(buf))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no progress within the socket timeout",
-            )
-        })?
 }
 
 async fn flush(conn: &mut Conn, codec: &mut ServerConn, ctx: &ServeContext) -> std::io::Result<()> {

@@ -4,7 +4,7 @@
 //! closes — closing is how these protocols end a response.
 
 use crate::config::model::Protocol;
-use crate::net::conn::{write_all_timeout, Conn};
+use crate::net::conn::{read_some, write_all_timeout, Conn};
 use crate::net::request::{
     BodyError, BodyMsg, BodyReader, Output, Request, RequestMeta, ResponseSink,
     OUTPUT_CHANNEL_MESSAGES,
@@ -15,7 +15,7 @@ use crate::proto::{ResponseHead, StreamEvent};
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -45,7 +45,7 @@ pub async fn serve<D: StreamDecoder>(
                 return;
             }
         }
-        match read_some(&mut conn, &mut buf, &ctx).await {
+        match read_some(&mut conn, &mut buf, READ_CHUNK, Some(ctx.socket_timeout)).await {
             Ok(0) if buf.is_empty() && queue_start.is_none() => return, // opened and closed
             Ok(0) => {
                 warn!(%peer, proto = %protocol, "connection closed before the request head was complete");
@@ -106,7 +106,7 @@ pub async fn serve<D: StreamDecoder>(
                     _ => body_tx = None,
                 }
             }
-            read = read_some(&mut conn, &mut buf, &ctx), if reading => match read {
+            read = read_some(&mut conn, &mut buf, READ_CHUNK, Some(ctx.socket_timeout)), if reading => match read {
                 Ok(0) => {
                     warn!(%peer, proto = %protocol, "connection closed with {} body bytes missing", decoder.remaining_body());
                     pending = Some(BodyMsg::Error(BodyError::ConnectionLost));
@@ -133,22 +133,6 @@ pub async fn serve<D: StreamDecoder>(
             }
         }
     }
-}
-
-async fn read_some(
-    conn: &mut Conn,
-    buf: &mut BytesMut,
-    ctx: &ServeContext,
-) -> std::io::Result<usize> {
-    buf.reserve(READ_CHUNK);
-    tokio::time::timeout(ctx.socket_timeout, conn.read_buf(buf))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no progress within the socket timeout",
-            )
-        })?
 }
 
 /// Writes one output message; `Ok(true)` when the response is over.

@@ -1,0 +1,63 @@
+"""Command-line mistakes (issue: "exits non-zero with one clear line naming
+it; an import error shows the Python traceback")."""
+import socket
+import subprocess
+
+from harness import APPS, HOST, free_ports, wsgi_fpm_bin
+
+
+def run(*args, timeout=30):
+    return subprocess.run([str(wsgi_fpm_bin()), "--allow-root", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_bad_address_names_the_option_and_the_address():
+    r = run("--fastcgi", "no-such-thing", APPS / "hello.py")
+    assert r.returncode != 0
+    assert "--fastcgi" in r.stderr and "no-such-thing" in r.stderr, r.stderr
+
+
+def test_missing_application_script_is_named():
+    r = run("--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], "/nonexistent/app.py")
+    assert r.returncode != 0
+    assert "/nonexistent/app.py" in r.stderr and "does not exist" in r.stderr, r.stderr
+
+
+def test_no_listener_says_which_options_give_one():
+    r = run(APPS / "hello.py")
+    assert r.returncode != 0
+    assert "--fastcgi" in r.stderr and "--http" in r.stderr, r.stderr
+
+
+def test_application_that_fails_to_import_exits_with_its_traceback(tmp_path):
+    app = tmp_path / "broken.py"
+    app.write_text("import os\n\ndef helper():\n    raise ImportError('no module named frobnicate')\n\nhelper()\n")
+    r = run("--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "Traceback" in r.stderr and str(app) in r.stderr, r.stderr
+    assert "no module named frobnicate" in r.stderr, r.stderr
+    assert "could not be loaded" in r.stderr, r.stderr
+
+
+def test_missing_callable_is_named(tmp_path):
+    app = tmp_path / "nocallable.py"
+    app.write_text("x = 1\n")
+    r = run("--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
+    assert r.returncode == 1
+    assert "no callable named 'application'" in r.stderr, r.stderr
+
+
+def test_port_in_use_is_refused_with_the_address():
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = run("--fastcgi", "%s:%d" % (HOST, port), APPS / "hello.py")
+    assert r.returncode != 0
+    assert "cannot listen on fastcgi://%s:%d" % (HOST, port) in r.stderr, r.stderr
+
+
+def test_check_prints_what_would_run_and_exits_zero():
+    r = run("--check", "--uwsgi", "127.0.0.1:%d" % free_ports(1)[0], "--threads", "3", APPS / "hello.py")
+    assert r.returncode == 0, r.stderr
+    assert "hello.py" in r.stdout and "3 threads" in r.stdout and "uwsgi://" in r.stdout, r.stdout
