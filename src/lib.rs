@@ -10,6 +10,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod access_log;
 pub mod config;
 pub mod http;
 pub mod log;

@@ -14,6 +14,7 @@ fn main() {
     let log = LogConfig {
         level: cli.log_level.clone(),
         json: cli.log_format == "json",
+        access_log: cli.access_log.clone(),
     };
     wsgi_fpm::log::init(&log, "master");
     let pool = match cli.pool() {

@@ -84,6 +84,9 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Write an access log line per request to PATH (- for stdout).
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<String>,
     /// Where the error log goes: a file (appended to), or - for stderr.
     #[arg(long, value_name = "PATH", default_value = "-")]
     pub error_log: String,

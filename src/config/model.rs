@@ -141,6 +141,8 @@ pub struct WorkerConfig {
 pub struct LogConfig {
     pub level: String,
     pub json: bool,
+    /// `--access-log`: a file, `-` for stdout, or none.
+    pub access_log: Option<String>,
 }
 
 impl WorkerConfig {

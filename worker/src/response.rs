@@ -12,8 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Instant;
-use tracing::{debug, error, info, warn};
+use std::time::SystemTime;
+use tracing::{debug, error, warn};
+use wsgi_fpm::access_log::AccessRecord;
 use wsgi_fpm::net::request::{Output, Request};
 use wsgi_fpm::proto::ResponseHead;
 use wsgi_fpm::route::{self, EnvironRules};
@@ -36,7 +37,7 @@ pub fn serve(py: Python<'_>, ctx: &AppContext, req: Request) {
         debug!(request_id = %meta.request_id, "front end gave up before the request started; not running it");
         return;
     }
-    let started = Instant::now();
+    let called = SystemTime::now();
     let cgi = match route::build(&head.vars, &ctx.rules) {
         Ok(c) => c,
         Err(e) => {
@@ -60,18 +61,40 @@ pub fn serve(py: Python<'_>, ctx: &AppContext, req: Request) {
 
     let ending = run_app(py, ctx, &cgi, &head.vars, &meta, body, &responder);
 
-    let status = responder
-        .status()
-        .map_or_else(|| "-".to_owned(), |s| s.to_string());
-    info!(
-        target: "access",
+    debug!(
         request_id = %meta.request_id,
-        peer = %meta.peer,
-        "{method} {uri} {status} {} {:.3}ms{}",
+        "{method} {uri} {:?} {} bytes{}",
+        responder.status(),
         responder.bytes_sent(),
-        started.elapsed().as_secs_f64() * 1e3,
         if ending == Ending::Aborted { " aborted" } else { "" }
     );
+    if wsgi_fpm::access_log::enabled() {
+        let var =
+            |name: &[u8]| String::from_utf8_lossy(head.vars.get(name).unwrap_or(b"")).into_owned();
+        let (addr, user) = (var(b"REMOTE_ADDR"), var(b"REMOTE_USER"));
+        let (protocol, referer, agent) = (
+            var(b"SERVER_PROTOCOL"),
+            var(b"HTTP_REFERER"),
+            var(b"HTTP_USER_AGENT"),
+        );
+        let now = SystemTime::now();
+        wsgi_fpm::access_log::write(&AccessRecord {
+            remote_addr: if addr.is_empty() { &meta.peer } else { &addr },
+            remote_user: &user,
+            time: now,
+            method: &method,
+            uri: &uri,
+            protocol: &protocol,
+            status: responder.status(),
+            bytes: responder.bytes_sent(),
+            referer: &referer,
+            user_agent: &agent,
+            duration: now.duration_since(meta.queue_start).unwrap_or_default(),
+            queue: called.duration_since(meta.queue_start).unwrap_or_default(),
+            request_id: &meta.request_id,
+            aborted: ending == Ending::Aborted,
+        });
+    }
 }
 
 fn run_app(

@@ -30,6 +30,12 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
     let pool = &cfg.pool;
     wsgi_fpm::log::init(&cfg.log, &format!("pool {}", pool.name));
     let status_pipe = take_status_pipe(py)?;
+    if let Some(path) = &cfg.log.access_log {
+        if let Err(e) = wsgi_fpm::access_log::open(path, cfg.log.json) {
+            error!("cannot open the access log {path}: {e}");
+            return Ok(1);
+        }
+    }
 
     let support = load::support(py)?;
     load::init_formatter(&support)?;
