@@ -1,7 +1,7 @@
 //! The command line (SPEC §4), parsed by clap and turned into a validated
 //! [`PoolConfig`]. Errors name the option and the reason.
 
-use super::model::{ListenAddr, ListenSpec, PoolConfig, Protocol};
+use super::model::{ListenAddr, ListenSpec, PoolConfig, ProcessOptions, Protocol};
 use super::size::parse_size;
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -192,6 +192,7 @@ impl Cli {
             listen_backlog: self.listen_backlog,
             graceful_timeout: self.graceful_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            process: ProcessOptions::default(),
         })
     }
 }

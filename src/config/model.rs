@@ -123,6 +123,54 @@ pub struct PoolConfig {
     pub listen_backlog: i32,
     pub graceful_timeout: f64,
     pub shutdown_timeout: f64,
+    /// Process options (SPEC §4, mod_wsgi's WSGIDaemonProcess names).
+    pub process: ProcessOptions,
+}
+
+/// How a pool's worker processes are started, recycled and limited.
+/// Durations are seconds; 0 means "off" where the option is optional.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProcessOptions {
+    /// Run workers as this user (name or number), with its supplementary groups.
+    pub user: Option<String>,
+    /// Primary group (default: the user's).
+    pub group: Option<String>,
+    pub umask: Option<u32>,
+    /// Working directory (default: the user's home if it exists, else the app's directory).
+    pub home: Option<std::path::PathBuf>,
+    pub lang: Option<String>,
+    pub locale: Option<String>,
+    /// Extra environment variables for the workers.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Start workers from an empty environment plus PATH, `env` and `pass_env`.
+    pub clear_env: bool,
+    pub pass_env: Vec<String>,
+    pub display_name: Option<String>,
+    pub python_home: Option<std::path::PathBuf>,
+    /// Restart a worker gracefully after this many requests (0: never).
+    pub maximum_requests: u64,
+    /// Restart a worker gracefully after this many seconds of life (0: never).
+    pub restart_interval: f64,
+    /// Each worker's limits are drawn up to this fraction lower (0..1).
+    pub recycle_jitter: f64,
+    /// Restart a worker gracefully once its RSS passes this many MB.
+    pub max_rss_mb: Option<u64>,
+    /// Hard rlimits of each worker.
+    pub memory_limit_mb: Option<u64>,
+    pub cpu_time_limit: Option<u64>,
+    pub open_files_limit: Option<u64>,
+    /// Restart idle workers after this many seconds without a request (0: never).
+    pub inactivity_timeout: f64,
+    /// A worker that has not loaded the application within this is replaced.
+    pub startup_timeout: f64,
+    pub socket_user: Option<String>,
+    pub socket_group: Option<String>,
+    pub socket_mode: Option<u32>,
+    /// TCP peers allowed to connect (empty: any).
+    pub allowed_clients: Vec<std::net::IpAddr>,
+    pub import_script: Option<std::path::PathBuf>,
+    pub preload: bool,
+    pub stack_size: Option<usize>,
 }
 
 /// Everything one worker process needs, handed over by the master as JSON.
