@@ -137,22 +137,40 @@ impl AccessRecord<'_> {
 struct Sink {
     out: Mutex<Box<dyn Write + Send>>,
     json: bool,
+    path: String,
+}
+
+fn open_target(path: &str) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(if path == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(File::options().create(true).append(true).open(path)?)
+    })
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// Opens the access log: a path (appended to) or `-` for stdout.
 pub fn open(path: &str, json: bool) -> std::io::Result<()> {
-    let out: Box<dyn Write + Send> = if path == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        Box::new(File::options().create(true).append(true).open(path)?)
-    };
     let _ = SINK.set(Sink {
-        out: Mutex::new(out),
+        out: Mutex::new(open_target(path)?),
         json,
+        path: path.to_owned(),
     });
     Ok(())
+}
+
+/// SIGUSR1: reopen the file (after log rotation moved it away).
+pub fn reopen() {
+    let Some(sink) = SINK.get() else { return };
+    match open_target(&sink.path) {
+        Ok(out) => {
+            if let Ok(mut current) = sink.out.lock() {
+                *current = out;
+            }
+        }
+        Err(e) => tracing::error!("cannot reopen the access log {}: {e}", sink.path),
+    }
 }
 
 /// True when an access log is open (so callers can skip building records).

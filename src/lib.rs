@@ -17,4 +17,5 @@ pub mod log;
 pub mod master;
 pub mod net;
 pub mod proto;
+pub mod recycle;
 pub mod route;

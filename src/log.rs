@@ -51,3 +51,22 @@ where
         self.inner.format_event(ctx, writer, event)
     }
 }
+
+/// Points this process's stderr at `path` (appending), so that every line
+/// of this process and of the children it starts goes there.
+pub fn redirect_stderr(path: &str) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    nix::unistd::dup2_stderr(&file).map_err(std::io::Error::from)
+}
+
+/// SIGUSR1: reopen the error log file after rotation.
+pub fn reopen_error_log(path: Option<&str>) {
+    if let Some(path) = path {
+        if let Err(e) = redirect_stderr(path) {
+            tracing::error!("cannot reopen the error log {path}: {e}");
+        }
+    }
+}

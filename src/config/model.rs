@@ -191,6 +191,8 @@ pub struct LogConfig {
     pub json: bool,
     /// `--access-log`: a file, `-` for stdout, or none.
     pub access_log: Option<String>,
+    /// `--error-log` when it is a file (reopened on SIGUSR1).
+    pub error_log: Option<String>,
 }
 
 impl WorkerConfig {

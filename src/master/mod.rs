@@ -1,18 +1,33 @@
-//! The master: binds the sockets, starts the workers, replaces those that
-//! die, and stops them on a signal. It never runs Python (SPEC §1).
+//! The master: binds the sockets, starts each pool's workers, replaces those
+//! that die, recycles and reloads them, and stops them on a signal. It
+//! never runs Python (SPEC §1).
 //!
-//! A worker tells the master that it has loaded the application by writing
-//! a line to its status pipe. A worker that dies before any worker of the
-//! pool was ever ready means the application cannot start: the master stops
-//! with the worker's own error (already on stderr) instead of looping. Later
-//! deaths are replaced, with a back-off when they come quickly.
+//! Lifecycle (see also `LIFECYCLE.md` beside this file):
+//! - A pool wants `processes` workers of its current generation that are
+//!   not retiring; [`Master::reconcile`] starts what is missing.
+//! - A worker says `ready` on its status pipe once the application is
+//!   loaded, and `recycle REASON` when it reached a recycling limit
+//!   (maximum-requests, restart-interval, max-rss, inactivity). A recycling
+//!   worker keeps serving until its replacement is ready; then it gets
+//!   SIGTERM and finishes what it has in flight.
+//! - SIGHUP re-reads the configuration and starts a new generation; the old
+//!   one retires only once the new one is all ready. If a new worker dies
+//!   before it is ready, the reload is abandoned and the old generation
+//!   keeps serving.
+//! - A worker that dies before any worker of its pool was ever ready, at
+//!   first start, means the application cannot start: the master stops with
+//!   the worker's own error (already on stderr) instead of looping. Later
+//!   deaths are replaced, with a back-off when they come quickly.
 
+pub mod notify;
 pub mod spawn;
 
-use crate::config::model::{LogConfig, PoolConfig, WorkerConfig};
+use crate::config::model::{LogConfig, PoolConfig};
 use crate::net::listen;
-use std::collections::HashMap;
+use spawn::Identity;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
@@ -25,20 +40,83 @@ use tracing::{error, info, warn};
 const QUICK_DEATH: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Re-reads the configuration for SIGHUP.
+pub type Reloader = Box<dyn Fn() -> Result<Vec<PoolConfig>, String>>;
+
 struct Worker {
     child: Child,
-    slot: usize,
+    pool: String,
+    generation: u64,
     started: Instant,
     ready: bool,
+    /// Asked to be replaced (`recycle REASON`); still serving.
+    recycle: Option<String>,
+    /// SIGTERM sent: finishing its requests.
+    retiring: bool,
 }
 
-enum Stop {
-    Graceful,
-    Fast,
+struct Pool {
+    config: PoolConfig,
+    listeners: Vec<OwnedFd>,
+    switch_to: Option<Identity>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+    /// Current generation; workers of older ones retire.
+    generation: u64,
+    /// The generation to go back to if a reload fails, with its config.
+    previous: Option<(u64, PoolConfig)>,
+    processes: usize,
+    ever_ready: bool,
+    backoff: Duration,
+    next_spawn: Option<Instant>,
+    restarts: BTreeMap<String, u64>,
+}
+
+impl Pool {
+    fn new(config: PoolConfig, listeners: Vec<OwnedFd>) -> Result<Pool, String> {
+        let opts = &config.process;
+        let switch_to = match &opts.user {
+            Some(user) => Some(Identity::resolve(user, opts.group.as_deref())?),
+            None => match &opts.group {
+                Some(_) => Err(format!(
+                    "pool {}: a group needs a user (--user)",
+                    config.name
+                ))?,
+                None => None,
+            },
+        };
+        let identity = switch_to.clone().unwrap_or_else(Identity::current);
+        let app_dir = std::path::Path::new(&config.app)
+            .parent()
+            .filter(|p| p.is_absolute())
+            .map(|p| p.to_path_buf());
+        let cwd = opts
+            .home
+            .clone()
+            .or_else(|| identity.home.clone())
+            .or(app_dir)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let env = spawn::worker_env(opts, &identity, std::env::vars());
+        let processes = config.processes;
+        Ok(Pool {
+            config,
+            listeners,
+            switch_to,
+            env,
+            cwd,
+            generation: 1,
+            previous: None,
+            processes,
+            ever_ready: false,
+            backoff: Duration::ZERO,
+            next_spawn: None,
+            restarts: BTreeMap::new(),
+        })
+    }
 }
 
 /// Runs the master until it is told to stop. Returns the process exit code.
-pub fn run(pool: PoolConfig, log: LogConfig) -> i32 {
+pub fn run(pools: Vec<PoolConfig>, log: LogConfig, reloader: Reloader) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -49,23 +127,8 @@ pub fn run(pool: PoolConfig, log: LogConfig) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(Master::start(pool, log))
-}
-
-struct Master {
-    pool: PoolConfig,
-    log: LogConfig,
-    module: std::path::PathBuf,
-    listeners: Vec<OwnedFd>,
-    workers: HashMap<u32, Worker>,
-    status_tx: mpsc::UnboundedSender<(u32, String)>,
-    ever_ready: bool,
-    backoff: Vec<Duration>,
-    respawn_at: Vec<Option<Instant>>,
-}
-
-impl Master {
-    async fn start(pool: PoolConfig, log: LogConfig) -> i32 {
+    runtime.block_on(async move {
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
         let module = match spawn::worker_module_path() {
             Ok(m) => m,
             Err(e) => {
@@ -73,61 +136,136 @@ impl Master {
                 return 1;
             }
         };
-        let mut listeners = Vec::new();
-        for spec in &pool.listen {
-            match listen::bind(spec, pool.listen_backlog) {
-                Ok(fd) => {
-                    info!(pool = %pool.name, "listening on {spec}");
-                    listeners.push(fd);
-                }
-                Err(e) => {
-                    error!("cannot listen on {spec}: {e}");
-                    return 1;
-                }
-            }
-        }
-        let (status_tx, status_rx) = mpsc::unbounded_channel();
-        let slots = pool.processes;
         let mut master = Master {
-            pool,
+            pools: Vec::new(),
             log,
             module,
-            listeners,
             workers: HashMap::new(),
             status_tx,
-            ever_ready: false,
-            backoff: vec![Duration::ZERO; slots],
-            respawn_at: vec![None; slots],
+            reloader,
+            notified_ready: false,
         };
-        for slot in 0..slots {
-            if let Err(e) = master.spawn_slot(slot) {
-                error!(
-                    "cannot start a worker with {}: {e}",
-                    master.pool.python.display()
-                );
-                master.stop(Stop::Fast).await;
+        for config in pools {
+            if let Err(e) = master.add_pool(config) {
+                error!("{e}");
                 return 1;
             }
         }
         master.supervise(status_rx).await
+    })
+}
+
+struct Master {
+    pools: Vec<Pool>,
+    log: LogConfig,
+    module: PathBuf,
+    workers: HashMap<u32, Worker>,
+    status_tx: mpsc::UnboundedSender<(u32, String)>,
+    reloader: Reloader,
+    notified_ready: bool,
+}
+
+enum Stop {
+    Graceful,
+    Fast,
+}
+
+impl Master {
+    /// Binds a pool's sockets and adds it.
+    fn add_pool(&mut self, config: PoolConfig) -> Result<(), String> {
+        let mut listeners = Vec::new();
+        for spec in &config.listen {
+            let fd = listen::bind(spec, config.listen_backlog)
+                .map_err(|e| format!("cannot listen on {spec}: {e}"))?;
+            listen::set_owner_and_mode(spec, &config.process)
+                .map_err(|e| format!("{spec}: {e}"))?;
+            info!(pool = %config.name, "listening on {spec}");
+            listeners.push(fd);
+        }
+        let pool = Pool::new(config, listeners)?;
+        self.pools.push(pool);
+        Ok(())
     }
 
-    fn spawn_slot(&mut self, slot: usize) -> std::io::Result<()> {
+    fn pool_index(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.config.name == name)
+    }
+
+    /// Workers of `pool` that count toward its target.
+    fn active(&self, pool: &Pool) -> usize {
+        self.workers
+            .values()
+            .filter(|w| {
+                w.pool == pool.config.name
+                    && w.generation == pool.generation
+                    && !w.retiring
+                    && w.recycle.is_none()
+            })
+            .count()
+    }
+
+    /// Starts what each pool is missing; retires what is beyond target.
+    fn reconcile(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.pools.len() {
+            let active = self.active(&self.pools[i]);
+            let pool = &self.pools[i];
+            if active > pool.processes {
+                // SIGTTOU: retire the newest extra workers.
+                let name = pool.config.name.clone();
+                let generation = pool.generation;
+                let mut extra: Vec<(Instant, u32)> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| {
+                        w.pool == name
+                            && w.generation == generation
+                            && !w.retiring
+                            && w.recycle.is_none()
+                    })
+                    .map(|(pid, w)| (w.started, *pid))
+                    .collect();
+                extra.sort();
+                for (_, pid) in extra.into_iter().rev().take(active - pool.processes) {
+                    self.retire(pid);
+                }
+                continue;
+            }
+            if pool.next_spawn.is_some_and(|t| t > now) {
+                continue;
+            }
+            for _ in active..pool.processes {
+                if let Err(e) = self.spawn_worker(i) {
+                    let pool = &mut self.pools[i];
+                    error!(pool = %pool.config.name, "cannot start a worker with {}: {e}", pool.config.python.display());
+                    pool.backoff = (pool.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                    pool.next_spawn = Some(now + pool.backoff);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self, index: usize) -> std::io::Result<()> {
+        let pool = &self.pools[index];
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let config = WorkerConfig {
-            pool: self.pool.clone(),
-            listener_fds: self.listeners.iter().map(listen::raw).collect(),
+        let config = crate::config::model::WorkerConfig {
+            pool: pool.config.clone(),
+            listener_fds: pool.listeners.iter().map(listen::raw).collect(),
             log: self.log.clone(),
-            slot,
-            generation: 1,
+            slot: 0,
+            generation: pool.generation,
         };
-        let inherit: Vec<&OwnedFd> = self.listeners.iter().collect();
+        let inherit: Vec<&OwnedFd> = pool.listeners.iter().collect();
         let child = spawn::spawn(spawn::SpawnRequest {
-            python: &self.pool.python,
+            python: &pool.config.python,
             module: &self.module,
             config: &config,
             inherit: &inherit,
             status_pipe: &write_end,
+            switch_to: pool.switch_to.clone(),
+            env: &pool.env,
+            cwd: &pool.cwd,
         })?;
         drop(write_end);
         let pid = child.id();
@@ -135,12 +273,14 @@ impl Master {
             pid,
             Worker {
                 child,
-                slot,
+                pool: pool.config.name.clone(),
+                generation: pool.generation,
                 started: Instant::now(),
                 ready: false,
+                recycle: None,
+                retiring: false,
             },
         );
-        self.respawn_at[slot] = None;
         let tx = self.status_tx.clone();
         tokio::spawn(async move {
             let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) else {
@@ -156,47 +296,179 @@ impl Master {
         Ok(())
     }
 
+    fn retire(&mut self, pid: u32) {
+        if let Some(w) = self.workers.get_mut(&pid) {
+            if !w.retiring {
+                w.retiring = true;
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    }
+
+    fn count_restart(&mut self, pool: &str, why: &str) {
+        if let Some(i) = self.pool_index(pool) {
+            *self.pools[i].restarts.entry(why.to_owned()).or_default() += 1;
+        }
+    }
+
     async fn supervise(&mut self, mut status_rx: mpsc::UnboundedReceiver<(u32, String)>) -> i32 {
-        let (Ok(mut sigchld), Ok(mut sigterm), Ok(mut sigquit), Ok(mut sigint)) = (
+        let signals = (
             signal(SignalKind::child()),
             signal(SignalKind::terminate()),
             signal(SignalKind::quit()),
             signal(SignalKind::interrupt()),
-        ) else {
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
+            signal(SignalKind::from_raw(libc::SIGTTIN)),
+            signal(SignalKind::from_raw(libc::SIGTTOU)),
+        );
+        let (
+            Ok(mut chld),
+            Ok(mut term),
+            Ok(mut quit),
+            Ok(mut int),
+            Ok(mut hup),
+            Ok(mut usr1),
+            Ok(mut ttin),
+            Ok(mut ttou),
+        ) = signals
+        else {
             error!("cannot install signal handlers");
             return 1;
         };
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        self.reconcile();
         loop {
-            let next_respawn = self.respawn_at.iter().flatten().min().copied();
             tokio::select! {
-                _ = sigchld.recv() => {
+                _ = chld.recv() => {
                     if let Some(code) = self.reap() {
                         self.stop(Stop::Fast).await;
                         return code;
                     }
+                    self.reconcile();
                 }
-                Some((pid, line)) = status_rx.recv() => self.on_status(pid, &line),
-                _ = sleep_until(next_respawn) => self.respawn_due(),
-                _ = sigterm.recv() => { info!("SIGTERM: stopping gracefully"); self.stop(Stop::Graceful).await; return 0; }
-                _ = sigquit.recv() => { info!("SIGQUIT: stopping gracefully"); self.stop(Stop::Graceful).await; return 0; }
-                _ = sigint.recv() => { info!("SIGINT: stopping now"); self.stop(Stop::Fast).await; return 0; }
+                Some((pid, line)) = status_rx.recv() => { self.on_status(pid, &line); self.reconcile(); }
+                _ = tick.tick() => { self.check_startup_timeouts(); self.reconcile(); }
+                _ = hup.recv() => { self.reload(); self.reconcile(); }
+                _ = ttin.recv() => {
+                    for p in &mut self.pools { p.processes += 1; }
+                    info!("SIGTTIN: one more worker in every pool");
+                    self.reconcile();
+                }
+                _ = ttou.recv() => {
+                    for p in &mut self.pools { p.processes = p.processes.saturating_sub(1).max(1); }
+                    info!("SIGTTOU: one fewer worker in every pool (at least one stays)");
+                    self.reconcile();
+                }
+                _ = usr1.recv() => self.reopen_logs(),
+                _ = term.recv() => { info!("SIGTERM: stopping gracefully"); self.stop(Stop::Graceful).await; return 0; }
+                _ = quit.recv() => { info!("SIGQUIT: stopping gracefully"); self.stop(Stop::Graceful).await; return 0; }
+                _ = int.recv() => { info!("SIGINT: stopping now"); self.stop(Stop::Fast).await; return 0; }
             }
         }
     }
 
     fn on_status(&mut self, pid: u32, line: &str) {
-        if line.trim() == "ready" {
-            if let Some(w) = self.workers.get_mut(&pid) {
-                w.ready = true;
-                self.backoff[w.slot] = Duration::ZERO;
-                info!(pool = %self.pool.name, pid, "worker ready");
+        let line = line.trim();
+        let Some(w) = self.workers.get_mut(&pid) else {
+            return;
+        };
+        let pool_name = w.pool.clone();
+        if line == "ready" {
+            w.ready = true;
+            let generation = w.generation;
+            info!(pool = %pool_name, pid, generation, "worker ready");
+            let Some(i) = self.pool_index(&pool_name) else {
+                return;
+            };
+            let pool = &mut self.pools[i];
+            pool.ever_ready = true;
+            pool.backoff = Duration::ZERO;
+            // A recycling worker of this pool is replaced now.
+            if let Some(old) = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.pool == pool_name && w.recycle.is_some() && !w.retiring)
+                .map(|(p, w)| (w.started, *p))
+                .min()
+                .map(|(_, p)| p)
+            {
+                self.retire(old);
             }
-            self.ever_ready = true;
+            self.finish_reload_if_ready(i);
+            self.notify_ready_once();
+        } else if let Some(reason) = line.strip_prefix("recycle ") {
+            if w.recycle.is_none() && !w.retiring {
+                info!(pool = %pool_name, pid, "worker asks to be recycled ({reason}); starting its replacement");
+                w.recycle = Some(reason.to_owned());
+                let reason = reason.to_owned();
+                self.count_restart(&pool_name, &reason);
+            }
         }
     }
 
-    /// Collects exited workers and schedules their replacements. Returns an
-    /// exit code when the pool cannot start at all.
+    /// The new generation of pool `i` is all ready: the old one retires.
+    fn finish_reload_if_ready(&mut self, i: usize) {
+        let pool = &self.pools[i];
+        if pool.previous.is_none() {
+            return;
+        }
+        let ready = self
+            .workers
+            .values()
+            .filter(|w| w.pool == pool.config.name && w.generation == pool.generation && w.ready)
+            .count();
+        if ready < pool.processes {
+            return;
+        }
+        let (name, generation) = (pool.config.name.clone(), pool.generation);
+        info!(pool = %name, generation, "new generation ready; retiring the old one");
+        self.pools[i].previous = None;
+        let old: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.pool == name && w.generation < generation)
+            .map(|(p, _)| *p)
+            .collect();
+        for pid in old {
+            self.count_restart(&name, "reload");
+            self.retire(pid);
+        }
+    }
+
+    fn notify_ready_once(&mut self) {
+        if !self.notified_ready && self.pools.iter().all(|p| p.ever_ready) {
+            self.notified_ready = true;
+            notify::send("READY=1\nSTATUS=serving");
+        }
+    }
+
+    fn check_startup_timeouts(&mut self) {
+        let late: Vec<(u32, String)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.ready && !w.retiring)
+            .filter_map(|(pid, w)| {
+                let pool = self.pools.iter().find(|p| p.config.name == w.pool)?;
+                let limit = pool.config.process.startup_timeout;
+                (limit > 0.0 && w.started.elapsed().as_secs_f64() > limit)
+                    .then(|| (*pid, w.pool.clone()))
+            })
+            .collect();
+        for (pid, pool) in late {
+            warn!(pool = %pool, pid, "worker did not load the application within the startup timeout; killing it");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    /// Collects exited workers. Returns an exit code when a pool cannot
+    /// start at all.
     fn reap(&mut self) -> Option<i32> {
         let exited: Vec<(u32, std::process::ExitStatus)> = self
             .workers
@@ -210,54 +482,152 @@ impl Master {
             let Some(w) = self.workers.remove(&pid) else {
                 continue;
             };
-            if !w.ready && !self.ever_ready {
+            let Some(i) = self.pool_index(&w.pool) else {
+                continue;
+            };
+            if w.retiring {
+                info!(pool = %w.pool, pid, "worker stopped ({})", describe(status));
+                continue;
+            }
+            let pool = &mut self.pools[i];
+            if !w.ready && w.generation > pool.previous.as_ref().map_or(u64::MAX, |p| p.0) {
+                // A worker of a reload's new generation failed to start: keep
+                // the old generation serving.
                 error!(
-                    pool = %self.pool.name,
-                    pid,
+                    pool = %w.pool, pid,
+                    "reload abandoned: a worker of the new configuration failed to start ({}); the previous generation keeps serving",
+                    describe(status)
+                );
+                self.abandon_reload(i);
+                continue;
+            }
+            if !w.ready && !pool.ever_ready {
+                error!(
+                    pool = %w.pool, pid,
                     "worker failed to start ({}): the application could not be loaded; see the error above",
                     describe(status)
                 );
                 return Some(1);
             }
             let lived = w.started.elapsed();
-            let delay = if lived < QUICK_DEATH {
-                let next = (self.backoff[w.slot] * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
-                self.backoff[w.slot] = next;
-                next
-            } else {
-                Duration::ZERO
-            };
+            if lived < QUICK_DEATH || !w.ready {
+                pool.backoff = (pool.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                pool.next_spawn = Some(Instant::now() + pool.backoff);
+            }
             warn!(
-                pool = %self.pool.name,
-                pid,
+                pool = %w.pool, pid,
                 "worker exited ({}) after {:.1}s; replacing it{}",
                 describe(status),
                 lived.as_secs_f64(),
-                if delay.is_zero() { String::new() } else { format!(" in {}s", delay.as_secs()) }
+                pool.next_spawn.filter(|t| *t > Instant::now()).map(|_| format!(" in {}s", pool.backoff.as_secs())).unwrap_or_default()
             );
-            self.respawn_at[w.slot] = Some(Instant::now() + delay);
+            let why = if w.recycle.is_some() {
+                "recycle-died"
+            } else {
+                "crash"
+            };
+            let name = w.pool.clone();
+            self.count_restart(&name, why);
         }
         None
     }
 
-    fn respawn_due(&mut self) {
-        let now = Instant::now();
-        for slot in 0..self.respawn_at.len() {
-            if self.respawn_at[slot].is_some_and(|t| t <= now) {
-                self.respawn_at[slot] = None;
-                if let Err(e) = self.spawn_slot(slot) {
-                    error!("cannot start a worker: {e}");
-                    self.respawn_at[slot] = Some(now + MAX_BACKOFF);
+    fn abandon_reload(&mut self, i: usize) {
+        let Some((generation, config)) = self.pools[i].previous.take() else {
+            return;
+        };
+        let name = self.pools[i].config.name.clone();
+        let failed = self.pools[i].generation;
+        let doomed: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.pool == name && w.generation == failed)
+            .map(|(p, _)| *p)
+            .collect();
+        for pid in doomed {
+            self.retire(pid);
+        }
+        let pool = &mut self.pools[i];
+        pool.config = config;
+        pool.generation = generation;
+    }
+
+    /// SIGHUP: re-read the configuration and start a new generation of
+    /// every pool. Listeners whose address did not change are kept, so no
+    /// connection is refused meanwhile.
+    fn reload(&mut self) {
+        notify::send("RELOADING=1");
+        let configs = match (self.reloader)() {
+            Ok(c) => c,
+            Err(e) => {
+                error!("SIGHUP: the new configuration is invalid; keeping the current one: {e}");
+                notify::send("READY=1");
+                return;
+            }
+        };
+        info!("SIGHUP: starting a new generation of every pool");
+        // Pools no longer configured retire.
+        let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
+        let gone: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !names.contains(&w.pool))
+            .map(|(p, _)| *p)
+            .collect();
+        for pid in gone {
+            self.retire(pid);
+        }
+        for config in configs {
+            match self.pool_index(&config.name) {
+                Some(i) => {
+                    let pool = &mut self.pools[i];
+                    if pool.config.listen != config.listen || pool.config.process != config.process
+                    {
+                        warn!(pool = %config.name, "listeners and process options change only on restart; reloading the application with the old ones");
+                    }
+                    let mut next = config;
+                    next.listen = pool.config.listen.clone();
+                    next.process = pool.config.process.clone();
+                    let old = std::mem::replace(&mut pool.config, next);
+                    pool.previous = Some((pool.generation, old));
+                    pool.generation += 1;
+                    pool.processes = pool.config.processes;
+                    pool.next_spawn = None;
+                }
+                None => {
+                    if let Err(e) = self.add_pool(config) {
+                        error!("SIGHUP: {e}");
+                    }
                 }
             }
+        }
+        self.pools.retain(|p| names.contains(&p.config.name));
+        notify::send("READY=1");
+    }
+
+    /// SIGUSR1: workers reopen their log files.
+    fn reopen_logs(&mut self) {
+        info!("SIGUSR1: reopening log files");
+        crate::log::reopen_error_log(self.log.error_log.as_deref());
+        for pid in self.workers.keys() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGUSR1,
+            );
         }
     }
 
     async fn stop(&mut self, how: Stop) {
+        notify::send("STOPPING=1");
+        let grace = self
+            .pools
+            .iter()
+            .map(|p| p.config.shutdown_timeout)
+            .fold(0.0, f64::max);
         let (sig, grace) = match how {
             Stop::Graceful => (
                 nix::sys::signal::Signal::SIGTERM,
-                Duration::from_secs_f64(self.pool.shutdown_timeout + 1.0),
+                Duration::from_secs_f64(grace + 1.0),
             ),
             Stop::Fast => (nix::sys::signal::Signal::SIGINT, Duration::from_secs(2)),
         };
@@ -276,13 +646,6 @@ impl Master {
             let _ = w.child.wait();
         }
         self.workers.clear();
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
     }
 }
 

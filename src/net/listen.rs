@@ -79,3 +79,43 @@ pub fn local_port(fd: &OwnedFd) -> Option<u16> {
 pub fn raw(fd: &OwnedFd) -> i32 {
     fd.as_raw_fd()
 }
+
+/// `--socket-user`, `--socket-group`, `--socket-mode` for a Unix socket
+/// (shared hosting: only the web server may connect).
+pub fn set_owner_and_mode(
+    spec: &ListenSpec,
+    opts: &crate::config::model::ProcessOptions,
+) -> Result<(), String> {
+    let ListenAddr::Unix(path) = &spec.addr else {
+        return Ok(());
+    };
+    let uid = match &opts.socket_user {
+        Some(u) => Some(
+            nix::unistd::User::from_name(u)
+                .ok()
+                .flatten()
+                .ok_or_else(|| format!("socket user `{u}` does not exist"))?
+                .uid,
+        ),
+        None => None,
+    };
+    let gid = match &opts.socket_group {
+        Some(g) => Some(
+            nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .ok_or_else(|| format!("socket group `{g}` does not exist"))?
+                .gid,
+        ),
+        None => None,
+    };
+    if uid.is_some() || gid.is_some() {
+        nix::unistd::chown(path.as_path(), uid, gid).map_err(|e| format!("chown: {e}"))?;
+    }
+    if let Some(mode) = opts.socket_mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod: {e}"))?;
+    }
+    Ok(())
+}

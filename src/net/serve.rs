@@ -25,6 +25,24 @@ pub struct ServeContext {
     /// What FastCGI's GET_VALUES reports: this worker's real capacity.
     pub max_conns: u32,
     pub max_reqs: u32,
+    /// TCP peers allowed to connect; empty means any (SPEC §4
+    /// `--allowed-clients`: an open FastCGI port is remote code execution).
+    pub allowed_clients: Vec<std::net::IpAddr>,
+}
+
+impl ServeContext {
+    fn allows(&self, peer: &SocketAddr) -> bool {
+        if self.allowed_clients.is_empty() {
+            return true;
+        }
+        let ip = match peer.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.allowed_clients.contains(&ip)
+    }
 }
 
 enum AnyListener {
@@ -94,10 +112,14 @@ async fn accept_loop(
 ) {
     loop {
         let accepted = match &listener {
-            AnyListener::Tcp(l) => l.accept().await.map(|(s, peer)| {
+            AnyListener::Tcp(l) => l.accept().await.and_then(|(s, peer)| {
+                if !ctx.allows(&peer) {
+                    warn!(%peer, proto = %protocol, "refusing a connection from an address not in --allowed-clients");
+                    return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "not allowed"));
+                }
                 let local = s.local_addr().ok();
                 let _ = s.set_nodelay(true);
-                (Conn::Tcp(s), Arc::<str>::from(peer.to_string()), local)
+                Ok((Conn::Tcp(s), Arc::<str>::from(peer.to_string()), local))
             }),
             AnyListener::Unix(l) => l.accept().await.map(|(s, peer)| {
                 let name = peer
@@ -109,6 +131,8 @@ async fn accept_loop(
         };
         let (conn, peer, local) = match accepted {
             Ok(c) => c,
+            // A refused peer: already logged, its socket dropped.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 warn!("accept on a {protocol} listener failed: {e}");

@@ -60,6 +60,13 @@ def restrict_signals():
     _signal.signal = signal
 
 
+def run_import_script(path):
+    """--import-script: run FILE once in this worker before the first
+    request (mod_wsgi's WSGIImportScript)."""
+    import runpy
+    runpy.run_path(path, run_name="__wsgi_fpm_import__")
+
+
 def add_paths(paths):
     import site
     for p in paths:

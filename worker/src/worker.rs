@@ -18,6 +18,7 @@ use wsgi_fpm::config::{Protocol, WorkerConfig};
 use wsgi_fpm::master::spawn::STATUS_FD_ENV;
 use wsgi_fpm::net::serve::{serve_all, ServeContext};
 use wsgi_fpm::proto::Limits;
+use wsgi_fpm::recycle::Recycler;
 use wsgi_fpm::route::EnvironRules;
 
 /// Exit code of a worker whose application could not be loaded.
@@ -37,9 +38,28 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
         }
     }
 
+    set_display_name(
+        pool.process
+            .display_name
+            .as_deref()
+            .unwrap_or(&format!("wsgi-fpm:{}", pool.name)),
+    );
     let support = load::support(py)?;
     load::init_formatter(&support)?;
     load::prepare(py, &support, pool)?;
+    if let Some(script) = &pool.process.import_script {
+        let ran = support
+            .getattr("run_import_script")
+            .and_then(|f| f.call1((script.to_string_lossy().into_owned(),)));
+        if let Err(err) = ran {
+            error!(
+                "the import script {} raised:\n{}",
+                script.display(),
+                load::format_exception(py, &err)
+            );
+            return Ok(EXIT_APP_LOAD_FAILED);
+        }
+    }
     let app = match load::application(&support, pool) {
         Ok(app) => app,
         Err(err) => {
@@ -64,7 +84,9 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
             multiprocess: pool.processes > 1,
         },
     });
-    let (handler, thread_handles) = threads::start(pool.threads, ctx)?;
+    let recycler = Arc::new(Recycler::new(&pool.process));
+    let (handler, thread_handles) =
+        threads::start(pool.threads, pool.process.stack_size, ctx, recycler.clone())?;
 
     let listeners: Vec<(OwnedFd, Protocol)> = cfg
         .listener_fds
@@ -83,16 +105,24 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
         socket_timeout: Duration::from_secs_f64(pool.socket_timeout),
         max_conns: 1024,
         max_reqs: u32::try_from(pool.threads).unwrap_or(u32::MAX),
+        allowed_clients: pool.process.allowed_clients.clone(),
     });
     let shutdown_grace = Duration::from_secs_f64(pool.shutdown_timeout);
-    if let Some(mut pipe) = status_pipe {
-        let _ = pipe.write_all(b"ready\n");
-        // Keep the pipe open: the master reads later messages from it.
-        std::mem::forget(pipe);
-    }
+    let mut status = StatusPipe(status_pipe);
+    status.send("ready");
     info!("serving {} with {} threads", pool.app, pool.threads);
 
-    py.detach(move || serve(listeners, serve_ctx, shutdown_grace))?;
+    let error_log = cfg.log.error_log.clone();
+    py.detach(move || {
+        serve(
+            listeners,
+            serve_ctx,
+            shutdown_grace,
+            recycler,
+            status,
+            error_log,
+        )
+    })?;
 
     // The queue's sender went with the serve context: idle threads end.
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
@@ -131,10 +161,32 @@ fn take_status_pipe(py: Python<'_>) -> PyResult<Option<std::fs::File>> {
     Ok(Some(file))
 }
 
+/// The process name `ps -o comm`, `top` and `pgrep` show (15 bytes at most:
+/// the kernel's limit).
+fn set_display_name(name: &str) {
+    let mut bytes = name.as_bytes().to_vec();
+    bytes.truncate(15);
+    let _ = std::fs::write("/proc/self/comm", bytes);
+}
+
+/// The write end of the pipe to the master (None when run by hand).
+struct StatusPipe(Option<std::fs::File>);
+
+impl StatusPipe {
+    fn send(&mut self, line: &str) {
+        if let Some(pipe) = self.0.as_mut() {
+            let _ = pipe.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+}
+
 fn serve(
     listeners: Vec<(OwnedFd, Protocol)>,
     ctx: Arc<ServeContext>,
     grace: Duration,
+    recycler: Arc<Recycler>,
+    mut status: StatusPipe,
+    error_log: Option<String>,
 ) -> PyResult<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -147,6 +199,8 @@ fn serve(
             signal(SignalKind::interrupt())?,
             signal(SignalKind::hangup())?,
         );
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut asked_recycle = false;
         let parent = nix::unistd::getppid();
         let mut server = tokio::spawn(serve_all(listeners, ctx, stop_rx, grace));
         let mut parent_check = tokio::time::interval(Duration::from_secs(1));
@@ -162,6 +216,17 @@ fn serve(
                         error!("the master has gone; stopping");
                         break;
                     }
+                    if !asked_recycle {
+                        if let Some(reason) = recycler.due(wsgi_fpm::recycle::current_rss) {
+                            info!("asking the master for a replacement ({reason})");
+                            status.send(&format!("recycle {reason}"));
+                            asked_recycle = true;
+                        }
+                    }
+                }
+                _ = usr1.recv() => {
+                    wsgi_fpm::log::reopen_error_log(error_log.as_deref());
+                    wsgi_fpm::access_log::reopen();
                 }
                 _ = &mut server => return Ok(()),
             }

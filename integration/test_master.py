@@ -1,0 +1,166 @@
+"""The master (SPEC §4 signals, issue: master process and preforked pools),
+observed from outside: pids, signals, reloads, crashes."""
+import os
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+
+from harness import APPS
+
+LIFECYCLE = APPS / "lifecycle.py"
+
+
+def workers(b):
+    return sorted(b.proc.descendants())
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def get(b, path, **kw):
+    return b.request("fastcgi", path=path, **kw)
+
+
+@pytest.fixture
+def app_copy(run_dir, request):
+    """A private copy of the lifecycle app, so a test may rewrite it."""
+    path = run_dir / "tmp" / ("lifecycle-%s.py" % request.node.name.replace("[", "-").replace("]", ""))
+    path.parent.mkdir(exist_ok=True)
+    shutil.copy(LIFECYCLE, path)
+    return path
+
+
+def test_processes_gives_that_many_workers_each_with_its_threads(spawn):
+    b = spawn("count", LIFECYCLE, "--processes", "3", "--threads", "4", protocols=("fastcgi",))
+    pids = wait_for(lambda: len(workers(b)) == 3 and workers(b), what="3 workers")
+    for pid in pids:
+        threads = len(os.listdir("/proc/%d/task" % pid))
+        assert threads >= 4 + 1, "worker %d has %d threads" % (pid, threads)
+
+
+def test_a_crashed_worker_is_replaced(spawn):
+    b = spawn("crash", LIFECYCLE, "--processes", "1", protocols=("fastcgi",))
+    first = int(get(b, "/pid").body)
+    for how in ("/exit", "/segv"):
+        try:
+            get(b, how, timeout=10)
+        except OSError:
+            pass  # the connection dies with the worker
+        after = wait_for(lambda: _pid_answer(b), timeout=15, what="a replacement after " + how)
+        assert after != first, how
+        first = after
+    assert "worker exited (killed by SIGSEGV)" in b.log_text()
+
+
+def _pid_answer(b):
+    try:
+        r = get(b, "/pid", timeout=5)
+    except OSError:
+        return None
+    return int(r.body) if r.status == 200 else None
+
+
+def test_sighup_under_load_loses_no_request(spawn, app_copy):
+    b = spawn("hup-load", app_copy, "--processes", "2", "--threads", "2", protocols=("fastcgi",))
+    old = set(workers(b))
+    failures, done = [], threading.Event()
+    count = [0]
+
+    def load():
+        while not done.is_set():
+            try:
+                r = get(b, "/", timeout=10)
+                if r.status != 200:
+                    failures.append(r.status)
+            except OSError as e:
+                failures.append(repr(e))
+            count[0] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        app_copy.write_text(app_copy.read_text().replace('VERSION = "one"', 'VERSION = "two"'))
+        os.kill(b.pid, signal.SIGHUP)
+        wait_for(lambda: get(b, "/").body == b"two", timeout=20, what="the new generation")
+        time.sleep(0.5)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(30)
+    assert not failures, failures[:5]
+    assert count[0] > 20
+    wait_for(lambda: not (set(workers(b)) & old), what="the old generation to retire")
+
+
+def test_sighup_with_a_broken_app_keeps_the_old_generation_serving(spawn, app_copy):
+    b = spawn("hup-broken", app_copy, "--processes", "1", protocols=("fastcgi",))
+    old = workers(b)
+    app_copy.write_text("raise RuntimeError('broken on purpose')\n")
+    os.kill(b.pid, signal.SIGHUP)
+    wait_for(lambda: "reload abandoned" in b.log_text(), timeout=20, what="the reload to be abandoned")
+    assert get(b, "/").body == b"one"
+    assert workers(b) == old
+    assert "broken on purpose" in b.log_text()
+
+
+def test_sigterm_lets_an_in_flight_request_finish(spawn):
+    b = spawn("term", LIFECYCLE, "--processes", "1", "--shutdown-timeout", "10", protocols=("fastcgi",))
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=get(b, "/sleep", query="s=1.5", timeout=20)))
+    t.start()
+    time.sleep(0.5)
+    os.kill(b.pid, signal.SIGTERM)
+    t.join(20)
+    assert result["r"].status == 200 and result["r"].body == b"slept"
+    b.proc.popen.wait(15)
+    assert b.proc.popen.returncode == 0
+
+
+def test_sigkill_of_the_master_leaves_no_worker_behind(spawn):
+    b = spawn("orphan", LIFECYCLE, "--processes", "2", protocols=("fastcgi",))
+    pids = wait_for(lambda: len(workers(b)) == 2 and workers(b), what="2 workers")
+    os.kill(b.pid, signal.SIGKILL)
+    wait_for(lambda: not any(os.path.exists("/proc/%d" % p) and _not_zombie(p) for p in pids),
+             timeout=10, what="the workers to exit")
+
+
+def _not_zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigttin_and_sigttou_grow_and_shrink_the_pool(spawn):
+    b = spawn("ttin", LIFECYCLE, "--processes", "2", protocols=("fastcgi",))
+    wait_for(lambda: len(workers(b)) == 2, what="2 workers")
+    os.kill(b.pid, signal.SIGTTIN)
+    wait_for(lambda: len(workers(b)) == 3, what="3 workers after SIGTTIN")
+    os.kill(b.pid, signal.SIGTTOU)
+    wait_for(lambda: len(workers(b)) == 2, what="2 workers after SIGTTOU")
+    os.kill(b.pid, signal.SIGTTOU)
+    wait_for(lambda: len(workers(b)) == 1, what="1 worker after another SIGTTOU")
+    os.kill(b.pid, signal.SIGTTOU)
+    time.sleep(1)
+    assert len(workers(b)) == 1, "the last worker must stay"
+    assert get(b, "/").status == 200
+
+
+def test_workers_show_their_display_name(spawn):
+    b = spawn("comm", LIFECYCLE, protocols=("fastcgi",))
+    pid = wait_for(lambda: workers(b), what="a worker")[0]
+    with open("/proc/%d/comm" % pid) as f:
+        assert f.read().strip() == "wsgi-fpm:main"
