@@ -164,3 +164,16 @@ def test_workers_show_their_display_name(spawn):
     pid = wait_for(lambda: workers(b), what="a worker")[0]
     with open("/proc/%d/comm" % pid) as f:
         assert f.read().strip() == "wsgi-fpm:main"
+
+
+def test_touching_the_script_serves_the_new_code(spawn, app_copy):
+    b = spawn("touch", app_copy, "--processes", "2", protocols=("fastcgi",))
+    assert get(b, "/").body == b"one"
+    old = set(workers(b))
+    app_copy.write_text(app_copy.read_text().replace('VERSION = "one"', 'VERSION = "touched"'))
+    wait_for(lambda: get(b, "/").body == b"touched", timeout=10, what="the new code")
+    wait_for(lambda: not (set(workers(b)) & old), what="the old workers to retire")
+    # Nothing else changed: the master restarted nothing more.
+    settled = set(workers(b))
+    time.sleep(1.5)
+    assert set(workers(b)) == settled

@@ -70,9 +70,34 @@ struct Pool {
     backoff: Duration,
     next_spawn: Option<Instant>,
     restarts: BTreeMap<String, u64>,
+    /// The application script's mtime when the current generation started
+    /// (None for `module:callable` apps).
+    script_mtime: Option<std::time::SystemTime>,
+}
+
+fn script_mtime(config: &PoolConfig) -> Option<std::time::SystemTime> {
+    let path = std::path::Path::new(&config.app);
+    if !path.is_absolute() {
+        return None;
+    }
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl Pool {
+    /// Starts a new generation with `config`; the current one keeps serving
+    /// until the new one is all ready (or comes back if it fails).
+    fn start_generation(&mut self, config: PoolConfig) {
+        let old = std::mem::replace(&mut self.config, config);
+        // A generation that failed before is not the one to go back to.
+        if self.previous.is_none() {
+            self.previous = Some((self.generation, old));
+        }
+        self.generation += 1;
+        self.processes = self.config.processes;
+        self.next_spawn = None;
+        self.script_mtime = script_mtime(&self.config);
+    }
+
     fn new(config: PoolConfig, listeners: Vec<OwnedFd>) -> Result<Pool, String> {
         let opts = &config.process;
         let switch_to = match &opts.user {
@@ -98,6 +123,7 @@ impl Pool {
             .unwrap_or_else(|| PathBuf::from("/"));
         let env = spawn::worker_env(opts, &identity, std::env::vars());
         let processes = config.processes;
+        let mtime = script_mtime(&config);
         Ok(Pool {
             config,
             listeners,
@@ -111,6 +137,7 @@ impl Pool {
             backoff: Duration::ZERO,
             next_spawn: None,
             restarts: BTreeMap::new(),
+            script_mtime: mtime,
         })
     }
 }
@@ -351,7 +378,11 @@ impl Master {
                     self.reconcile();
                 }
                 Some((pid, line)) = status_rx.recv() => { self.on_status(pid, &line); self.reconcile(); }
-                _ = tick.tick() => { self.check_startup_timeouts(); self.reconcile(); }
+                _ = tick.tick() => {
+                    self.check_startup_timeouts();
+                    self.check_scripts();
+                    self.reconcile();
+                }
                 _ = hup.recv() => { self.reload(); self.reconcile(); }
                 _ = ttin.recv() => {
                     for p in &mut self.pools { p.processes += 1; }
@@ -443,6 +474,19 @@ impl Master {
         if !self.notified_ready && self.pools.iter().all(|p| p.ever_ready) {
             self.notified_ready = true;
             notify::send("READY=1\nSTATUS=serving");
+        }
+    }
+
+    /// Touching a pool's script restarts its workers (mod_wsgi's process
+    /// reloading): a new generation, as for SIGHUP.
+    fn check_scripts(&mut self) {
+        for pool in &mut self.pools {
+            let now = script_mtime(&pool.config);
+            if pool.script_mtime.is_some() && now.is_some() && now != pool.script_mtime {
+                info!(pool = %pool.config.name, "{} changed; starting a new generation", pool.config.app);
+                let config = pool.config.clone();
+                pool.start_generation(config);
+            }
         }
     }
 
@@ -588,11 +632,7 @@ impl Master {
                     let mut next = config;
                     next.listen = pool.config.listen.clone();
                     next.process = pool.config.process.clone();
-                    let old = std::mem::replace(&mut pool.config, next);
-                    pool.previous = Some((pool.generation, old));
-                    pool.generation += 1;
-                    pool.processes = pool.config.processes;
-                    pool.next_spawn = None;
+                    pool.start_generation(next);
                 }
                 None => {
                     if let Err(e) = self.add_pool(config) {
