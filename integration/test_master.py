@@ -177,3 +177,35 @@ def test_touching_the_script_serves_the_new_code(spawn, app_copy):
     settled = set(workers(b))
     time.sleep(1.5)
     assert set(workers(b)) == settled
+
+
+def test_systemd_notify_says_ready_then_reloading_and_stopping(spawn, run_dir):
+    import socket as _socket
+    path = str(run_dir / "tmp" / "notify.sock")
+    if os.path.exists(path):
+        os.unlink(path)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(15)
+    try:
+        b = spawn("notify", LIFECYCLE, protocols=("fastcgi",), env={"NOTIFY_SOCKET": path})
+        assert b"READY=1" in sock.recv(4096)
+        os.kill(b.pid, signal.SIGHUP)
+        assert sock.recv(4096) == b"RELOADING=1"
+        assert sock.recv(4096).startswith(b"READY=1")
+        os.kill(b.pid, signal.SIGTERM)
+        assert sock.recv(4096) == b"STOPPING=1"
+        # The workers do not inherit the master's notify socket.
+        assert "NOTIFY_SOCKET" not in get_env_of_a_worker_or_none(b)
+    finally:
+        sock.close()
+
+
+def get_env_of_a_worker_or_none(b):
+    for pid in workers(b):
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            pass
+    return ""
