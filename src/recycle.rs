@@ -20,6 +20,8 @@ pub struct Recycler {
     served: AtomicU64,
     /// Milliseconds after `started` of the latest request.
     last_request_ms: AtomicU64,
+    /// A reason found outside (e.g. a changed source file).
+    external: std::sync::Mutex<Option<&'static str>>,
 }
 
 /// A number in [0, 1) that differs between workers.
@@ -57,6 +59,7 @@ impl Recycler {
             started: Instant::now(),
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
+            external: std::sync::Mutex::new(None),
         }
     }
 
@@ -72,11 +75,21 @@ impl Recycler {
         self.due_at(self.started.elapsed(), rss_bytes)
     }
 
+    /// Asks for a replacement for a reason found elsewhere.
+    pub fn request(&self, reason: &'static str) {
+        if let Ok(mut r) = self.external.lock() {
+            r.get_or_insert(reason);
+        }
+    }
+
     fn due_at(
         &self,
         age: Duration,
         rss_bytes: impl FnOnce() -> Option<u64>,
     ) -> Option<&'static str> {
+        if let Some(reason) = self.external.lock().ok().and_then(|r| *r) {
+            return Some(reason);
+        }
         if self
             .max_requests
             .is_some_and(|n| self.served.load(Ordering::Relaxed) >= n)
@@ -183,6 +196,15 @@ mod tests {
             r.due_at(Duration::from_secs(5), || None),
             Some("inactivity-timeout")
         );
+    }
+
+    #[test]
+    fn an_outside_reason_is_reported_first() {
+        let r = Recycler::with_factor(&opts(), 1.0);
+        assert_eq!(r.due_at(Duration::ZERO, || None), None);
+        r.request("reload-on-change");
+        r.request("something-else");
+        assert_eq!(r.due_at(Duration::ZERO, || None), Some("reload-on-change"));
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub struct ProcessOptions {
     pub import_script: Option<std::path::PathBuf>,
     pub preload: bool,
     pub stack_size: Option<usize>,
+    /// Development: replace workers when any imported module's file changes.
+    #[serde(default)]
+    pub reload_on_change: bool,
 }
 
 /// Everything one worker process needs, handed over by the master as JSON.

@@ -23,6 +23,7 @@ mod load;
 mod response;
 mod start_response;
 mod threads;
+mod watch;
 mod worker;
 
 use pyo3::prelude::*;

@@ -85,6 +85,9 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
         },
     });
     let recycler = Arc::new(Recycler::new(&pool.process));
+    if pool.process.reload_on_change {
+        crate::watch::start(recycler.clone())?;
+    }
     let (handler, thread_handles) =
         threads::start(pool.threads, pool.process.stack_size, ctx, recycler.clone())?;
 
