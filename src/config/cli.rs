@@ -1,10 +1,20 @@
-//! The command line (SPEC §4), parsed by clap and turned into a validated
-//! [`PoolConfig`]. Errors name the option and the reason.
+//! The command line (SPEC §4), parsed by clap. Its pool and server options
+//! become raw tables (`file::RawPool`, `file::RawServer`) holding only the
+//! options actually given, laid over `--config FILE`'s, and `validate` turns
+//! the result into the model. Errors name the option and the reason.
+//!
+//! Besides parsing, this module only asks the kernel which inherited
+//! descriptors are listening sockets (fd 0, systemd's `LISTEN_FDS`).
 
-use super::model::{ListenAddr, ListenSpec, PoolConfig, ProcessOptions, Protocol};
-use super::size::parse_size;
+use super::error::ConfigError;
+use super::file::{self, Octal, RawPool, RawServer, Size};
+use super::model::{defaults, Config, PoolConfig, Protocol};
+use super::validate;
 use clap::Parser;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+pub use super::validate::resolve_python;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,6 +25,11 @@ use std::path::{Path, PathBuf};
                   ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N."
 )]
 pub struct Cli {
+    /// Which options were given rather than defaulted (see [`Given`]); the
+    /// first field on purpose.
+    #[command(flatten)]
+    given: Given,
+
     /// WSGI script file or `package.module:callable`.
     pub app: Option<String>,
 
@@ -31,18 +46,95 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub http: Vec<String>,
     /// The listen queue length of each socket.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = defaults::LISTEN_BACKLOG)]
     pub listen_backlog: i32,
+    /// Owner of Unix sockets (so that only the web server may connect).
+    #[arg(long, value_name = "USER")]
+    pub socket_user: Option<String>,
+    /// Group of Unix sockets.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Mode of Unix sockets, in octal (e.g. 0660).
+    #[arg(long, value_name = "OCTAL")]
+    pub socket_mode: Option<String>,
+    /// TCP listeners accept connections from these IP addresses only (comma-separated, repeatable).
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    pub allowed_clients: Vec<String>,
 
     /// Preforked worker processes.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = defaults::PROCESSES)]
     pub processes: usize,
     /// Python threads per worker process (mod_wsgi's default is 15).
-    #[arg(long, value_name = "N", default_value_t = 15)]
+    #[arg(long, value_name = "N", default_value_t = defaults::THREADS)]
     pub threads: usize,
 
+    /// Restart a worker gracefully after N requests (0: never).
+    #[arg(long, value_name = "N", default_value_t = defaults::MAXIMUM_REQUESTS)]
+    pub maximum_requests: u64,
+    /// Restart a worker gracefully after S seconds of life (0: never).
+    #[arg(long, value_name = "S", default_value_t = defaults::RESTART_INTERVAL)]
+    pub restart_interval: f64,
+    /// Draw each worker's recycling limits up to this fraction lower (0 <= F < 1).
+    #[arg(long, value_name = "F", default_value_t = defaults::RECYCLE_JITTER)]
+    pub recycle_jitter: f64,
+    /// Restart a worker gracefully when its resident memory passes MB megabytes.
+    #[arg(long, value_name = "MB")]
+    pub max_rss: Option<u64>,
+    /// Hard limit on each worker's address space, in megabytes (RLIMIT_AS).
+    #[arg(long, value_name = "MB")]
+    pub memory_limit: Option<u64>,
+    /// Hard limit on each worker's CPU time, in seconds (RLIMIT_CPU).
+    #[arg(long, value_name = "S")]
+    pub cpu_time_limit: Option<u64>,
+    /// Hard limit on each worker's open files (RLIMIT_NOFILE).
+    #[arg(long, value_name = "N")]
+    pub open_files_limit: Option<u64>,
+    /// Restart a worker after S seconds without a request, to give memory back (0: never).
+    #[arg(long, value_name = "S", default_value_t = defaults::INACTIVITY_TIMEOUT)]
+    pub inactivity_timeout: f64,
+    /// Replace a worker whose application has not loaded within S seconds.
+    #[arg(long, value_name = "S", default_value_t = defaults::STARTUP_TIMEOUT)]
+    pub startup_timeout: f64,
+
+    /// Run workers as this user (name or number), with its supplementary groups.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run workers with this primary group (default: the user's).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// File mode creation mask of workers, in octal (e.g. 022 or 0022).
+    #[arg(long, value_name = "OCTAL")]
+    pub umask: Option<String>,
+    /// Working directory of workers (default: the user's home if it exists, else the application's directory).
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// LANG for the workers.
+    #[arg(long, value_name = "LANG")]
+    pub lang: Option<String>,
+    /// LC_ALL for the workers.
+    #[arg(long, value_name = "LOCALE")]
+    pub locale: Option<String>,
+    /// Start workers from an empty environment plus PATH and --pass-env names.
+    #[arg(long)]
+    pub clear_env: bool,
+    /// Pass this environment variable to workers despite --clear-env (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub pass_env: Vec<String>,
+    /// Process title of workers shown by ps (%{GROUP} is replaced by "(wsgi:POOL)").
+    #[arg(long, value_name = "NAME")]
+    pub display_name: Option<String>,
+    /// Stack size of each Python thread (bytes; K/M suffixes accepted; at least 32K).
+    #[arg(long, value_name = "BYTES")]
+    pub stack_size: Option<String>,
+    /// Import the application once before forking, to share its memory copy-on-write.
+    #[arg(long)]
+    pub preload: bool,
+    /// Run FILE in each worker at start, before the first request (mod_wsgi's WSGIImportScript).
+    #[arg(long, value_name = "FILE")]
+    pub import_script: Option<PathBuf>,
+
     /// The name of the WSGI callable in a script file.
-    #[arg(long, value_name = "NAME", default_value = "application")]
+    #[arg(long, value_name = "NAME", default_value = defaults::CALLABLE)]
     pub callable: String,
     /// The interpreter the workers run (default: python3 on PATH).
     #[arg(long, value_name = "PATH")]
@@ -68,13 +160,13 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", default_value = "1M")]
     pub max_params_size: String,
     /// Seconds a read or write on a connection may make no progress before it is closed.
-    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    #[arg(long, value_name = "S", default_value_t = defaults::SOCKET_TIMEOUT)]
     pub socket_timeout: f64,
     /// Seconds given to in-flight requests on reload.
-    #[arg(long, value_name = "S", default_value_t = 15.0)]
+    #[arg(long, value_name = "S", default_value_t = defaults::GRACEFUL_TIMEOUT)]
     pub graceful_timeout: f64,
     /// Seconds given to in-flight requests on stop.
-    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    #[arg(long, value_name = "S", default_value_t = defaults::SHUTDOWN_TIMEOUT)]
     pub shutdown_timeout: f64,
 
     /// Allow workers to run as root (otherwise a master started as root needs --user).
@@ -82,20 +174,24 @@ pub struct Cli {
     pub allow_root: bool,
 
     /// Log level: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    #[arg(long, value_name = "LEVEL", default_value = defaults::LOG_LEVEL)]
     pub log_level: String,
     /// Write an access log line per request to PATH (- for stdout).
     #[arg(long, value_name = "PATH")]
     pub access_log: Option<String>,
     /// Where the error log goes: a file (appended to), or - for stderr.
-    #[arg(long, value_name = "PATH", default_value = "-")]
+    #[arg(long, value_name = "PATH", default_value = defaults::ERROR_LOG)]
     pub error_log: String,
     /// Log format: text or json.
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    #[arg(long, value_name = "FORMAT", default_value = defaults::LOG_FORMAT)]
     pub log_format: String,
     /// Write the pid of the master to PATH.
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+
+    /// TOML configuration (pools and [server]); options given here override its single pool.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Validate the configuration, print what would run, and exit.
     #[arg(short = 't', long)]
@@ -103,173 +199,167 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The validated pool this command line describes (named `main`).
+    /// The validated configuration: the pools of `--config FILE` with the
+    /// pool options given here laid over its single pool, or one pool named
+    /// `main` from the command line alone; `[server]` with the server
+    /// options given here laid over it. Options left at their defaults
+    /// never override the file.
+    pub fn config(&self) -> Result<Config, String> {
+        self.config_with(&inherited_listeners())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The command line's single pool, as `config()` builds it (named
+    /// `main` without `--config`). A file with several pools is refused.
     pub fn pool(&self) -> Result<PoolConfig, String> {
-        let app = self
-            .app
-            .clone()
-            .ok_or("no application given: name a WSGI script file or module:callable")?;
-        let mut listen = Vec::new();
-        for (protocol, addrs, flag) in [
-            (Protocol::FastCgi, &self.fastcgi, "--fastcgi"),
-            (Protocol::Scgi, &self.scgi, "--scgi"),
-            (Protocol::Uwsgi, &self.uwsgi, "--uwsgi"),
-            (Protocol::Http, &self.http, "--http"),
-        ] {
-            for text in addrs {
-                let addr = ListenAddr::parse(text).map_err(|e| format!("{flag}: {e}"))?;
-                listen.push(ListenSpec { protocol, addr });
-            }
-        }
-        // Inherited sockets no option names speak FastCGI (SPEC §2): fd 0
-        // (mod_fcgid, lighttpd bin-path, spawn-fcgi) and systemd's.
-        let named: Vec<i32> = listen
-            .iter()
-            .filter_map(|l| match l.addr {
-                ListenAddr::Fd(fd) => Some(fd),
-                _ => None,
-            })
-            .collect();
-        for fd in inherited_listeners() {
-            if !named.contains(&fd) {
-                listen.push(ListenSpec {
-                    protocol: Protocol::FastCgi,
-                    addr: ListenAddr::Fd(fd),
-                });
-            }
-        }
-        if listen.is_empty() {
-            return Err(
-                "nothing to listen on: give --fastcgi, --scgi, --uwsgi or --http ADDR".into(),
-            );
-        }
-        if self.processes == 0 {
-            return Err("--processes: must be at least 1".into());
-        }
-        if self.threads == 0 {
-            return Err("--threads: must be at least 1".into());
-        }
-        for (name, v) in [
-            ("--socket-timeout", self.socket_timeout),
-            ("--graceful-timeout", self.graceful_timeout),
-            ("--shutdown-timeout", self.shutdown_timeout),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(format!("{name}: must be a positive number of seconds"));
-            }
-        }
-        if let Some(m) = &self.mount {
-            if !m.starts_with('/') || (m.len() > 1 && m.ends_with('/')) {
-                return Err(format!(
-                    "--mount: `{m}` must start with / and not end with one (e.g. /app)"
-                ));
-            }
-        }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
+        let mut config = self.config()?;
+        if config.pools.len() != 1 {
+            let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
             return Err(format!(
-                "--log-format: `{}` is not text or json",
-                self.log_format
+                "--config: {} pools ({}); this master runs one",
+                names.len(),
+                names.join(", ")
             ));
         }
-        let max_params_bytes =
-            parse_size(&self.max_params_size).map_err(|e| format!("--max-params-size: {e}"))?;
-        let python = resolve_python(self.python.as_deref(), self.python_home.as_deref())?;
-        let app = absolutize_script(&app)?;
-        Ok(PoolConfig {
-            name: "main".into(),
-            app,
-            callable: self.callable.clone(),
-            listen,
-            processes: self.processes,
-            threads: self.threads,
-            python,
-            python_path: self.python_path.clone(),
-            mount: self.mount.clone().filter(|m| m != "/"),
-            pass_authorization: self.pass_authorization,
-            map_head_to_get: self.map_head_to_get,
-            max_params_bytes,
-            socket_timeout: self.socket_timeout,
-            listen_backlog: self.listen_backlog,
-            graceful_timeout: self.graceful_timeout,
-            shutdown_timeout: self.shutdown_timeout,
-            process: ProcessOptions::default(),
-        })
+        Ok(config.pools.remove(0))
     }
-}
 
-/// A script path is made absolute, so a worker with another working
-/// directory finds it; `module:callable` is left alone.
-fn absolutize_script(app: &str) -> Result<String, String> {
-    let looks_like_file = app.ends_with(".py") || app.ends_with(".wsgi") || app.contains('/');
-    if !looks_like_file {
-        if app.is_empty() || app.starts_with(':') || app.ends_with(':') {
-            return Err(format!("application `{app}`: expected module:callable"));
-        }
-        return Ok(app.to_owned());
-    }
-    let path = Path::new(app);
-    if !path.is_file() {
-        return Err(format!("application script `{app}` does not exist"));
-    }
-    std::fs::canonicalize(path)
-        .map(|p| p.to_string_lossy().into_owned())
-        .map_err(|e| format!("application script `{app}`: {e}"))
-}
-
-/// SPEC §1: `--python`, else the venv's `bin/python`, else `python3` on
-/// PATH, resolved to the real executable.
-pub fn resolve_python(python: Option<&Path>, home: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(p) = python {
-        return find_executable(p).ok_or_else(|| format!("--python: `{}` not found", p.display()));
-    }
-    if let Some(home) = home {
-        let p = home.join("bin/python");
-        // A venv's python is a symlink to its base interpreter; keep the
-        // link, so the interpreter finds the venv's pyvenv.cfg.
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!(
-                "--python-home: `{}` has no bin/python",
-                home.display()
-            ))
+    /// `config()` with the inherited listening sockets given, for tests.
+    pub(crate) fn config_with(&self, inherited: &[i32]) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => Some((path.display().to_string(), file::read(path)?)),
+            None => None,
         };
+        validate::assemble(file, self.raw_pool(), self.raw_server(), inherited)
     }
-    find_executable(Path::new("python3"))
-        .ok_or_else(|| "no python3 on PATH: name the interpreter with --python".to_string())
-}
 
-fn find_executable(name: &Path) -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = if name.components().count() > 1 {
-        vec![name.to_path_buf()]
-    } else {
-        std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).map(|d| d.join(name)).collect())
-            .unwrap_or_default()
-    };
-    candidates.into_iter().find_map(|c| {
-        let meta = std::fs::metadata(&c).ok()?;
-        use std::os::unix::fs::PermissionsExt;
-        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-            real_python(&c)
-        } else {
-            None
+    /// Whether an option was given on the command line (not defaulted).
+    fn given(&self, id: &str) -> bool {
+        self.given.0.contains(id)
+    }
+
+    /// The pool options given on the command line, as a file's table would
+    /// hold them; options left at their defaults are absent.
+    fn raw_pool(&self) -> RawPool {
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let given_int = |id: &str, v: usize| self.given(id).then(|| int(v as u64));
+        let given_f64 = |id: &str, v: f64| self.given(id).then_some(v);
+        let nonempty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        let mut listen = Vec::new();
+        for (protocol, addrs) in [
+            (Protocol::FastCgi, &self.fastcgi),
+            (Protocol::Scgi, &self.scgi),
+            (Protocol::Uwsgi, &self.uwsgi),
+            (Protocol::Http, &self.http),
+        ] {
+            listen.extend(addrs.iter().map(|a| format!("{protocol}://{a}")));
         }
-    })
+        RawPool {
+            app: self.app.clone(),
+            listen: (!listen.is_empty()).then_some(listen),
+            processes: given_int("processes", self.processes),
+            threads: given_int("threads", self.threads),
+            callable: self.given("callable").then(|| self.callable.clone()),
+            python: self.python.clone(),
+            python_home: self.python_home.clone(),
+            python_path: (!self.python_path.is_empty()).then(|| self.python_path.clone()),
+            mount: self.mount.clone(),
+            pass_authorization: self.pass_authorization.then_some(true),
+            map_head_to_get: self.map_head_to_get.then_some(true),
+            max_params_size: self
+                .given("max_params_size")
+                .then(|| Size::Text(self.max_params_size.clone())),
+            socket_timeout: given_f64("socket_timeout", self.socket_timeout),
+            listen_backlog: self
+                .given("listen_backlog")
+                .then_some(i64::from(self.listen_backlog)),
+            graceful_timeout: given_f64("graceful_timeout", self.graceful_timeout),
+            shutdown_timeout: given_f64("shutdown_timeout", self.shutdown_timeout),
+            user: self.user.clone(),
+            group: self.group.clone(),
+            umask: self.umask.clone().map(Octal),
+            home: self.home.clone(),
+            lang: self.lang.clone(),
+            locale: self.locale.clone(),
+            env: None,
+            clear_env: self.clear_env.then_some(true),
+            pass_env: nonempty(&self.pass_env),
+            display_name: self.display_name.clone(),
+            stack_size: self.stack_size.clone().map(Size::Text),
+            maximum_requests: self
+                .given("maximum_requests")
+                .then(|| int(self.maximum_requests)),
+            restart_interval: given_f64("restart_interval", self.restart_interval),
+            recycle_jitter: given_f64("recycle_jitter", self.recycle_jitter),
+            max_rss: self.max_rss.map(int),
+            memory_limit: self.memory_limit.map(int),
+            cpu_time_limit: self.cpu_time_limit.map(int),
+            open_files_limit: self.open_files_limit.map(int),
+            inactivity_timeout: given_f64("inactivity_timeout", self.inactivity_timeout),
+            startup_timeout: given_f64("startup_timeout", self.startup_timeout),
+            socket_user: self.socket_user.clone(),
+            socket_group: self.socket_group.clone(),
+            socket_mode: self.socket_mode.clone().map(Octal),
+            allowed_clients: nonempty(&self.allowed_clients),
+            preload: self.preload.then_some(true),
+            import_script: self.import_script.clone(),
+            ..RawPool::default()
+        }
+    }
+
+    /// The server options given on the command line.
+    fn raw_server(&self) -> RawServer {
+        let given = |id: &str, v: &String| self.given(id).then(|| v.clone());
+        RawServer {
+            status: None,
+            error_log: given("error_log", &self.error_log),
+            access_log: self.access_log.clone(),
+            log_format: given("log_format", &self.log_format),
+            log_level: given("log_level", &self.log_level),
+            pid_file: self.pid_file.clone(),
+        }
+    }
 }
 
-/// pyenv's `python3` is a shell shim; ask the interpreter for its real
-/// executable so workers exec it directly.
-fn real_python(candidate: &Path) -> Option<PathBuf> {
-    let out = std::process::Command::new(candidate)
-        .args(["-c", "import sys; print(sys.executable)"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    let path = PathBuf::from(text.trim());
-    (out.status.success() && path.is_absolute()).then_some(path)
+/// The ids of the options given on the command line or in the environment,
+/// as opposed to clap's defaults. It adds no argument of its own: flattened
+/// into [`Cli`] it only reads the matches. It must stay `Cli`'s first field,
+/// because clap's derive takes each value out of the matches as it fills
+/// the field after.
+#[derive(Debug, Clone, Default)]
+pub struct Given(BTreeSet<String>);
+
+impl clap::FromArgMatches for Given {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Given, clap::Error> {
+        use clap::parser::ValueSource;
+        Ok(Given(
+            matches
+                .ids()
+                .filter(|id| {
+                    matches!(
+                        matches.value_source(id.as_str()),
+                        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                    )
+                })
+                .map(|id| id.as_str().to_owned())
+                .collect(),
+        ))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        let more = Given::from_arg_matches(matches)?;
+        self.0.extend(more.0);
+        Ok(())
+    }
+}
+
+impl clap::Args for Given {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd
+    }
 }
 
 /// Descriptors handed to us as listening sockets: fd 0 when it is one, and

@@ -1,11 +1,83 @@
 //! The validated configuration: the only configuration types the rest of the
-//! program sees. The command line is turned into these by `cli`; nothing here
-//! parses flags or files.
+//! program sees. The command line (`cli`) and the TOML file (`file`) are
+//! turned into these; nothing here parses flags or files, and every value in
+//! these types has already been checked.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+/// Defaults shared by the command line and the configuration file, so that
+/// a key left out of a file means the same as an option left off the command
+/// line. mod_wsgi's `WSGIDaemonProcess` defaults where it has one.
+pub mod defaults {
+    pub const PROCESSES: usize = 1;
+    /// mod_wsgi's default.
+    pub const THREADS: usize = 15;
+    pub const CALLABLE: &str = "application";
+    pub const LISTEN_BACKLOG: i32 = 1024;
+    /// SPEC §2: the largest parameter block of one request, 1 MiB.
+    pub const MAX_PARAMS_BYTES: usize = 1024 * 1024;
+    /// mod_wsgi's `socket-timeout` default (SPEC §2).
+    pub const SOCKET_TIMEOUT: f64 = 60.0;
+    /// mod_wsgi's `graceful-timeout` default.
+    pub const GRACEFUL_TIMEOUT: f64 = 15.0;
+    /// mod_wsgi's `shutdown-timeout` default.
+    pub const SHUTDOWN_TIMEOUT: f64 = 5.0;
+    /// mod_wsgi has no start-up limit by default; ours is a minute, so a
+    /// worker stuck importing the application is replaced (SPEC §4).
+    pub const STARTUP_TIMEOUT: f64 = 60.0;
+    /// mod_wsgi's `maximum-requests`, `restart-interval` and
+    /// `inactivity-timeout` are all off (0) by default.
+    pub const MAXIMUM_REQUESTS: u64 = 0;
+    pub const RESTART_INTERVAL: f64 = 0.0;
+    pub const INACTIVITY_TIMEOUT: f64 = 0.0;
+    pub const RECYCLE_JITTER: f64 = 0.0;
+    /// Python's `threading.stack_size()` refuses less than 32 KiB.
+    pub const MIN_STACK_SIZE: usize = 32 * 1024;
+    pub const ERROR_LOG: &str = "-";
+    pub const LOG_LEVEL: &str = "info";
+    pub const LOG_FORMAT: &str = "text";
+    /// The name of a pool defined on the command line alone (SPEC §4).
+    pub const POOL_NAME: &str = "main";
+}
+
+/// The whole validated configuration: what the master runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// In the order the file (or the command line) gives them; never empty,
+    /// names unique, no two listeners on one socket.
+    pub pools: Vec<PoolConfig>,
+}
+
+/// Settings of the master itself (`[server]`, SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// `--status`: the HTTP endpoint for `/status` and `/metrics`.
+    pub status: Option<ListenAddr>,
+    /// A file (appended to), or `-` for stderr.
+    pub error_log: String,
+    /// A file, `-` for stdout, or none.
+    pub access_log: Option<String>,
+    /// `log-format = "json"`.
+    pub log_format_json: bool,
+    /// A level (`error` … `trace`) or a tracing filter directive.
+    pub log_level: String,
+    pub pid_file: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// What a worker needs to know about logging.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            level: self.log_level.clone(),
+            json: self.log_format_json,
+            access_log: self.access_log.clone(),
+        }
+    }
+}
 
 /// The wire protocol a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -18,6 +90,15 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub const ALL: [Protocol; 4] = [
+        Protocol::FastCgi,
+        Protocol::Scgi,
+        Protocol::Uwsgi,
+        Protocol::Http,
+    ];
+
+    /// The name in listen URLs and in the option that makes a listener
+    /// (`fastcgi://…`, `--fastcgi`).
     pub fn name(self) -> &'static str {
         match self {
             Protocol::FastCgi => "fastcgi",
@@ -93,6 +174,49 @@ pub struct ListenSpec {
     pub addr: ListenAddr,
 }
 
+impl ListenSpec {
+    /// Parses a listen URL of the configuration file, `PROTOCOL://ADDR`
+    /// (SPEC §5), e.g. `fastcgi://127.0.0.1:9000`, `scgi://unix:/run/a.sock`,
+    /// `uwsgi://fd:3`.
+    pub fn parse(url: &str) -> Result<ListenSpec, String> {
+        let Some((scheme, addr)) = url.split_once("://") else {
+            return Err(format!(
+                "`{url}` is not PROTOCOL://ADDR (e.g. fastcgi://127.0.0.1:9000)"
+            ));
+        };
+        let protocol = Protocol::ALL
+            .into_iter()
+            .find(|p| p.name() == scheme)
+            .ok_or_else(|| {
+                format!("`{url}`: unknown protocol `{scheme}` (fastcgi, scgi, uwsgi or http)")
+            })?;
+        let addr = ListenAddr::parse(addr)?;
+        Ok(ListenSpec { protocol, addr })
+    }
+}
+
+impl ListenAddr {
+    /// Whether binding both would collide: the same address, the same Unix
+    /// path, the same descriptor, or a port taken by a wildcard address of
+    /// the same family (IPv6 sockets are bound V6ONLY in `net::listen`, so
+    /// `[::]:N` and `0.0.0.0:N` do not collide).
+    pub fn collides_with(&self, other: &ListenAddr) -> bool {
+        match (self, other) {
+            (ListenAddr::Tcp(a), ListenAddr::Tcp(b)) => {
+                a.port() == b.port()
+                    && a.is_ipv4() == b.is_ipv4()
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            }
+            (ListenAddr::Unix(a), ListenAddr::Unix(b)) => {
+                let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                abs(a) == abs(b)
+            }
+            (ListenAddr::Fd(a), ListenAddr::Fd(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for ListenSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}", self.protocol, self.addr)
@@ -135,6 +259,7 @@ pub struct ProcessOptions {
     pub user: Option<String>,
     /// Primary group (default: the user's).
     pub group: Option<String>,
+    /// At most 0o777.
     pub umask: Option<u32>,
     /// Working directory (default: the user's home if it exists, else the app's directory).
     pub home: Option<std::path::PathBuf>,
@@ -145,7 +270,9 @@ pub struct ProcessOptions {
     /// Start workers from an empty environment plus PATH, `env` and `pass_env`.
     pub clear_env: bool,
     pub pass_env: Vec<String>,
+    /// Process title shown by `ps` (mod_wsgi's `%{GROUP}` already expanded).
     pub display_name: Option<String>,
+    /// The virtual environment, absolute (`--python-home`).
     pub python_home: Option<std::path::PathBuf>,
     /// Restart a worker gracefully after this many requests (0: never).
     pub maximum_requests: u64,
@@ -165,11 +292,14 @@ pub struct ProcessOptions {
     pub startup_timeout: f64,
     pub socket_user: Option<String>,
     pub socket_group: Option<String>,
+    /// Mode of Unix sockets, at most 0o777.
     pub socket_mode: Option<u32>,
     /// TCP peers allowed to connect (empty: any).
     pub allowed_clients: Vec<std::net::IpAddr>,
+    /// Run in each worker before the first request; absolute.
     pub import_script: Option<std::path::PathBuf>,
     pub preload: bool,
+    /// Bytes per Python thread stack (at least `defaults::MIN_STACK_SIZE`).
     pub stack_size: Option<usize>,
     /// Development: replace workers when any imported module's file changes.
     #[serde(default)]
