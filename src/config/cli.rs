@@ -129,6 +129,9 @@ pub struct Cli {
     /// Import the application once before forking, to share its memory copy-on-write.
     #[arg(long)]
     pub preload: bool,
+    /// Development: restart workers when any imported module's file changes.
+    #[arg(long)]
+    pub reload_on_change: bool,
     /// Run FILE in each worker at start, before the first request (mod_wsgi's WSGIImportScript).
     #[arg(long, value_name = "FILE")]
     pub import_script: Option<PathBuf>,
@@ -302,6 +305,7 @@ impl Cli {
             socket_mode: self.socket_mode.clone().map(Octal),
             allowed_clients: nonempty(&self.allowed_clients),
             preload: self.preload.then_some(true),
+            reload_on_change: self.reload_on_change.then_some(true),
             import_script: self.import_script.clone(),
             ..RawPool::default()
         }

@@ -114,6 +114,7 @@ pub struct RawPool {
     pub socket_mode: Option<Octal>,
     pub allowed_clients: Option<Vec<String>>,
     pub preload: Option<bool>,
+    pub reload_on_change: Option<bool>,
     pub import_script: Option<PathBuf>,
 
     // SPEC §4 options the model has no place for yet. They are known keys,
@@ -133,7 +134,6 @@ pub struct RawPool {
     pub(crate) auth_require_group: Option<IgnoredAny>,
     pub(crate) access_script: Option<IgnoredAny>,
     pub(crate) dispatch_script: Option<IgnoredAny>,
-    pub(crate) reload_on_change: Option<IgnoredAny>,
 }
 
 /// Generates `keys()` (the keys a table sets, as a file spells them) and
@@ -207,6 +207,7 @@ keyed_table!(RawPool {
     socket_mode => "socket-mode",
     allowed_clients => "allowed-clients",
     preload => "preload",
+    reload_on_change => "reload-on-change",
     import_script => "import-script",
 });
 
@@ -228,7 +229,6 @@ impl RawPool {
             (self.auth_require_group.is_some(), "auth-require-group"),
             (self.access_script.is_some(), "access-script"),
             (self.dispatch_script.is_some(), "dispatch-script"),
-            (self.reload_on_change.is_some(), "reload-on-change"),
         ]
         .into_iter()
         .filter_map(|(set, key)| set.then_some(key))

@@ -75,6 +75,7 @@ impl ServerConfig {
             level: self.log_level.clone(),
             json: self.log_format_json,
             access_log: self.access_log.clone(),
+            error_log: (self.error_log != "-").then(|| self.error_log.clone()),
         }
     }
 }

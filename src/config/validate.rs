@@ -607,6 +607,7 @@ fn validate_process(
         allowed_clients,
         import_script,
         preload: raw.preload.unwrap_or(false),
+        reload_on_change: raw.reload_on_change.unwrap_or(false),
         stack_size,
     })
 }
