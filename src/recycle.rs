@@ -22,6 +22,9 @@ pub struct Recycler {
     last_request_ms: AtomicU64,
     /// A reason found outside (e.g. a changed source file).
     external: std::sync::Mutex<Option<&'static str>>,
+    /// Woken when a request reaches `maximum-requests`, so the worker asks
+    /// for its replacement at once rather than at its next periodic check.
+    pub limit_reached: tokio::sync::Notify,
 }
 
 /// A number in [0, 1) that differs between workers.
@@ -60,12 +63,16 @@ impl Recycler {
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
             external: std::sync::Mutex::new(None),
+            limit_reached: tokio::sync::Notify::new(),
         }
     }
 
     /// Called for every request handed to the application.
     pub fn on_request(&self) {
-        self.served.fetch_add(1, Ordering::Relaxed);
+        let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.max_requests == Some(served) {
+            self.limit_reached.notify_one();
+        }
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_request_ms.store(ms, Ordering::Relaxed);
     }

@@ -118,7 +118,7 @@ impl Pool {
         let cwd = opts
             .home
             .clone()
-            .or_else(|| identity.home.clone())
+            .or_else(|| identity.home.clone().filter(|h| h.is_dir()))
             .or(app_dir)
             .unwrap_or_else(|| PathBuf::from("/"));
         let env = spawn::worker_env(opts, &identity, std::env::vars());

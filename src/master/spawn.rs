@@ -76,6 +76,7 @@ pub struct Identity {
     pub gid: u32,
     /// Supplementary groups (the user's, as `initgroups` would give).
     pub groups: Vec<u32>,
+    /// The home directory from the password database (it may not exist).
     pub home: Option<PathBuf>,
     pub name: String,
 }
@@ -115,7 +116,7 @@ impl Identity {
             uid: found.uid.as_raw(),
             gid: gid.as_raw(),
             groups,
-            home: Some(found.dir).filter(|d| d.is_dir()),
+            home: Some(found.dir),
             name: found.name,
         })
     }
@@ -128,7 +129,7 @@ impl Identity {
             uid: uid.as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             groups: Vec::new(),
-            home: user.as_ref().map(|u| u.dir.clone()).filter(|d| d.is_dir()),
+            home: user.as_ref().map(|u| u.dir.clone()),
             name: user.map(|u| u.name).unwrap_or_default(),
         }
     }

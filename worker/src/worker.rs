@@ -172,6 +172,18 @@ fn set_display_name(name: &str) {
     let _ = std::fs::write("/proc/self/comm", bytes);
 }
 
+/// Asks the master once for a replacement when a recycling limit is due.
+fn ask_recycle(recycler: &Recycler, status: &mut StatusPipe, asked: &mut bool) {
+    if *asked {
+        return;
+    }
+    if let Some(reason) = recycler.due(wsgi_fpm::recycle::current_rss) {
+        info!("asking the master for a replacement ({reason})");
+        status.send(&format!("recycle {reason}"));
+        *asked = true;
+    }
+}
+
 /// The write end of the pipe to the master (None when run by hand).
 struct StatusPipe(Option<std::fs::File>);
 
@@ -214,18 +226,15 @@ fn serve(
                 _ = int.recv() => { info!("SIGINT: stopping now"); std::process::exit(0); }
                 // The master handles reloads; a stray SIGHUP must not kill us.
                 _ = hup.recv() => {}
+                _ = recycler.limit_reached.notified() => {
+                    ask_recycle(&recycler, &mut status, &mut asked_recycle);
+                }
                 _ = parent_check.tick() => {
                     if nix::unistd::getppid() != parent {
                         error!("the master has gone; stopping");
                         break;
                     }
-                    if !asked_recycle {
-                        if let Some(reason) = recycler.due(wsgi_fpm::recycle::current_rss) {
-                            info!("asking the master for a replacement ({reason})");
-                            status.send(&format!("recycle {reason}"));
-                            asked_recycle = true;
-                        }
-                    }
+                    ask_recycle(&recycler, &mut status, &mut asked_recycle);
                 }
                 _ = usr1.recv() => {
                     wsgi_fpm::log::reopen_error_log(error_log.as_deref());

@@ -1,0 +1,168 @@
+"""Pool options (SPEC §4, §5): who workers run as and with what
+environment, recycling, allowed clients, several pools from one file."""
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import wire
+from harness import APPS, HOST, free_ports, wsgi_fpm_bin
+
+LIFECYCLE = APPS / "lifecycle.py"
+# Root's home (pyenv's Python lives there) is closed to other users; Debian's
+# interpreter is the one an unprivileged worker can run.
+SYSTEM_PYTHON = "/usr/bin/python3.11"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+
+
+def ids(b, protocol="fastcgi"):
+    r = b.request(protocol, path="/ids")
+    assert r.status == 200, r
+    return json.loads(r.body)
+
+
+@needs_root
+def test_workers_run_as_the_user_with_its_groups_umask_home_and_environment(spawn):
+    b = spawn("ids", LIFECYCLE, "--user", "nobody", "--group", "nogroup", "--umask", "027",
+              "--python", SYSTEM_PYTHON, "--home", "/tmp", "--lang", "C.UTF-8", "--locale", "C.UTF-8",
+              "--clear-env", "--pass-env", "KEEP_ME",
+              env={"KEEP_ME": "kept", "DROP_ME": "dropped"}, protocols=("fastcgi",))
+    got = ids(b)
+    assert (got["uid"], got["gid"], got["groups"]) == (65534, 65534, [65534]), got
+    assert got["umask"] == 0o027
+    assert got["cwd"] == "/tmp"
+    env = got["env"]
+    assert env["HOME"] == "/nonexistent"  # nobody's home, as the password database says
+    assert (env["LANG"], env["LC_ALL"], env["KEEP_ME"]) == ("C.UTF-8", "C.UTF-8", "kept")
+    assert "DROP_ME" not in env and "PATH" in env
+    assert not any(k.startswith("WSGI_FPM_") for k in env), env
+
+
+def test_without_clear_env_the_environment_is_passed_with_additions(spawn):
+    b = spawn("env", LIFECYCLE, "--lang", "C.UTF-8", env={"FROM_OUTSIDE": "yes"}, protocols=("fastcgi",))
+    env = ids(b)["env"]
+    assert env["FROM_OUTSIDE"] == "yes" and env["LANG"] == "C.UTF-8"
+
+
+def test_maximum_requests_recycles_workers_without_failing_a_request(spawn):
+    b = spawn("maxreq", LIFECYCLE, "--processes", "2", "--threads", "2", "--maximum-requests", "10",
+              protocols=("fastcgi",))
+    seen, failures = set(), []
+    lock = threading.Lock()
+
+    def load():
+        for _ in range(40):
+            try:
+                r = b.request("fastcgi", path="/pid", timeout=10)
+                with lock:
+                    (seen.add(int(r.body)) if r.status == 200 else failures.append(r.status))
+            except OSError as e:
+                failures.append(repr(e))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures[:5]
+    assert len(seen) > 2, "160 requests at 10 per worker should have recycled workers: %s" % seen
+    assert "maximum-requests" in b.log_text()
+
+
+def test_restart_interval_replaces_a_worker_after_its_lifetime(spawn):
+    b = spawn("interval", LIFECYCLE, "--restart-interval", "1", protocols=("fastcgi",))
+    first = int(b.request("fastcgi", path="/pid").body)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if int(b.request("fastcgi", path="/pid").body) != first:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the worker was not replaced after its restart interval")
+    assert "restart-interval" in b.log_text()
+
+
+def _request_from(source, addr, timeout=5):
+    s = socket.socket()
+    s.settimeout(timeout)
+    s.bind((source, 0))
+    s.connect(addr)
+    return wire.fcgi_request(addr, wire.cgi_params("GET", "/", protocol="fastcgi"), sock=s, timeout=timeout)
+
+
+def test_allowed_clients_refuses_other_addresses(run_dir):
+    port = free_ports(1)[0]
+    log = run_dir / "wsgi-fpm" / "allowed.log"
+    log.parent.mkdir(exist_ok=True)
+    proc = subprocess.Popen([str(wsgi_fpm_bin()), "--allow-root", "--fastcgi", "%s:%d" % (HOST, port),
+                             "--allowed-clients", "127.0.0.2", str(LIFECYCLE)],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    addr = (HOST, port)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = _request_from("127.0.0.2", addr)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+                time.sleep(0.2)
+        assert r.status == 200 and r.body == b"one"
+        with pytest.raises((OSError, ValueError)):
+            _request_from("127.0.0.1", addr)
+        assert "not in --allowed-clients" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@needs_root
+def test_two_pools_from_one_file_serve_different_apps_on_different_protocols_as_different_users(run_dir):
+    fport, uport = free_ports(2)
+    conf = run_dir / "tmp" / "two-pools.toml"
+    conf.write_text(f'''
+[server]
+error-log = "-"
+
+[pools.root_app]
+app = "{APPS / 'hello.py'}"
+listen = ["fastcgi://{HOST}:{fport}"]
+processes = 1
+threads = 2
+
+[pools.nobody_app]
+app = "{LIFECYCLE}"
+listen = ["uwsgi://{HOST}:{uport}"]
+user = "nobody"
+python = "{SYSTEM_PYTHON}"
+processes = 2
+''')
+    log = run_dir / "wsgi-fpm" / "two-pools.log"
+    log.parent.mkdir(exist_ok=True)
+    proc = subprocess.Popen([str(wsgi_fpm_bin()), "--allow-root", "--config", str(conf)],
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def answer(protocol, port, path):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text()[-2000:]
+                try:
+                    return wire.request(protocol, (HOST, port), path=path, timeout=5)
+                except OSError:
+                    time.sleep(0.2)
+            raise AssertionError("no answer from %s:%d" % (protocol, port))
+
+        assert answer("fastcgi", fport, "/").body == b"Hello, world!"
+        nobody = json.loads(answer("uwsgi", uport, "/ids").body)
+        assert nobody["uid"] == 65534
+        text = log.read_text()
+        assert "pool=root_app" in text and "pool=nobody_app" in text
+    finally:
+        proc.terminate()
+        proc.wait(15)
