@@ -30,7 +30,7 @@ struct Origin<'a> {
 }
 
 impl Origin<'_> {
-    fn from_cli(&self, key: &str) -> bool {
+    fn is_cli(&self, key: &str) -> bool {
         self.file.is_none() || self.cli.contains(key)
     }
 
@@ -103,9 +103,10 @@ pub(crate) fn assemble(
         1 => {}
         n => {
             if !cli_keys.is_empty() {
-                let options: Vec<String> = cli_keys
-                    .iter()
-                    .map(|k| match *k {
+                let options: Vec<String> = cli_pool
+                    .keys()
+                    .into_iter()
+                    .map(|k| match k {
                         "app" => "APP".to_owned(),
                         "listen" => "--fastcgi/--scgi/--uwsgi/--http".to_owned(),
                         k => format!("--{k}"),
@@ -191,7 +192,7 @@ pub(crate) fn assemble(
 /// How an error names listener `i` of a pool: `--fastcgi 127.0.0.1:9000`
 /// or `pools.trac.listen[0]`.
 fn listener_label(origin: &Origin<'_>, l: &ListenSpec, i: usize) -> String {
-    if origin.from_cli("listen") {
+    if origin.is_cli("listen") {
         format!("--{} {}", l.protocol, l.addr)
     } else {
         format!("{}.listen[{i}]", origin.table)
@@ -210,7 +211,7 @@ fn check_sockets(pools: &[PoolConfig], origins: &[Origin<'_>]) -> Result<(), Con
                     format!("{label} ({other})")
                 };
                 let reason = format!("{} is already used by {by}", l.addr);
-                return Err(if origin.from_cli("listen") {
+                return Err(if origin.is_cli("listen") {
                     ConfigError::Option {
                         option: format!("--{}", l.protocol),
                         reason,
@@ -401,7 +402,7 @@ fn validate_listen(
     origin: &Origin<'_>,
     inherited: &[i32],
 ) -> Result<Vec<ListenSpec>, ConfigError> {
-    let from_cli = origin.from_cli("listen");
+    let from_cli = origin.is_cli("listen");
     let mut listen = Vec::new();
     for (i, url) in raw.listen.iter().flatten().enumerate() {
         let spec = if from_cli {
