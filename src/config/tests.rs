@@ -971,6 +971,20 @@ fn a_file_without_pools_takes_the_pool_of_the_command_line() {
     .unwrap();
     assert_eq!(config.pools[0].name, "main");
     assert_eq!(config.server.log_level, "debug");
+    // Its mistakes name options, not keys of the file.
+    assert_eq!(
+        from_file("[server]\n", &[HELLO]).err().as_deref(),
+        Some("nothing to listen on: give --fastcgi, --scgi, --uwsgi or --http ADDR")
+    );
+    assert_eq!(
+        from_file(
+            "[server]\n",
+            &[HELLO, "--http=127.0.0.1:8000", "--threads=0"]
+        )
+        .err()
+        .as_deref(),
+        Some("--threads: must be at least 1")
+    );
 }
 
 #[test]

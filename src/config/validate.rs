@@ -97,8 +97,8 @@ pub(crate) fn assemble(
                     reason: "no pool: add a [pools.NAME] table with app and listen".into(),
                 });
             }
-            // A pool defined on the command line alone is named `main`.
-            raw_pools.push((defaults::POOL_NAME.to_owned(), RawPool::default()));
+            // A pool defined on the command line alone is named `main`
+            // (SPEC §4); it is added below.
         }
         1 => {}
         n => {
@@ -123,12 +123,20 @@ pub(crate) fn assemble(
             }
         }
     }
+    // A pool the file does not define is the command line's alone, and
+    // errors about it name options, not keys.
+    let pool_file = if raw_pools.is_empty() {
+        raw_pools.push((defaults::POOL_NAME.to_owned(), RawPool::default()));
+        None
+    } else {
+        file
+    };
     let single = raw_pools.len() == 1;
     let mut origins = Vec::new();
     let mut pools = Vec::new();
     for (name, mut raw_pool) in raw_pools {
         let origin = Origin {
-            file,
+            file: pool_file,
             table: format!("pools.{name}"),
             cli: if single {
                 cli_keys.clone()
@@ -448,13 +456,12 @@ fn validate_process(
     raw: &RawPool,
     origin: &Origin<'_>,
 ) -> Result<ProcessOptions, ConfigError> {
-    for key in ["user", "group", "socket-user", "socket-group"] {
-        let value = match key {
-            "user" => &raw.user,
-            "group" => &raw.group,
-            "socket-user" => &raw.socket_user,
-            _ => &raw.socket_group,
-        };
+    for (key, value) in [
+        ("user", &raw.user),
+        ("group", &raw.group),
+        ("socket-user", &raw.socket_user),
+        ("socket-group", &raw.socket_group),
+    ] {
         if let Some(v) = value {
             if !is_account_name(v) {
                 return Err(origin.err(key, format!("`{v}` is not a user or group name or number")));
