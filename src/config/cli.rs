@@ -80,7 +80,7 @@ pub struct Cli {
     /// Restart a worker gracefully when its resident memory passes MB megabytes.
     #[arg(long, value_name = "MB")]
     pub max_rss: Option<u64>,
-    /// Hard limit on each worker's address space, in megabytes (RLIMIT_AS).
+    /// Hard limit on each worker's memory, in megabytes (an rlimit, as mod_wsgi's memory-limit).
     #[arg(long, value_name = "MB")]
     pub memory_limit: Option<u64>,
     /// Hard limit on each worker's CPU time, in seconds (RLIMIT_CPU).
@@ -331,7 +331,7 @@ impl Cli {
 /// because clap's derive takes each value out of the matches as it fills
 /// the field after.
 #[derive(Debug, Clone, Default)]
-pub struct Given(BTreeSet<String>);
+struct Given(BTreeSet<String>);
 
 impl clap::FromArgMatches for Given {
     fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Given, clap::Error> {

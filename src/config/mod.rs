@@ -13,3 +13,6 @@ mod validate;
 
 pub use error::ConfigError;
 pub use model::{Config, ListenSpec, PoolConfig, Protocol, ServerConfig, WorkerConfig};
+
+#[cfg(test)]
+mod tests;

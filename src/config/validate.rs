@@ -30,7 +30,7 @@ struct Origin<'a> {
 }
 
 impl Origin<'_> {
-    fn from_cli(&self, key: &str) -> bool {
+    fn is_cli(&self, key: &str) -> bool {
         self.file.is_none() || self.cli.contains(key)
     }
 
@@ -97,15 +97,16 @@ pub(crate) fn assemble(
                     reason: "no pool: add a [pools.NAME] table with app and listen".into(),
                 });
             }
-            // A pool defined on the command line alone is named `main`.
-            raw_pools.push((defaults::POOL_NAME.to_owned(), RawPool::default()));
+            // A pool defined on the command line alone is named `main`
+            // (SPEC §4); it is added below.
         }
         1 => {}
         n => {
             if !cli_keys.is_empty() {
-                let options: Vec<String> = cli_keys
-                    .iter()
-                    .map(|k| match *k {
+                let options: Vec<String> = cli_pool
+                    .keys()
+                    .into_iter()
+                    .map(|k| match k {
                         "app" => "APP".to_owned(),
                         "listen" => "--fastcgi/--scgi/--uwsgi/--http".to_owned(),
                         k => format!("--{k}"),
@@ -122,12 +123,20 @@ pub(crate) fn assemble(
             }
         }
     }
+    // A pool the file does not define is the command line's alone, and
+    // errors about it name options, not keys.
+    let pool_file = if raw_pools.is_empty() {
+        raw_pools.push((defaults::POOL_NAME.to_owned(), RawPool::default()));
+        None
+    } else {
+        file
+    };
     let single = raw_pools.len() == 1;
     let mut origins = Vec::new();
     let mut pools = Vec::new();
     for (name, mut raw_pool) in raw_pools {
         let origin = Origin {
-            file,
+            file: pool_file,
             table: format!("pools.{name}"),
             cli: if single {
                 cli_keys.clone()
@@ -191,7 +200,7 @@ pub(crate) fn assemble(
 /// How an error names listener `i` of a pool: `--fastcgi 127.0.0.1:9000`
 /// or `pools.trac.listen[0]`.
 fn listener_label(origin: &Origin<'_>, l: &ListenSpec, i: usize) -> String {
-    if origin.from_cli("listen") {
+    if origin.is_cli("listen") {
         format!("--{} {}", l.protocol, l.addr)
     } else {
         format!("{}.listen[{i}]", origin.table)
@@ -210,7 +219,7 @@ fn check_sockets(pools: &[PoolConfig], origins: &[Origin<'_>]) -> Result<(), Con
                     format!("{label} ({other})")
                 };
                 let reason = format!("{} is already used by {by}", l.addr);
-                return Err(if origin.from_cli("listen") {
+                return Err(if origin.is_cli("listen") {
                     ConfigError::Option {
                         option: format!("--{}", l.protocol),
                         reason,
@@ -401,7 +410,7 @@ fn validate_listen(
     origin: &Origin<'_>,
     inherited: &[i32],
 ) -> Result<Vec<ListenSpec>, ConfigError> {
-    let from_cli = origin.from_cli("listen");
+    let from_cli = origin.is_cli("listen");
     let mut listen = Vec::new();
     for (i, url) in raw.listen.iter().flatten().enumerate() {
         let spec = if from_cli {
@@ -447,13 +456,12 @@ fn validate_process(
     raw: &RawPool,
     origin: &Origin<'_>,
 ) -> Result<ProcessOptions, ConfigError> {
-    for key in ["user", "group", "socket-user", "socket-group"] {
-        let value = match key {
-            "user" => &raw.user,
-            "group" => &raw.group,
-            "socket-user" => &raw.socket_user,
-            _ => &raw.socket_group,
-        };
+    for (key, value) in [
+        ("user", &raw.user),
+        ("group", &raw.group),
+        ("socket-user", &raw.socket_user),
+        ("socket-group", &raw.socket_group),
+    ] {
         if let Some(v) = value {
             if !is_account_name(v) {
                 return Err(origin.err(key, format!("`{v}` is not a user or group name or number")));
