@@ -62,6 +62,11 @@ fn main() {
 /// (SPEC §4: a master started as root without --user refuses to start).
 fn validated(cli: &Cli) -> Result<Config, String> {
     let config = cli.config()?;
+    if let Some(p) = config.pools.iter().find(|p| p.process.preload) {
+        // Accepted by the configuration so files stay valid, but a template
+        // process that imports the app and forks the workers is not built yet.
+        return Err(format!("pool {}: preload is not supported yet", p.name));
+    }
     if nix::unistd::geteuid().is_root() && !cli.allow_root {
         if let Some(p) = config.pools.iter().find(|p| p.process.user.is_none()) {
             return Err(format!(
