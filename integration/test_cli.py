@@ -75,3 +75,14 @@ def test_a_config_file_error_names_the_file_and_the_key(tmp_path):
     r = run("--config", conf)
     assert r.returncode != 0
     assert "bad.toml" in r.stderr and "pools.a.threads" in r.stderr, r.stderr
+
+
+def test_check_finds_a_missing_user_and_a_busy_port():
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = run("--check", "--fastcgi", "%s:%d" % (HOST, port), "--user", "no-such-user-here", APPS / "hello.py")
+    assert r.returncode == 1
+    assert "no-such-user-here" in r.stderr and "does not exist" in r.stderr, r.stderr
+    assert "cannot listen on fastcgi://%s:%d" % (HOST, port) in r.stderr, r.stderr

@@ -22,6 +22,13 @@ fn main() {
     let log = server.log_config();
     wsgi_fpm::log::init(&log, "master");
     if cli.check {
+        let problems = check_runtime(&config);
+        for p in &problems {
+            eprintln!("wsgi-fpm: {p}");
+        }
+        if !problems.is_empty() {
+            std::process::exit(1);
+        }
         for pool in &config.pools {
             println!(
                 "pool {}: {} via {} ({} processes x {} threads) on {}",
@@ -62,6 +69,9 @@ fn main() {
 /// (SPEC §4: a master started as root without --user refuses to start).
 fn validated(cli: &Cli) -> Result<Config, String> {
     let config = cli.config()?;
+    if config.server.status.is_some() {
+        return Err("server.status: the /status endpoint is not supported yet".into());
+    }
     if let Some(p) = config.pools.iter().find(|p| p.process.preload) {
         // Accepted by the configuration so files stay valid, but a template
         // process that imports the app and forks the workers is not built yet.
@@ -76,4 +86,28 @@ fn validated(cli: &Cli) -> Result<Config, String> {
         }
     }
     Ok(config)
+}
+
+/// What `--check` verifies beyond the configuration's own validity: the
+/// users and groups exist, and every TCP address is free to listen on.
+fn check_runtime(config: &Config) -> Vec<String> {
+    use wsgi_fpm::config::model::ListenAddr;
+    let mut problems = Vec::new();
+    for pool in &config.pools {
+        if let Some(user) = &pool.process.user {
+            if let Err(e) =
+                wsgi_fpm::master::spawn::Identity::resolve(user, pool.process.group.as_deref())
+            {
+                problems.push(format!("pool {}: {e}", pool.name));
+            }
+        }
+        for spec in &pool.listen {
+            if let ListenAddr::Tcp(addr) = spec.addr {
+                if let Err(e) = std::net::TcpListener::bind(addr) {
+                    problems.push(format!("pool {}: cannot listen on {spec}: {e}", pool.name));
+                }
+            }
+        }
+    }
+    problems
 }
