@@ -581,11 +581,12 @@ impl Master {
             return;
         };
         let name = self.pools[i].config.name.clone();
-        let failed = self.pools[i].generation;
+        // Every generation newer than the one that comes back: the failed one
+        // and any started in between (a script touched twice).
         let doomed: Vec<u32> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.pool == name && w.generation == failed)
+            .filter(|(_, w)| w.pool == name && w.generation > generation)
             .map(|(p, _)| *p)
             .collect();
         for pid in doomed {

@@ -117,11 +117,13 @@ pub async fn serve(
             debug!(%peer, proto = "fastcgi", "connection lost while writing: {e}");
             return;
         }
-        if codec.wants_close() || (stopping && live.is_empty()) {
+        // On a graceful stop only a kept connection idling between requests
+        // closes; one just accepted is owed the request it is sending.
+        let idle_kept = served_one && live.is_empty() && buf.is_empty();
+        if codec.wants_close() || (stopping && idle_kept) {
             return;
         }
 
-        let idle_kept = served_one && live.is_empty() && buf.is_empty();
         let blocked_tx = blocked
             .as_ref()
             .and_then(|(id, _)| live.get(id)?.body_tx.clone());

@@ -73,7 +73,9 @@ pub async fn serve_all(
 ) {
     let (conn_stop_tx, conn_stop) = watch::channel(false);
     let mut accepts = JoinSet::new();
-    let conns = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+    // A std mutex: the accept loop spawns without an await between accept()
+    // and spawn, so stopping the loop can never drop an accepted connection.
+    let conns = Arc::new(std::sync::Mutex::new(JoinSet::new()));
     for (fd, protocol) in listeners {
         let listener = match adopt(fd) {
             Ok(l) => l,
@@ -90,7 +92,8 @@ pub async fn serve_all(
     let _ = stop.wait_for(|s| *s).await;
     accepts.shutdown().await;
     let _ = conn_stop_tx.send(true);
-    let mut conns = conns.lock().await;
+    // The accept loops are gone: no more spawns; take the set out.
+    let mut conns = std::mem::take(&mut *conns.lock().unwrap_or_else(|e| e.into_inner()));
     let drained =
         tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -107,7 +110,7 @@ async fn accept_loop(
     listener: AnyListener,
     protocol: Protocol,
     ctx: Arc<ServeContext>,
-    conns: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    conns: Arc<std::sync::Mutex<JoinSet<()>>>,
     stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -141,7 +144,7 @@ async fn accept_loop(
             }
         };
         let task = drive(conn, protocol, peer, local, ctx.clone(), stop.clone());
-        let mut set = conns.lock().await;
+        let mut set = conns.lock().unwrap_or_else(|e| e.into_inner());
         while set.try_join_next().is_some() {}
         set.spawn(task);
     }
