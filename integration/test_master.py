@@ -209,3 +209,30 @@ def get_env_of_a_worker_or_none(b):
         except OSError:
             pass
     return ""
+
+
+@pytest.mark.parametrize("graceful,sleep,finishes", [("10", "1.5", True), ("1", "5", False)])
+def test_graceful_timeout_bounds_requests_in_flight_on_reload(spawn, graceful, sleep, finishes):
+    b = spawn("graceful-" + graceful, LIFECYCLE, "--processes", "1", "--graceful-timeout", graceful,
+              "--shutdown-timeout", "30", protocols=("fastcgi",))
+    result = {}
+
+    def slow():
+        started = time.monotonic()
+        try:
+            result["r"] = get(b, "/sleep", query="s=" + sleep, timeout=20)
+        except (OSError, ValueError) as e:
+            result["error"] = e
+        result["took"] = time.monotonic() - started
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)
+    os.kill(b.pid, signal.SIGHUP)
+    t.join(25)
+    if finishes:
+        assert result.get("r") is not None and result["r"].body == b"slept", result
+    else:
+        assert "r" not in result or result["r"].status != 200, result
+        assert result["took"] < 4, "cut after the graceful timeout, not the request's 5 s: %r" % result
+    assert get(b, "/").status == 200

@@ -327,9 +327,11 @@ impl Master {
         if let Some(w) = self.workers.get_mut(&pid) {
             if !w.retiring {
                 w.retiring = true;
+                // SIGHUP to a worker: finish within graceful-timeout
+                // (SIGTERM, for a stop, gives shutdown-timeout).
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
+                    nix::sys::signal::Signal::SIGHUP,
                 );
             }
         }

@@ -63,13 +63,12 @@ fn adopt(fd: OwnedFd) -> std::io::Result<AnyListener> {
     }
 }
 
-/// Serves every listener until `stop` turns true, then waits up to `grace`
-/// for open connections.
+/// Serves every listener until `stop` carries a grace period, then waits
+/// that long for open connections.
 pub async fn serve_all(
     listeners: Vec<(OwnedFd, Protocol)>,
     ctx: Arc<ServeContext>,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
+    mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let (conn_stop_tx, conn_stop) = watch::channel(false);
     let mut accepts = JoinSet::new();
@@ -89,7 +88,10 @@ pub async fn serve_all(
         let conn_stop = conn_stop.clone();
         accepts.spawn(accept_loop(listener, protocol, ctx, conns, conn_stop));
     }
-    let _ = stop.wait_for(|s| *s).await;
+    let grace = match stop.wait_for(|s| s.is_some()).await {
+        Ok(g) => g.unwrap_or_default(),
+        Err(_) => Duration::ZERO,
+    };
     accepts.shutdown().await;
     let _ = conn_stop_tx.send(true);
     // The accept loops are gone: no more spawns; take the set out.

@@ -110,22 +110,16 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
         max_reqs: u32::try_from(pool.threads).unwrap_or(u32::MAX),
         allowed_clients: pool.process.allowed_clients.clone(),
     });
-    let shutdown_grace = Duration::from_secs_f64(pool.shutdown_timeout);
+    let graces = Graces {
+        retire: Duration::from_secs_f64(pool.graceful_timeout),
+        stop: Duration::from_secs_f64(pool.shutdown_timeout),
+    };
     let mut status = StatusPipe(status_pipe);
     status.send("ready");
     info!("serving {} with {} threads", pool.app, pool.threads);
 
     let error_log = cfg.log.error_log.clone();
-    py.detach(move || {
-        serve(
-            listeners,
-            serve_ctx,
-            shutdown_grace,
-            recycler,
-            status,
-            error_log,
-        )
-    })?;
+    py.detach(move || serve(listeners, serve_ctx, graces, recycler, status, error_log))?;
 
     // The queue's sender went with the serve context: idle threads end.
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
@@ -172,6 +166,14 @@ fn set_display_name(name: &str) {
     let _ = std::fs::write("/proc/self/comm", bytes);
 }
 
+/// How long in-flight requests get: when retired (`graceful-timeout`) and
+/// when stopped (`shutdown-timeout`).
+#[derive(Clone, Copy)]
+struct Graces {
+    retire: Duration,
+    stop: Duration,
+}
+
 /// Asks the master once for a replacement when a recycling limit is due.
 fn ask_recycle(recycler: &Recycler, status: &mut StatusPipe, asked: &mut bool) {
     if *asked {
@@ -198,7 +200,7 @@ impl StatusPipe {
 fn serve(
     listeners: Vec<(OwnedFd, Protocol)>,
     ctx: Arc<ServeContext>,
-    grace: Duration,
+    graces: Graces,
     recycler: Arc<Recycler>,
     mut status: StatusPipe,
     error_log: Option<String>,
@@ -207,7 +209,7 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
         let (mut term, mut quit, mut int, mut hup) = (
             signal(SignalKind::terminate())?,
             signal(SignalKind::quit())?,
@@ -217,22 +219,23 @@ fn serve(
         let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut asked_recycle = false;
         let parent = nix::unistd::getppid();
-        let mut server = tokio::spawn(serve_all(listeners, ctx, stop_rx, grace));
+        let mut server = tokio::spawn(serve_all(listeners, ctx, stop_rx));
         let mut parent_check = tokio::time::interval(Duration::from_secs(1));
-        loop {
+        let grace = loop {
             tokio::select! {
-                _ = term.recv() => { info!("SIGTERM: finishing in-flight requests"); break; }
-                _ = quit.recv() => { info!("SIGQUIT: finishing in-flight requests"); break; }
+                _ = term.recv() => { info!("SIGTERM: finishing in-flight requests"); break graces.stop; }
+                _ = quit.recv() => { info!("SIGQUIT: finishing in-flight requests"); break graces.stop; }
                 _ = int.recv() => { info!("SIGINT: stopping now"); std::process::exit(0); }
-                // The master handles reloads; a stray SIGHUP must not kill us.
-                _ = hup.recv() => {}
+                // The master retires a worker (reload, recycling, SIGTTOU)
+                // with SIGHUP: its requests get the graceful timeout.
+                _ = hup.recv() => { info!("retiring: finishing in-flight requests"); break graces.retire; }
                 _ = recycler.limit_reached.notified() => {
                     ask_recycle(&recycler, &mut status, &mut asked_recycle);
                 }
                 _ = parent_check.tick() => {
                     if nix::unistd::getppid() != parent {
                         error!("the master has gone; stopping");
-                        break;
+                        break graces.stop;
                     }
                     ask_recycle(&recycler, &mut status, &mut asked_recycle);
                 }
@@ -242,8 +245,8 @@ fn serve(
                 }
                 _ = &mut server => return Ok(()),
             }
-        }
-        let _ = stop_tx.send(true);
+        };
+        let _ = stop_tx.send(Some(grace));
         let _ = server.await;
         Ok::<(), std::io::Error>(())
     })?;
