@@ -208,6 +208,20 @@ class Proc:
         return out
 
 
+def answer_when_up(popen, log, ask, timeout=20.0):
+    """Retries ask() until it returns without OSError, for a wsgi-fpm the
+    test started itself; fails at once, with the log, if it exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert popen.poll() is None, "wsgi-fpm exited: %s" % tail(log)
+        try:
+            return ask()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class StartError(RuntimeError):
     pass
 

@@ -5,7 +5,6 @@ speaks FastCGI."""
 import os
 import socket
 import subprocess
-import time
 
 import harness
 import wire
@@ -20,16 +19,7 @@ def _listener():
 
 
 def _serve_until_answered(proc, protocol, addr, log):
-    deadline = time.monotonic() + 20
-    last = None
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "wsgi-fpm exited: %s" % open(log, errors="replace").read()[-2000:]
-        try:
-            return wire.request(protocol, addr, path="/inherited", timeout=5)
-        except OSError as e:
-            last = e
-            time.sleep(0.2)
-    raise AssertionError("no answer over inherited %s socket: %r" % (protocol, last))
+    return harness.answer_when_up(proc, log, lambda: wire.request(protocol, addr, path="/inherited", timeout=5))
 
 
 def _run(run_dir, args, name, **popen):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import wire
-from harness import APPS, HOST, free_ports, wsgi_fpm_bin
+from harness import APPS, HOST, answer_when_up, free_ports, wsgi_fpm_bin
 
 LIFECYCLE = APPS / "lifecycle.py"
 # Root's home (pyenv's Python lives there) is closed to other users; Debian's
@@ -111,14 +111,7 @@ def test_allowed_clients_refuses_other_addresses(run_dir):
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     addr = (HOST, port)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                r = _request_from("127.0.0.2", addr)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
-                time.sleep(0.2)
+        r = answer_when_up(proc, log, lambda: _request_from("127.0.0.2", addr))
         assert r.status == 200 and r.body == b"one"
         with pytest.raises((OSError, ValueError)):
             _request_from("127.0.0.1", addr)
@@ -155,14 +148,7 @@ processes = 2
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def answer(protocol, port, path):
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log.read_text()[-2000:]
-                try:
-                    return wire.request(protocol, (HOST, port), path=path, timeout=5)
-                except OSError:
-                    time.sleep(0.2)
-            raise AssertionError("no answer from %s:%d" % (protocol, port))
+            return answer_when_up(proc, log, lambda: wire.request(protocol, (HOST, port), path=path, timeout=5))
 
         assert answer("fastcgi", fport, "/").body == b"Hello, world!"
         nobody = json.loads(answer("uwsgi", uport, "/ids").body)
