@@ -43,9 +43,16 @@ def app_copy(run_dir, request):
 def test_processes_gives_that_many_workers_each_with_its_threads(spawn):
     b = spawn("count", LIFECYCLE, "--processes", "3", "--threads", "4", protocols=("fastcgi",))
     pids = wait_for(lambda: len(workers(b)) == 3 and workers(b), what="3 workers")
-    for pid in pids:
-        threads = len(os.listdir("/proc/%d/task" % pid))
-        assert threads >= 4 + 1, "worker %d has %d threads" % (pid, threads)
+    # A worker starts its Python threads once its application has loaded,
+    # which may be after the first answer from its siblings.
+    def thread_counts():
+        return {pid: len(os.listdir("/proc/%d/task" % pid)) for pid in pids}
+
+    try:
+        wait_for(lambda: all(n >= 4 + 1 for n in thread_counts().values()), timeout=20)
+    except AssertionError:
+        raise AssertionError("want 4 Python threads + 1 in each worker, have %s" % thread_counts())
+    assert sorted(workers(b)) == pids, "the workers changed while starting"
 
 
 def test_a_crashed_worker_is_replaced(spawn):
