@@ -107,12 +107,28 @@ def reap_leftovers(run):
             except (ProcessLookupError, PermissionError):
                 pass
     # The front ends' temp dirs, still linked from the run dir.
-    for kind in FRONTENDS:
-        link = Path(run) / kind
-        if link.is_symlink():
+    for link in Path(run).glob("*"):
+        kind = link.name.split("-")[0]
+        if kind in FRONTENDS and link.is_symlink():
             target = Path(os.readlink(link)).parent
             if target.name.startswith("wsgi-fpm-%s-" % kind) and target.parent == Path(tempfile.gettempdir()):
                 shutil.rmtree(target, ignore_errors=True)
+
+
+def _run_is_live(run):
+    """A run dir is named run-<stamp>-<pytest pid>: a pytest still running
+    (another suite on this machine) keeps its processes."""
+    try:
+        pid = int(run.name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        cmdline = Path("/proc/%d/cmdline" % pid).read_bytes()
+    except OSError:
+        return False
+    return b"pytest" in cmdline
 
 
 def new_run_dir():
@@ -120,9 +136,11 @@ def new_run_dir():
     WORK.mkdir(parents=True, exist_ok=True)
     runs = sorted(p for p in WORK.glob("run-*") if p.is_dir())
     for run in runs:
-        reap_leftovers(run)
+        if not _run_is_live(run):
+            reap_leftovers(run)
     for old in runs[:-2]:
-        shutil.rmtree(old, ignore_errors=True)
+        if not _run_is_live(old):
+            shutil.rmtree(old, ignore_errors=True)
     d = WORK / ("run-%s-%d" % (time.strftime("%Y%m%d-%H%M%S"), os.getpid()))
     d.mkdir()
     latest = WORK / "latest"
@@ -461,24 +479,9 @@ class FrontEnd:
     """nginx, Apache httpd or lighttpd serving every variant × slot it has."""
 
     def __init__(self, run_dir, kind, stack):
-        self.kind = kind
-        # The front ends' workers run as nobody (Apache's User, nginx's
-        # default when started as root) and nginx's need to write request
-        # bodies to its temp dirs: work in a world-traversable temp dir (the
-        # checkout may sit under a 0700 home), copied into the run dir at stop.
-        self.tmp = Path(tempfile.mkdtemp(prefix="wsgi-fpm-%s-" % kind))
-        os.chmod(self.tmp, 0o755)
-        self.dir = self.tmp / kind
-        self.keep = Path(run_dir) / kind
-        try:
-            self.keep.symlink_to(self.dir)  # while it runs
-        except OSError:
-            pass
-        for sub in ("logs", "tmp", "sites", "htdocs"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self._workdir(run_dir, kind, kind)
         self.ports = {}          # (variant, slot) -> port
         self.variants = [v for v in VARIANTS if v.frontend == kind]
-        main_port = free_ports(1)[0]
         for v in self.variants:
             for s in SLOTS:
                 port = free_ports(1)[0]
@@ -492,6 +495,32 @@ class FrontEnd:
                 }
                 text = fill(CONF / kind / v.template, values)
                 (self.dir / "sites" / ("%s--%s.conf" % (v.name, s.name))).write_text(text)
+        self._launch(run_dir)
+
+    def _workdir(self, run_dir, kind, label):
+        """The front end's directory: logs, tmp, sites, htdocs; linked from
+        the run dir as `label` while it runs, copied there at stop."""
+        self.kind = kind
+        # The front ends' workers run as nobody (Apache's User, nginx's
+        # default when started as root) and nginx's need to write request
+        # bodies to its temp dirs: work in a world-traversable temp dir (the
+        # checkout may sit under a 0700 home), copied into the run dir at stop.
+        self.tmp = Path(tempfile.mkdtemp(prefix="wsgi-fpm-%s-" % kind))
+        os.chmod(self.tmp, 0o755)
+        self.dir = self.tmp / kind
+        self.keep = Path(run_dir) / label
+        try:
+            self.keep.symlink_to(self.dir)  # while it runs
+        except OSError:
+            pass
+        for sub in ("logs", "tmp", "sites", "htdocs"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+
+    def _launch(self, run_dir):
+        """Writes the main configuration, starts the front end and waits
+        until it listens on every port in self.ports."""
+        kind = self.kind
+        main_port = free_ports(1)[0]
         main = fill(CONF / kind / FRONTENDS[kind]["main"],
                     {"WORKDIR": self.dir, "LISTEN_HOST": HOST, "LISTEN_PORT": main_port})
         conf = self.dir / FRONTENDS[kind]["main"]
@@ -504,7 +533,7 @@ class FrontEnd:
         else:
             cmd = [shutil.which("lighttpd") or "/usr/sbin/lighttpd", "-D", "-f", conf]
         self.log = self.dir / "logs" / "console.log"
-        self.proc = Proc(kind, cmd, self.log, cwd=self.dir, pids_file=Path(run_dir) / "pids")
+        self.proc = Proc(self.keep.name, cmd, self.log, cwd=self.dir, pids_file=Path(run_dir) / "pids")
         deadline = time.monotonic() + FRONTEND_START_TIMEOUT
         for port in self.ports.values():
             if not wait_port(port, deadline) or not self.proc.alive():
@@ -522,6 +551,37 @@ class FrontEnd:
         except OSError:
             pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class SitesFrontEnd(FrontEnd):
+    """A front end of its own serving chosen site snippets from conf/<kind>/
+    instead of the matrix (e.g. the auth examples, each pointing at a
+    wsgi-fpm started with its own options).
+
+    `sites` maps a site name to (template, values): `values` fills the
+    snippet's placeholders beyond LISTEN_HOST, LISTEN_PORT (a free port,
+    given here), BACKEND_HOST and WORKDIR; a callable value is called with
+    the front end's directory. `files` maps paths relative to that
+    directory (its document root is `htdocs/`) to their contents.
+    self.ports: site name → port. Linked from the run dir as
+    `<kind>-<label>`.
+    """
+
+    def __init__(self, run_dir, kind, sites, files=None, label="sites"):
+        self._workdir(run_dir, kind, "%s-%s" % (kind, label))
+        for rel, content in (files or {}).items():
+            path = self.dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+            os.chmod(path, 0o644)
+        self.ports = {}
+        for name, (template, values) in sites.items():
+            port = free_ports(1)[0]
+            self.ports[name] = port
+            full = {"LISTEN_HOST": HOST, "LISTEN_PORT": port, "BACKEND_HOST": HOST, "WORKDIR": self.dir}
+            full.update({k: (v(self.dir) if callable(v) else v) for k, v in values.items()})
+            (self.dir / "sites" / ("%s.conf" % name)).write_text(fill(CONF / kind / template, full))
+        self._launch(run_dir)
 
 
 class Stack:

@@ -140,6 +140,31 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// How long a closing connection keeps reading what the peer still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes after the last response byte without losing it: the write side is
+/// shut first, then whatever the peer still sends (an empty `STDIN` record
+/// after an answer given at the end of the params, a body the application
+/// did not read) is read and dropped until it closes, for at most
+/// [`LINGER`]. Closing with unread bytes would make the kernel send a reset,
+/// which can destroy the response before the front end has read it.
+pub async fn close_lingering(mut conn: Conn) {
+    use tokio::io::AsyncReadExt;
+    if conn.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 8192];
+    let drain = async {
+        while let Ok(n) = conn.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 /// `write_all` that must finish within `timeout` (SPEC §2 socket timeout).
 pub async fn write_all_timeout(conn: &mut Conn, data: &[u8], timeout: Duration) -> io::Result<()> {
     tokio::time::timeout(timeout, conn.write_all(data))

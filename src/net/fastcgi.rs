@@ -12,7 +12,7 @@
 //! timeout: the front end owns its lifetime.
 
 use crate::config::model::Protocol;
-use crate::net::conn::{read_some, write_all_timeout, Conn};
+use crate::net::conn::{close_lingering, read_some, write_all_timeout, Conn};
 use crate::net::request::{
     BodyMsg, BodyReader, Output, Request, RequestMeta, ResponseSink, OUTPUT_CHANNEL_MESSAGES,
 };
@@ -121,6 +121,7 @@ pub async fn serve(
         // closes; one just accepted is owed the request it is sending.
         let idle_kept = served_one && live.is_empty() && buf.is_empty();
         if codec.wants_close() || (stopping && idle_kept) {
+            close_lingering(conn).await;
             return;
         }
 
@@ -158,6 +159,7 @@ pub async fn serve(
                         warn!(%peer, proto = "fastcgi", error = %e, "closing the connection");
                         let _ = flush(&mut conn, &mut codec, &ctx).await;
                         cancel_all(&mut live);
+                        close_lingering(conn).await;
                         return;
                     }
                 }

@@ -4,7 +4,7 @@
 //! closes — closing is how these protocols end a response.
 
 use crate::config::model::Protocol;
-use crate::net::conn::{read_some, write_all_timeout, Conn};
+use crate::net::conn::{close_lingering, read_some, write_all_timeout, Conn};
 use crate::net::request::{
     BodyError, BodyMsg, BodyReader, Output, Request, RequestMeta, ResponseSink,
     OUTPUT_CHANNEL_MESSAGES,
@@ -15,7 +15,6 @@ use crate::proto::{ResponseHead, StreamEvent};
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -41,7 +40,7 @@ pub async fn serve<D: StreamDecoder>(
                 warn!(%peer, proto = %protocol, error = %e, "bad request; closing the connection");
                 let answer = D::error_response(D::error_status(&e));
                 let _ = write_all_timeout(&mut conn, &answer, ctx.socket_timeout).await;
-                let _ = conn.shutdown().await;
+                close_lingering(conn).await;
                 return;
             }
         }
@@ -121,7 +120,7 @@ pub async fn serve<D: StreamDecoder>(
                 let Some((_, out)) = out else { return };
                 match write_output(&mut conn, out, encode_head, &ctx).await {
                     Ok(true) => {
-                        let _ = conn.shutdown().await;
+                        close_lingering(conn).await;
                         return;
                     }
                     Ok(false) => {}
