@@ -44,9 +44,14 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
         fi
     fi
     # Modules the Apache configs load (shipped in the apache2-bin package).
-    for m in proxy proxy_fcgi proxy_scgi proxy_uwsgi mpm_event authz_core; do
+    for m in proxy proxy_fcgi proxy_scgi proxy_uwsgi mpm_event authz_core \
+             authn_core authn_file authz_user auth_basic authnz_fcgi setenvif; do
         [ -e "/usr/lib/apache2/modules/mod_$m.so" ] || echo "warning: mod_$m.so not found" >&2
     done
+    # conf/nginx/auth.conf needs auth_request (Debian's nginx has it; on
+    # bookworm nginx-light is a transitional package that installs nginx).
+    "$(command -v nginx || echo /usr/sbin/nginx)" -V 2>&1 | grep -q http_auth_request_module ||
+        echo "warning: this nginx has no auth_request module (integration/test_auth.py needs it)" >&2
     # Into the python3 on PATH: wsgi-fpm runs the test applications with it.
     if ! python3 -c 'import pytest, flask, django' 2>/dev/null; then
         log "pip install pytest flask django"

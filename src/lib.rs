@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod access_log;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod log;

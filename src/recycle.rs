@@ -111,7 +111,10 @@ impl Recycler {
                 return Some("max-rss");
             }
         }
-        if let Some(idle) = self.max_idle {
+        // A worker that has served nothing holds nothing a fresh one would
+        // not: replacing it would only churn, every period, forever.
+        let served_any = self.served.load(Ordering::Relaxed) > 0;
+        if let Some(idle) = self.max_idle.filter(|_| served_any) {
             let last = Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
             if age.saturating_sub(last) >= idle {
                 return Some("inactivity-timeout");
@@ -198,6 +201,12 @@ mod tests {
             },
             1.0,
         );
+        assert_eq!(
+            r.due_at(Duration::from_secs(60), || None),
+            None,
+            "never served"
+        );
+        r.on_request();
         assert_eq!(r.due_at(Duration::from_secs(4), || None), None);
         assert_eq!(
             r.due_at(Duration::from_secs(5), || None),

@@ -155,6 +155,27 @@ pub struct Cli {
     /// Keep HTTP_AUTHORIZATION in environ (mod_wsgi's WSGIPassAuthorization).
     #[arg(long)]
     pub pass_authorization: bool,
+    /// The auth responder's script: check_password, get_realm_hash, groups_for_user, allow_access.
+    #[arg(long, value_name = "FILE")]
+    pub auth_script: Option<PathBuf>,
+    /// Path prefix of nginx auth_request subrequests (e.g. /_auth).
+    #[arg(long, value_name = "PREFIX")]
+    pub auth_mount: Option<String>,
+    /// Realm of the auth responder's challenges.
+    #[arg(long, value_name = "REALM")]
+    pub auth_realm: Option<String>,
+    /// Challenge sent with a 401: basic or digest (default: basic if the script has check_password).
+    #[arg(long, value_name = "SCHEME")]
+    pub auth_scheme: Option<String>,
+    /// A user must be in one of these groups (separated by spaces or commas).
+    #[arg(long, value_name = "NAMES")]
+    pub auth_require_group: Option<String>,
+    /// Seconds a Digest nonce stays valid.
+    #[arg(long, value_name = "S")]
+    pub auth_nonce_lifetime: Option<i64>,
+    /// allow_access(environ, host) before the application (mod_wsgi's WSGIAccessScript).
+    #[arg(long, value_name = "FILE")]
+    pub access_script: Option<PathBuf>,
     /// Let the application see HEAD requests as GET (mod_wsgi's WSGIMapHEADToGET).
     #[arg(long)]
     pub map_head_to_get: bool,
@@ -307,6 +328,13 @@ impl Cli {
             preload: self.preload.then_some(true),
             reload_on_change: self.reload_on_change.then_some(true),
             import_script: self.import_script.clone(),
+            auth_script: self.auth_script.clone(),
+            auth_mount: self.auth_mount.clone(),
+            auth_realm: self.auth_realm.clone(),
+            auth_scheme: self.auth_scheme.clone(),
+            auth_require_group: self.auth_require_group.clone(),
+            auth_nonce_lifetime: self.auth_nonce_lifetime,
+            access_script: self.access_script.clone(),
             ..RawPool::default()
         }
     }

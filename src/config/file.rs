@@ -117,6 +117,15 @@ pub struct RawPool {
     pub reload_on_change: Option<bool>,
     pub import_script: Option<PathBuf>,
 
+    // The auth responder (SPEC §6).
+    pub auth_script: Option<PathBuf>,
+    pub auth_mount: Option<String>,
+    pub auth_realm: Option<String>,
+    pub auth_scheme: Option<String>,
+    pub auth_require_group: Option<String>,
+    pub auth_nonce_lifetime: Option<i64>,
+    pub access_script: Option<PathBuf>,
+
     // SPEC §4 options the model has no place for yet. They are known keys,
     // so that a file using one hears "not supported yet" rather than
     // "unknown key".
@@ -127,12 +136,6 @@ pub struct RawPool {
     pub(crate) deadlock_timeout: Option<IgnoredAny>,
     pub(crate) trusted_proxy: Option<IgnoredAny>,
     pub(crate) trusted_proxy_header: Option<IgnoredAny>,
-    pub(crate) auth_script: Option<IgnoredAny>,
-    pub(crate) auth_mount: Option<IgnoredAny>,
-    pub(crate) auth_realm: Option<IgnoredAny>,
-    pub(crate) auth_scheme: Option<IgnoredAny>,
-    pub(crate) auth_require_group: Option<IgnoredAny>,
-    pub(crate) access_script: Option<IgnoredAny>,
     pub(crate) dispatch_script: Option<IgnoredAny>,
 }
 
@@ -209,6 +212,13 @@ keyed_table!(RawPool {
     preload => "preload",
     reload_on_change => "reload-on-change",
     import_script => "import-script",
+    auth_script => "auth-script",
+    auth_mount => "auth-mount",
+    auth_realm => "auth-realm",
+    auth_scheme => "auth-scheme",
+    auth_require_group => "auth-require-group",
+    auth_nonce_lifetime => "auth-nonce-lifetime",
+    access_script => "access-script",
 });
 
 impl RawPool {
@@ -222,12 +232,6 @@ impl RawPool {
             (self.deadlock_timeout.is_some(), "deadlock-timeout"),
             (self.trusted_proxy.is_some(), "trusted-proxy"),
             (self.trusted_proxy_header.is_some(), "trusted-proxy-header"),
-            (self.auth_script.is_some(), "auth-script"),
-            (self.auth_mount.is_some(), "auth-mount"),
-            (self.auth_realm.is_some(), "auth-realm"),
-            (self.auth_scheme.is_some(), "auth-scheme"),
-            (self.auth_require_group.is_some(), "auth-require-group"),
-            (self.access_script.is_some(), "access-script"),
             (self.dispatch_script.is_some(), "dispatch-script"),
         ]
         .into_iter()

@@ -250,6 +250,9 @@ pub struct PoolConfig {
     pub shutdown_timeout: f64,
     /// Process options (SPEC §4, mod_wsgi's WSGIDaemonProcess names).
     pub process: ProcessOptions,
+    /// The auth responder and access script (SPEC §6).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// How a pool's worker processes are started, recycled and limited.
@@ -317,6 +320,10 @@ pub struct WorkerConfig {
     /// Which slot of the pool this worker fills (0-based).
     pub slot: usize,
     pub generation: u64,
+    /// The pool's shared Digest nonce table (`auth::nonce`), when it has an
+    /// auth script.
+    #[serde(default)]
+    pub nonce_fd: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -576,7 +576,8 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
             format!("{}[pools.trac]\nthreads = 2\n", trac("")),
             "site.toml: line 5, column 8: duplicate key",
         ),
-        (trac("auth-script = \"/srv/auth.wsgi\""), "site.toml: pools.trac.auth-script: not supported yet"),
+        (trac("auth-realm = \"x\""), "site.toml: pools.trac.auth-realm: needs auth-script"),
+        (trac("auth-script = \"/nonexistent/auth.wsgi\""), "site.toml: pools.trac.auth-script: `/nonexistent/auth.wsgi` does not exist"),
         (trac("max-processes = 4"), "site.toml: pools.trac.max-processes: not supported yet"),
         (
             format!("{}[router]\nlisten = [\"fastcgi://127.0.0.1:9001\"]\n", trac("")),

@@ -15,6 +15,7 @@ use super::model::{
     defaults, Config, ListenAddr, ListenSpec, PoolConfig, ProcessOptions, Protocol, ServerConfig,
 };
 use super::size::parse_size;
+use crate::auth::{AuthConfig, Scheme};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -358,6 +359,7 @@ fn validate_pool(
         Some(size) => bytes(origin, "max-params-size", size, 1)?,
     };
     let process = validate_process(name, &raw, origin)?;
+    let auth = validate_auth(&raw, origin)?;
 
     let python =
         find_python(raw.python.as_deref(), raw.python_home.as_deref()).map_err(|e| match e {
@@ -399,6 +401,7 @@ fn validate_pool(
         graceful_timeout,
         shutdown_timeout,
         process,
+        auth,
     })
 }
 
@@ -573,16 +576,7 @@ fn validate_process(
                 .map_err(|_| origin.err("allowed-clients", format!("`{a}` is not an IP address")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let import_script = match &raw.import_script {
-        None => None,
-        Some(p) if p.is_file() => Some(
-            std::fs::canonicalize(p)
-                .map_err(|e| origin.err("import-script", format!("`{}`: {e}", p.display())))?,
-        ),
-        Some(p) => {
-            return Err(origin.err("import-script", format!("`{}` does not exist", p.display())))
-        }
-    };
+    let import_script = script_file(origin, "import-script", raw.import_script.as_deref())?;
     let python_home = raw
         .python_home
         .as_deref()
@@ -617,6 +611,85 @@ fn validate_process(
         preload: raw.preload.unwrap_or(false),
         reload_on_change: raw.reload_on_change.unwrap_or(false),
         stack_size,
+    })
+}
+
+/// A Python file the workers run: it must exist; made absolute.
+fn script_file(
+    origin: &Origin<'_>,
+    key: &str,
+    path: Option<&Path>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    match path {
+        None => Ok(None),
+        Some(p) if p.is_file() => std::fs::canonicalize(p)
+            .map(Some)
+            .map_err(|e| origin.err(key, format!("`{}`: {e}", p.display()))),
+        Some(p) => Err(origin.err(key, format!("`{}` does not exist", p.display()))),
+    }
+}
+
+/// The auth responder's options (SPEC §6).
+fn validate_auth(raw: &RawPool, origin: &Origin<'_>) -> Result<AuthConfig, ConfigError> {
+    let script = script_file(origin, "auth-script", raw.auth_script.as_deref())?;
+    let access_script = script_file(origin, "access-script", raw.access_script.as_deref())?;
+    let needs_script = [
+        (raw.auth_mount.is_some(), "auth-mount"),
+        (raw.auth_realm.is_some(), "auth-realm"),
+        (raw.auth_scheme.is_some(), "auth-scheme"),
+        (raw.auth_require_group.is_some(), "auth-require-group"),
+        (raw.auth_nonce_lifetime.is_some(), "auth-nonce-lifetime"),
+    ];
+    if script.is_none() {
+        if let Some((_, key)) = needs_script.iter().find(|(set, _)| *set) {
+            return Err(origin.err(key, "needs auth-script"));
+        }
+    }
+    if let Some(m) = &raw.auth_mount {
+        if !m.starts_with('/') || (m.len() > 1 && m.ends_with('/')) {
+            return Err(origin.err(
+                "auth-mount",
+                format!("`{m}` must start with / and not end with one (e.g. /_auth)"),
+            ));
+        }
+    }
+    let realm = raw
+        .auth_realm
+        .clone()
+        .unwrap_or_else(|| crate::auth::DEFAULT_REALM.into());
+    if realm.is_empty() || realm.chars().any(char::is_control) {
+        return Err(origin.err("auth-realm", "must be one line of text, not empty"));
+    }
+    let scheme = match raw.auth_scheme.as_deref() {
+        None => None,
+        Some("basic") => Some(Scheme::Basic),
+        Some("digest") => Some(Scheme::Digest),
+        Some(other) => {
+            return Err(origin.err(
+                "auth-scheme",
+                format!("`{other}` is neither basic nor digest"),
+            ))
+        }
+    };
+    let nonce_lifetime = count(
+        origin,
+        "auth-nonce-lifetime",
+        raw.auth_nonce_lifetime,
+        crate::auth::DEFAULT_NONCE_LIFETIME as i64,
+        1,
+    )? as u64;
+    Ok(AuthConfig {
+        script,
+        access_script,
+        mount: raw.auth_mount.clone(),
+        realm,
+        scheme,
+        require_group: raw
+            .auth_require_group
+            .as_deref()
+            .map(crate::auth::parse_groups)
+            .unwrap_or_default(),
+        nonce_lifetime,
     })
 }
 

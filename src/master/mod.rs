@@ -53,6 +53,8 @@ struct Worker {
     recycle: Option<String>,
     /// SIGTERM sent: finishing its requests.
     retiring: bool,
+    /// Killed for not loading within `startup-timeout`.
+    startup_timed_out: bool,
 }
 
 struct Pool {
@@ -73,6 +75,8 @@ struct Pool {
     /// The application script's mtime when the current generation started
     /// (None for `module:callable` apps).
     script_mtime: Option<std::time::SystemTime>,
+    /// The Digest nonce table its workers share (`auth::nonce`).
+    nonces: Option<OwnedFd>,
 }
 
 fn script_mtime(config: &PoolConfig) -> Option<std::time::SystemTime> {
@@ -138,6 +142,7 @@ impl Pool {
             next_spawn: None,
             restarts: BTreeMap::new(),
             script_mtime: mtime,
+            nonces: None,
         })
     }
 }
@@ -274,6 +279,12 @@ impl Master {
     }
 
     fn spawn_worker(&mut self, index: usize) -> std::io::Result<()> {
+        let pool = &mut self.pools[index];
+        // Made once per pool and kept across generations, so that nonces
+        // issued before a reload stay good after it.
+        if pool.config.auth.script.is_some() && pool.nonces.is_none() {
+            pool.nonces = Some(crate::auth::nonce::create()?);
+        }
         let pool = &self.pools[index];
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let config = crate::config::model::WorkerConfig {
@@ -282,8 +293,9 @@ impl Master {
             log: self.log.clone(),
             slot: 0,
             generation: pool.generation,
+            nonce_fd: pool.nonces.as_ref().map(listen::raw),
         };
-        let inherit: Vec<&OwnedFd> = pool.listeners.iter().collect();
+        let inherit: Vec<&OwnedFd> = pool.listeners.iter().chain(pool.nonces.as_ref()).collect();
         let child = spawn::spawn(spawn::SpawnRequest {
             python: &pool.config.python,
             module: &self.module,
@@ -306,6 +318,7 @@ impl Master {
                 ready: false,
                 recycle: None,
                 retiring: false,
+                startup_timed_out: false,
             },
         );
         let tx = self.status_tx.clone();
@@ -506,6 +519,9 @@ impl Master {
             .collect();
         for (pid, pool) in late {
             warn!(pool = %pool, pid, "worker did not load the application within the startup timeout; killing it");
+            if let Some(w) = self.workers.get_mut(&pid) {
+                w.startup_timed_out = true;
+            }
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -524,6 +540,7 @@ impl Master {
                 _ => None,
             })
             .collect();
+        let nothing_served = self.pools.iter().all(|p| !p.ever_ready);
         for (pid, status) in exited {
             let Some(w) = self.workers.remove(&pid) else {
                 continue;
@@ -547,7 +564,12 @@ impl Master {
                 self.abandon_reload(i);
                 continue;
             }
-            if !w.ready && !pool.ever_ready {
+            // Fail fast when nothing serves yet and the application itself
+            // cannot load: the error above says why, retrying cannot help.
+            // Once anything has served, or for a worker killed for being
+            // slow, a failed start is retried with back-off instead.
+            let load_failed = status.code() == Some(spawn::EXIT_APP_LOAD_FAILED);
+            if !w.ready && load_failed && !w.startup_timed_out && nothing_served {
                 error!(
                     pool = %w.pool, pid,
                     "worker failed to start ({}): the application could not be loaded; see the error above",
@@ -560,10 +582,17 @@ impl Master {
                 pool.backoff = (pool.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
                 pool.next_spawn = Some(Instant::now() + pool.backoff);
             }
+            let what = if w.startup_timed_out {
+                format!(
+                    "did not load the application within the startup timeout ({}s)",
+                    pool.config.process.startup_timeout
+                )
+            } else {
+                format!("exited ({})", describe(status))
+            };
             warn!(
                 pool = %w.pool, pid,
-                "worker exited ({}) after {:.1}s; replacing it{}",
-                describe(status),
+                "worker {what} after {:.1}s; replacing it{}",
                 lived.as_secs_f64(),
                 pool.next_spawn.filter(|t| *t > Instant::now()).map(|_| format!(" in {}s", pool.backoff.as_secs())).unwrap_or_default()
             );

@@ -17,6 +17,9 @@ use std::process::{Child, Command, Stdio};
 pub const MODULE_ENV: &str = "WSGI_FPM_WORKER_MODULE";
 /// The environment variable carrying the status pipe's descriptor.
 pub const STATUS_FD_ENV: &str = "WSGI_FPM_STATUS_FD";
+/// Exit code of a worker whose application (or auth script) could not be
+/// loaded.
+pub const EXIT_APP_LOAD_FAILED: i32 = 3;
 
 /// Runs in the pool's interpreter. It resets SIGINT (Python installs its
 /// own), loads the module from wherever wsgi-fpm is installed — any path

@@ -139,6 +139,9 @@ fn dropped(name: &[u8], rules: &EnvironRules) -> bool {
     match name {
         b"HTTP_CONTENT_LENGTH" | b"HTTP_CONTENT_TYPE" | b"SCRIPT_NAME" | b"PATH_INFO" => true,
         b"HTTP_AUTHORIZATION" => !rules.pass_authorization,
+        // Apache mod_authnz_fcgi's Basic password: scripts get it as an
+        // argument, nothing else ever sees it.
+        b"REMOTE_PASSWD" => true,
         _ => false,
     }
 }

@@ -15,6 +15,7 @@
 //! in and one out.
 #![deny(clippy::unwrap_used)]
 
+mod auth;
 mod environ;
 mod errors;
 mod file_wrapper;

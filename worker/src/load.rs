@@ -39,17 +39,23 @@ fn script_path(pool: &PoolConfig) -> Option<std::path::PathBuf> {
     p.is_absolute().then(|| p.to_path_buf())
 }
 
+/// Like mod_wsgi's `_mod_wsgi_<md5>`: a module name per script path, so
+/// that two scripts never share a module.
+pub fn module_name(path: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    format!("_wsgi_fpm_{:016x}", h.finish())
+}
+
 /// Loads the WSGI callable.
 pub fn application(support: &Bound<'_, PyModule>, pool: &PoolConfig) -> PyResult<Py<PyAny>> {
     let app = if script_path(pool).is_some() {
-        // Like mod_wsgi's `_mod_wsgi_<md5>`: a module name per script path.
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        pool.app.hash(&mut h);
-        let name = format!("_wsgi_fpm_{:016x}", h.finish());
-        support
-            .getattr("load_script")?
-            .call1((pool.app.as_str(), name, pool.callable.as_str()))?
+        support.getattr("load_script")?.call1((
+            pool.app.as_str(),
+            module_name(&pool.app),
+            pool.callable.as_str(),
+        ))?
     } else {
         support
             .getattr("load_module")?

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tracing::{debug, error, warn};
 use wsgi_fpm::access_log::AccessRecord;
-use wsgi_fpm::net::request::{Output, Request};
+use wsgi_fpm::net::request::{BodyReader, Output, Request, RequestMeta};
 use wsgi_fpm::proto::ResponseHead;
 use wsgi_fpm::route::{self, EnvironRules};
 
@@ -24,6 +24,15 @@ pub struct AppContext {
     pub app: Py<PyAny>,
     pub rules: EnvironRules,
     pub shared: environ::Shared,
+    /// The auth responder and access script, when the pool has either.
+    pub auth: Option<crate::auth::AuthContext>,
+}
+
+/// How a request ended, for the access log.
+pub struct Served {
+    pub status: Option<u16>,
+    pub bytes: u64,
+    pub aborted: bool,
 }
 
 pub fn serve(py: Python<'_>, ctx: &AppContext, req: Request) {
@@ -38,63 +47,118 @@ pub fn serve(py: Python<'_>, ctx: &AppContext, req: Request) {
         return;
     }
     let called = SystemTime::now();
-    let cgi = match route::build(&head.vars, &ctx.rules) {
+    let question = ctx
+        .auth
+        .as_ref()
+        .and_then(|auth| Some((auth, auth.question(&head)?)));
+    let served = match question {
+        Some((auth, question)) => {
+            auth.answer(py, ctx, question, &head.vars, &meta, body, &response)
+        }
+        None => serve_app(py, ctx, &head.vars, &meta, body, response),
+    };
+    if wsgi_fpm::access_log::enabled() {
+        log_access(&head.vars, &meta, called, &served);
+    }
+}
+
+/// Sends a whole small response with no application involved.
+pub fn send_simple(
+    py: Python<'_>,
+    response: &wsgi_fpm::net::request::ResponseSink,
+    head: ResponseHead,
+    body: &str,
+) -> Served {
+    let body = Bytes::from(body.to_owned());
+    let status = head.code();
+    let len = body.len() as u64;
+    let sent = py.detach(|| {
+        response.send(Output::Start {
+            head,
+            body,
+            end: true,
+        })
+    });
+    Served {
+        status,
+        bytes: len,
+        aborted: sent.is_err(),
+    }
+}
+
+/// A status with a one-line text body (`403 Forbidden\n`).
+pub fn text_head(line: &str) -> (ResponseHead, String) {
+    let body = format!("{line}\n");
+    let head = ResponseHead::new(line.to_owned())
+        .header(&b"Content-Type"[..], &b"text/plain; charset=utf-8"[..])
+        .header(&b"Content-Length"[..], body.len().to_string());
+    (head, body)
+}
+
+fn serve_app(
+    py: Python<'_>,
+    ctx: &AppContext,
+    vars: &wsgi_fpm::proto::CgiVars,
+    meta: &RequestMeta,
+    body: BodyReader,
+    response: wsgi_fpm::net::request::ResponseSink,
+) -> Served {
+    let cgi = match route::build(vars, &ctx.rules) {
         Ok(c) => c,
         Err(e) => {
             warn!(peer = %meta.peer, request_id = %meta.request_id, "refusing request: {e}");
-            let status = e.status();
-            let body = Bytes::from(format!("{status}\n"));
-            let _ = response.send(Output::Start {
-                head: ResponseHead::new(status)
-                    .header(&b"Content-Type"[..], &b"text/plain"[..])
-                    .header(&b"Content-Length"[..], body.len().to_string()),
-                body,
-                end: true,
-            });
-            return;
+            let (head, body) = text_head(e.status());
+            return send_simple(py, &response, head, &body);
         }
     };
-    let method =
-        String::from_utf8_lossy(head.vars.get(b"REQUEST_METHOD").unwrap_or(b"-")).into_owned();
-    let uri = String::from_utf8_lossy(head.vars.get(b"REQUEST_URI").unwrap_or(b"-")).into_owned();
     let responder = Arc::new(Responder::new(response, cgi.is_head));
-
-    let ending = run_app(py, ctx, &cgi, &head.vars, &meta, body, &responder);
-
+    let ending = run_app(py, ctx, &cgi, vars, meta, body, &responder);
     debug!(
         request_id = %meta.request_id,
-        "{method} {uri} {:?} {} bytes{}",
+        "{:?} {} bytes{}",
         responder.status(),
         responder.bytes_sent(),
         if ending == Ending::Aborted { " aborted" } else { "" }
     );
-    if wsgi_fpm::access_log::enabled() {
-        let var =
-            |name: &[u8]| String::from_utf8_lossy(head.vars.get(name).unwrap_or(b"")).into_owned();
-        let (addr, user) = (var(b"REMOTE_ADDR"), var(b"REMOTE_USER"));
-        let (protocol, referer, agent) = (
-            var(b"SERVER_PROTOCOL"),
-            var(b"HTTP_REFERER"),
-            var(b"HTTP_USER_AGENT"),
-        );
-        let now = SystemTime::now();
-        wsgi_fpm::access_log::write(&AccessRecord {
-            remote_addr: if addr.is_empty() { &meta.peer } else { &addr },
-            remote_user: &user,
-            time: now,
-            method: &method,
-            uri: &uri,
-            protocol: &protocol,
-            status: responder.status(),
-            bytes: responder.bytes_sent(),
-            referer: &referer,
-            user_agent: &agent,
-            duration: now.duration_since(meta.queue_start).unwrap_or_default(),
-            queue: called.duration_since(meta.queue_start).unwrap_or_default(),
-            request_id: &meta.request_id,
-            aborted: ending == Ending::Aborted,
-        });
+    Served {
+        status: responder.status(),
+        bytes: responder.bytes_sent(),
+        aborted: ending == Ending::Aborted,
     }
+}
+
+fn log_access(
+    vars: &wsgi_fpm::proto::CgiVars,
+    meta: &RequestMeta,
+    called: SystemTime,
+    served: &Served,
+) {
+    let var = |name: &[u8]| String::from_utf8_lossy(vars.get(name).unwrap_or(b"")).into_owned();
+    let (addr, user) = (var(b"REMOTE_ADDR"), var(b"REMOTE_USER"));
+    let method = String::from_utf8_lossy(vars.get(b"REQUEST_METHOD").unwrap_or(b"-")).into_owned();
+    let uri = String::from_utf8_lossy(vars.get(b"REQUEST_URI").unwrap_or(b"-")).into_owned();
+    let (protocol, referer, agent) = (
+        var(b"SERVER_PROTOCOL"),
+        var(b"HTTP_REFERER"),
+        var(b"HTTP_USER_AGENT"),
+    );
+    let now = SystemTime::now();
+    wsgi_fpm::access_log::write(&AccessRecord {
+        remote_addr: if addr.is_empty() { &meta.peer } else { &addr },
+        remote_user: &user,
+        time: now,
+        method: &method,
+        uri: &uri,
+        protocol: &protocol,
+        status: served.status,
+        bytes: served.bytes,
+        referer: &referer,
+        user_agent: &agent,
+        duration: now.duration_since(meta.queue_start).unwrap_or_default(),
+        queue: called.duration_since(meta.queue_start).unwrap_or_default(),
+        request_id: &meta.request_id,
+        aborted: served.aborted,
+    });
 }
 
 fn run_app(
@@ -102,11 +166,11 @@ fn run_app(
     ctx: &AppContext,
     cgi: &route::CgiEnviron<'_>,
     vars: &wsgi_fpm::proto::CgiVars,
-    meta: &wsgi_fpm::net::request::RequestMeta,
-    body: wsgi_fpm::net::request::BodyReader,
+    meta: &RequestMeta,
+    body: BodyReader,
     responder: &Arc<Responder>,
 ) -> Ending {
-    let call = || -> PyResult<Bound<'_, PyAny>> {
+    let call = || -> PyResult<Option<Bound<'_, PyAny>>> {
         let input = Bound::new(py, Input::new(body))?.into_any();
         let errors = Bound::new(py, ErrorLog::new(meta.request_id.clone()))?.into_any();
         let wrapper = py.get_type::<FileWrapper>().into_any();
@@ -121,16 +185,22 @@ fn run_app(
             &wrapper,
             true,
         )?;
+        if let Some(auth) = &ctx.auth {
+            if !auth.access_allowed(py, &environ, vars, meta) {
+                return Ok(None);
+            }
+        }
         let start_response = Bound::new(
             py,
             StartResponse {
                 responder: responder.clone(),
             },
         )?;
-        ctx.app.bind(py).call1((environ, start_response))
+        ctx.app.bind(py).call1((environ, start_response)).map(Some)
     };
     let result = match call() {
-        Ok(r) => r,
+        Ok(Some(r)) => r,
+        Ok(None) => return responder.refuse(py),
         Err(err) => return failed(py, responder, meta, &err),
     };
     let outcome = stream(py, responder, &result);
@@ -150,12 +220,7 @@ fn run_app(
     ending
 }
 
-fn failed(
-    py: Python<'_>,
-    responder: &Responder,
-    meta: &wsgi_fpm::net::request::RequestMeta,
-    err: &PyErr,
-) -> Ending {
+fn failed(py: Python<'_>, responder: &Responder, meta: &RequestMeta, err: &PyErr) -> Ending {
     if responder.is_cancelled() {
         debug!(request_id = %meta.request_id, "client went away: {err}");
         return Ending::Aborted;

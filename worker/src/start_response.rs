@@ -255,6 +255,26 @@ impl Responder {
         }
     }
 
+    /// Answers `403 Forbidden` instead of running the application (the
+    /// access script said no).
+    pub fn refuse(&self, py: Python<'_>) -> Ending {
+        let (head, body) = crate::response::text_head("403 Forbidden");
+        if let Ok(mut st) = self.lock() {
+            st.head = Some(head.clone());
+            st.head_sent = true;
+            st.sent = body.len() as u64;
+        }
+        let _ = self.send(
+            py,
+            Output::Start {
+                head,
+                body: Bytes::from(body),
+                end: true,
+            },
+        );
+        Ending::Complete
+    }
+
     /// The status of a failed request as the client saw it.
     pub fn set_failed_status(&self) {
         if let Ok(mut st) = self.lock() {

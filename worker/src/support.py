@@ -8,15 +8,26 @@ import warnings
 import signal as _signal
 
 
-def load_script(path, name, callable_name):
-    """Run a WSGI script file as its own module (as mod_wsgi does) and
-    return its callable."""
+def run_script(path, name):
+    """Run a script file as its own module (as mod_wsgi does)."""
     with open(path, "rb") as f:
         source = f.read()
     module = types.ModuleType(name)
     module.__file__ = path
     sys.modules[name] = module
     exec(compile(source, path, "exec"), module.__dict__)
+    return module
+
+
+def load_functions(path, name, names):
+    """An auth or access script: the functions among `names` it defines."""
+    module = run_script(path, name)
+    return {n: getattr(module, n) for n in names if callable(getattr(module, n, None))}
+
+
+def load_script(path, name, callable_name):
+    """A WSGI script file: its callable."""
+    module = run_script(path, name)
     try:
         return getattr(module, callable_name)
     except AttributeError:

@@ -15,14 +15,11 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 use wsgi_fpm::config::{Protocol, WorkerConfig};
-use wsgi_fpm::master::spawn::STATUS_FD_ENV;
+use wsgi_fpm::master::spawn::{EXIT_APP_LOAD_FAILED, STATUS_FD_ENV};
 use wsgi_fpm::net::serve::{serve_all, ServeContext};
 use wsgi_fpm::proto::Limits;
 use wsgi_fpm::recycle::Recycler;
 use wsgi_fpm::route::EnvironRules;
-
-/// Exit code of a worker whose application could not be loaded.
-pub const EXIT_APP_LOAD_FAILED: i32 = 3;
 
 pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
     let cfg: WorkerConfig = serde_json::from_str(config).map_err(|e| {
@@ -71,13 +68,25 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
             return Ok(EXIT_APP_LOAD_FAILED);
         }
     };
+    let rules = EnvironRules {
+        mount: pool.mount.clone(),
+        pass_authorization: pool.pass_authorization,
+        map_head_to_get: pool.map_head_to_get,
+    };
+    let auth = match crate::auth::load(&support, &pool.auth, &rules, cfg.nonce_fd) {
+        Ok(auth) => auth,
+        Err(err) => {
+            error!(
+                "cannot load the auth or access script:\n{}",
+                load::format_exception(py, &err)
+            );
+            return Ok(EXIT_APP_LOAD_FAILED);
+        }
+    };
     let ctx = Arc::new(AppContext {
         app,
-        rules: EnvironRules {
-            mount: pool.mount.clone(),
-            pass_authorization: pool.pass_authorization,
-            map_head_to_get: pool.map_head_to_get,
-        },
+        rules,
+        auth,
         shared: Shared {
             process_group: pool.name.clone(),
             multithread: pool.threads > 1,
