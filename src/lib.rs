@@ -12,6 +12,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod busy;
 pub mod config;
 pub mod http;
 pub mod log;

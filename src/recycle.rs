@@ -18,8 +18,10 @@ pub struct Recycler {
     max_idle: Option<Duration>,
     started: Instant,
     served: AtomicU64,
-    /// Milliseconds after `started` of the latest request.
+    /// Milliseconds after `started` of the latest request's start or end.
     last_request_ms: AtomicU64,
+    /// Requests started and not yet finished: a worker with one is not idle.
+    in_flight: AtomicU64,
     /// A reason found outside (e.g. a changed source file).
     external: std::sync::Mutex<Option<&'static str>>,
     /// Woken when a request reaches `maximum-requests`, so the worker asks
@@ -62,6 +64,7 @@ impl Recycler {
             started: Instant::now(),
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             external: std::sync::Mutex::new(None),
             limit_reached: tokio::sync::Notify::new(),
         }
@@ -73,6 +76,17 @@ impl Recycler {
         if self.max_requests == Some(served) {
             self.limit_reached.notify_one();
         }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Called when a request's response is complete.
+    pub fn on_request_done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn touch(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_request_ms.store(ms, Ordering::Relaxed);
     }
@@ -114,7 +128,8 @@ impl Recycler {
         // A worker that has served nothing holds nothing a fresh one would
         // not: replacing it would only churn, every period, forever.
         let served_any = self.served.load(Ordering::Relaxed) > 0;
-        if let Some(idle) = self.max_idle.filter(|_| served_any) {
+        let busy = self.in_flight.load(Ordering::Relaxed) > 0;
+        if let Some(idle) = self.max_idle.filter(|_| served_any && !busy) {
             let last = Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
             if age.saturating_sub(last) >= idle {
                 return Some("inactivity-timeout");
@@ -207,6 +222,9 @@ mod tests {
             "never served"
         );
         r.on_request();
+        let busy = r.due_at(Duration::from_secs(60), || None);
+        assert_eq!(busy, None, "a request in flight");
+        r.on_request_done();
         assert_eq!(r.due_at(Duration::from_secs(4), || None), None);
         assert_eq!(
             r.due_at(Duration::from_secs(5), || None),

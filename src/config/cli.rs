@@ -64,6 +64,9 @@ pub struct Cli {
     /// Preforked worker processes.
     #[arg(long, value_name = "N", default_value_t = defaults::PROCESSES)]
     pub processes: usize,
+    /// Dynamic pool: start more workers, up to N, while all are busy; 0 processes starts them on the first connection.
+    #[arg(long, value_name = "N")]
+    pub max_processes: Option<usize>,
     /// Python threads per worker process (mod_wsgi's default is 15).
     #[arg(long, value_name = "N", default_value_t = defaults::THREADS)]
     pub threads: usize,
@@ -282,6 +285,7 @@ impl Cli {
             app: self.app.clone(),
             listen: (!listen.is_empty()).then_some(listen),
             processes: given_int("processes", self.processes),
+            max_processes: self.max_processes.map(|n| int(n as u64)),
             threads: given_int("threads", self.threads),
             callable: self.given("callable").then(|| self.callable.clone()),
             python: self.python.clone(),

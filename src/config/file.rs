@@ -74,6 +74,7 @@ pub struct RawPool {
     /// `PROTOCOL://ADDR` URLs.
     pub listen: Option<Vec<String>>,
     pub processes: Option<i64>,
+    pub max_processes: Option<i64>,
     pub threads: Option<i64>,
     pub callable: Option<String>,
     pub python: Option<PathBuf>,
@@ -129,7 +130,6 @@ pub struct RawPool {
     // SPEC §4 options the model has no place for yet. They are known keys,
     // so that a file using one hears "not supported yet" rather than
     // "unknown key".
-    pub(crate) max_processes: Option<IgnoredAny>,
     pub(crate) queue_timeout: Option<IgnoredAny>,
     pub(crate) request_timeout: Option<IgnoredAny>,
     pub(crate) slow_log_timeout: Option<IgnoredAny>,
@@ -172,6 +172,7 @@ keyed_table!(RawPool {
     app => "app",
     listen => "listen",
     processes => "processes",
+    max_processes => "max-processes",
     threads => "threads",
     callable => "callable",
     python => "python",
@@ -225,7 +226,6 @@ impl RawPool {
     /// The keys of SPEC §4 that this table sets and that are not built yet.
     pub fn unsupported_keys(&self) -> Vec<&'static str> {
         [
-            (self.max_processes.is_some(), "max-processes"),
             (self.queue_timeout.is_some(), "queue-timeout"),
             (self.request_timeout.is_some(), "request-timeout"),
             (self.slow_log_timeout.is_some(), "slow-log-timeout"),

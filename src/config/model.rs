@@ -233,7 +233,11 @@ pub struct PoolConfig {
     pub app: String,
     pub callable: String,
     pub listen: Vec<ListenSpec>,
+    /// Workers started with the pool (0: on the first connection).
     pub processes: usize,
+    /// A dynamic pool grows up to this many while all workers are busy.
+    #[serde(default)]
+    pub max_processes: usize,
     pub threads: usize,
     /// The interpreter the workers run (SPEC §1).
     pub python: PathBuf,

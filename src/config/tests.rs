@@ -387,7 +387,7 @@ fn command_line_errors_name_the_option() {
             &[HELLO, listen, "--http=0.0.0.0:9000"],
             "--http: 0.0.0.0:9000 is already used by --fastcgi 127.0.0.1:9000 (127.0.0.1:9000)",
         ),
-        (&[HELLO, listen, "--processes=0"], "--processes: must be at least 1"),
+        (&[HELLO, listen, "--processes=2", "--max-processes=1"], "--max-processes: must be at least 2"),
         (&[HELLO, listen, "--threads=0"], "--threads: must be at least 1"),
         (&[HELLO, listen, "--listen-backlog=0"], "--listen-backlog: must be at least 1"),
         (&[HELLO, listen, "--callable=my-app"], "--callable: `my-app` is not a Python name"),
@@ -515,7 +515,7 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
     let app = format!("app = \"{HELLO}\"");
     let cases: Vec<(String, &str)> = vec![
         (trac("threads = 0"), "site.toml: pools.trac.threads: must be at least 1"),
-        (trac("processes = -1"), "site.toml: pools.trac.processes: must be at least 1"),
+        (trac("processes = -1"), "site.toml: pools.trac.processes: must be at least 0"),
         (
             trac("threads = \"x\""),
             "site.toml: pools.trac.threads: invalid type: string \"x\", expected an integer (line 4, column 11)",
@@ -578,7 +578,7 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
         ),
         (trac("auth-realm = \"x\""), "site.toml: pools.trac.auth-realm: needs auth-script"),
         (trac("auth-script = \"/nonexistent/auth.wsgi\""), "site.toml: pools.trac.auth-script: `/nonexistent/auth.wsgi` does not exist"),
-        (trac("max-processes = 4"), "site.toml: pools.trac.max-processes: not supported yet"),
+        (trac("processes = 3\nmax-processes = 2"), "site.toml: pools.trac.max-processes: must be at least 3"),
         (
             format!("{}[router]\nlisten = [\"fastcgi://127.0.0.1:9001\"]\n", trac("")),
             "site.toml: router: not supported yet: give each pool its own listen addresses",
@@ -1108,4 +1108,46 @@ fn defaults_match_the_model_constants() {
         Ok(defaults::MAX_PARAMS_BYTES)
     );
     assert_eq!(c.startup_timeout, defaults::STARTUP_TIMEOUT);
+}
+
+#[test]
+fn dynamic_pools_default_max_processes_to_processes_or_one() {
+    let pool = only_pool(from_file(&trac("processes = 2\nmax-processes = 5"), &[]));
+    assert_eq!((pool.processes, pool.max_processes), (2, 5));
+    let pool = only_pool(from_file(&trac("processes = 3"), &[]));
+    assert_eq!(pool.max_processes, 3);
+    let pool = only_pool(from_file(&trac("processes = 0"), &[]));
+    assert_eq!((pool.processes, pool.max_processes), (0, 1));
+}
+
+#[test]
+fn auth_keys_make_the_auth_config() {
+    let script = format!("{}/tests/apps/auth_script.py", env!("CARGO_MANIFEST_DIR"));
+    let pool = only_pool(from_file(
+        &trac(&format!(
+            "auth-script = \"{script}\"\nauth-mount = \"/_auth\"\nauth-realm = \"Staff only\"\n\
+             auth-scheme = \"digest\"\nauth-require-group = \"admins, staff\"\nauth-nonce-lifetime = 60"
+        )),
+        &[],
+    ));
+    let auth = &pool.auth;
+    assert_eq!(auth.script.as_deref(), Some(std::path::Path::new(&script)));
+    assert_eq!(auth.mount.as_deref(), Some("/_auth"));
+    assert_eq!(auth.realm, "Staff only");
+    assert_eq!(auth.scheme, Some(crate::auth::Scheme::Digest));
+    assert_eq!(auth.require_group, ["admins", "staff"]);
+    assert_eq!(auth.nonce_lifetime, 60);
+    let plain = only_pool(from_file(&trac(""), &[]));
+    assert_eq!(plain.auth.realm, crate::auth::DEFAULT_REALM);
+    assert!(plain.auth.script.is_none());
+    let bad = from_file(
+        &trac(&format!(
+            "auth-script = \"{script}\"\nauth-scheme = \"ntlm\""
+        )),
+        &[],
+    );
+    assert_eq!(
+        bad.unwrap_err(),
+        "site.toml: pools.trac.auth-scheme: `ntlm` is neither basic nor digest"
+    );
 }

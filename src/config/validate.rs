@@ -309,7 +309,16 @@ fn validate_pool(
         "processes",
         raw.processes,
         defaults::PROCESSES as i64,
-        1,
+        0,
+    )?;
+    // A dynamic pool grows to max-processes; `processes = 0` starts its
+    // first worker when the first connection arrives.
+    let max_processes = count(
+        origin,
+        "max-processes",
+        raw.max_processes,
+        processes.max(1),
+        processes.max(1),
     )?;
     let threads = count(origin, "threads", raw.threads, defaults::THREADS as i64, 1)?;
     let listen_backlog = count(
@@ -389,6 +398,7 @@ fn validate_pool(
         callable,
         listen,
         processes: processes as usize,
+        max_processes: max_processes as usize,
         threads: threads as usize,
         python,
         python_path,

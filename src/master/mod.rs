@@ -20,8 +20,10 @@
 //!   deaths are replaced, with a back-off when they come quickly.
 
 pub mod notify;
+mod scale;
 pub mod spawn;
 
+use crate::busy::Load;
 use crate::config::model::{LogConfig, PoolConfig};
 use crate::net::listen;
 use spawn::Identity;
@@ -55,6 +57,10 @@ struct Worker {
     retiring: bool,
     /// Killed for not loading within `startup-timeout`.
     startup_timed_out: bool,
+    /// Since when it has had no request in flight (dynamic pools only).
+    idle_since: Option<Instant>,
+    /// Since when every thread has been busy (dynamic pools only).
+    busy_since: Option<Instant>,
 }
 
 struct Pool {
@@ -77,6 +83,11 @@ struct Pool {
     script_mtime: Option<std::time::SystemTime>,
     /// The Digest nonce table its workers share (`auth::nonce`).
     nonces: Option<OwnedFd>,
+    /// Workers started beyond `processes` because all were busy (or, with
+    /// `processes = 0`, because a connection arrived).
+    extra: usize,
+    /// Tasks waiting for a first connection (`processes = 0`, no worker).
+    watchers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 fn script_mtime(config: &PoolConfig) -> Option<std::time::SystemTime> {
@@ -88,6 +99,11 @@ fn script_mtime(config: &PoolConfig) -> Option<std::time::SystemTime> {
 }
 
 impl Pool {
+    /// How many workers of the current generation it wants now.
+    fn target(&self) -> usize {
+        self.processes + self.extra
+    }
+
     /// Starts a new generation with `config`; the current one keeps serving
     /// until the new one is all ready (or comes back if it fails).
     fn start_generation(&mut self, config: PoolConfig) {
@@ -98,6 +114,7 @@ impl Pool {
         }
         self.generation += 1;
         self.processes = self.config.processes;
+        self.extra = 0;
         self.next_spawn = None;
         self.script_mtime = script_mtime(&self.config);
     }
@@ -143,6 +160,8 @@ impl Pool {
             restarts: BTreeMap::new(),
             script_mtime: mtime,
             nonces: None,
+            extra: 0,
+            watchers: Vec::new(),
         })
     }
 }
@@ -161,6 +180,7 @@ pub fn run(pools: Vec<PoolConfig>, log: LogConfig, reloader: Reloader) -> i32 {
     };
     runtime.block_on(async move {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let (wake_tx, wake_rx) = mpsc::unbounded_channel();
         let module = match spawn::worker_module_path() {
             Ok(m) => m,
             Err(e) => {
@@ -176,6 +196,7 @@ pub fn run(pools: Vec<PoolConfig>, log: LogConfig, reloader: Reloader) -> i32 {
             status_tx,
             reloader,
             notified_ready: false,
+            wake_tx,
         };
         for config in pools {
             if let Err(e) = master.add_pool(config) {
@@ -183,7 +204,7 @@ pub fn run(pools: Vec<PoolConfig>, log: LogConfig, reloader: Reloader) -> i32 {
                 return 1;
             }
         }
-        master.supervise(status_rx).await
+        master.supervise(status_rx, wake_rx).await
     })
 }
 
@@ -195,6 +216,8 @@ struct Master {
     status_tx: mpsc::UnboundedSender<(u32, String)>,
     reloader: Reloader,
     notified_ready: bool,
+    /// On-demand pools (by index) whose first connection has arrived.
+    wake_tx: mpsc::UnboundedSender<usize>,
 }
 
 enum Stop {
@@ -242,7 +265,7 @@ impl Master {
         for i in 0..self.pools.len() {
             let active = self.active(&self.pools[i]);
             let pool = &self.pools[i];
-            if active > pool.processes {
+            if active > pool.target() {
                 // SIGTTOU: retire the newest extra workers.
                 let name = pool.config.name.clone();
                 let generation = pool.generation;
@@ -258,7 +281,7 @@ impl Master {
                     .map(|(pid, w)| (w.started, *pid))
                     .collect();
                 extra.sort();
-                for (_, pid) in extra.into_iter().rev().take(active - pool.processes) {
+                for (_, pid) in extra.into_iter().rev().take(active - pool.target()) {
                     self.retire(pid);
                 }
                 continue;
@@ -266,7 +289,7 @@ impl Master {
             if pool.next_spawn.is_some_and(|t| t > now) {
                 continue;
             }
-            for _ in active..pool.processes {
+            for _ in active..pool.target() {
                 if let Err(e) = self.spawn_worker(i) {
                     let pool = &mut self.pools[i];
                     error!(pool = %pool.config.name, "cannot start a worker with {}: {e}", pool.config.python.display());
@@ -319,6 +342,8 @@ impl Master {
                 recycle: None,
                 retiring: false,
                 startup_timed_out: false,
+                idle_since: None,
+                busy_since: None,
             },
         );
         let tx = self.status_tx.clone();
@@ -356,7 +381,11 @@ impl Master {
         }
     }
 
-    async fn supervise(&mut self, mut status_rx: mpsc::UnboundedReceiver<(u32, String)>) -> i32 {
+    async fn supervise(
+        &mut self,
+        mut status_rx: mpsc::UnboundedReceiver<(u32, String)>,
+        mut wake_rx: mpsc::UnboundedReceiver<usize>,
+    ) -> i32 {
         let signals = (
             signal(SignalKind::child()),
             signal(SignalKind::terminate()),
@@ -381,7 +410,7 @@ impl Master {
             error!("cannot install signal handlers");
             return 1;
         };
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         self.reconcile();
         loop {
             tokio::select! {
@@ -396,8 +425,10 @@ impl Master {
                 _ = tick.tick() => {
                     self.check_startup_timeouts();
                     self.check_scripts();
+                    self.scale();
                     self.reconcile();
                 }
+                Some(i) = wake_rx.recv() => { self.on_first_connection(i); self.reconcile(); }
                 _ = hup.recv() => { self.reload(); self.reconcile(); }
                 _ = ttin.recv() => {
                     for p in &mut self.pools { p.processes += 1; }
@@ -405,7 +436,11 @@ impl Master {
                     self.reconcile();
                 }
                 _ = ttou.recv() => {
-                    for p in &mut self.pools { p.processes = p.processes.saturating_sub(1).max(1); }
+                    for p in &mut self.pools {
+                        // An on-demand pool may go back to none.
+                        let least = usize::from(p.config.processes > 0);
+                        p.processes = p.processes.saturating_sub(1).max(least);
+                    }
                     info!("SIGTTOU: one fewer worker in every pool (at least one stays)");
                     self.reconcile();
                 }
@@ -425,6 +460,7 @@ impl Master {
         let pool_name = w.pool.clone();
         if line == "ready" {
             w.ready = true;
+            w.idle_since = Some(Instant::now());
             let generation = w.generation;
             info!(pool = %pool_name, pid, generation, "worker ready");
             let Some(i) = self.pool_index(&pool_name) else {
@@ -446,7 +482,16 @@ impl Master {
             }
             self.finish_reload_if_ready(i);
             self.notify_ready_once();
+        } else if let Some(load) = line.strip_prefix("load ").and_then(Load::parse) {
+            w.idle_since = (load == Load::Idle).then(Instant::now);
+            w.busy_since = (load == Load::Busy).then(Instant::now);
         } else if let Some(reason) = line.strip_prefix("recycle ") {
+            if reason == "inactivity-timeout" && self.stop_idle_extra(pid) {
+                return;
+            }
+            let Some(w) = self.workers.get_mut(&pid) else {
+                return;
+            };
             if w.recycle.is_none() && !w.retiring {
                 info!(pool = %pool_name, pid, "worker asks to be recycled ({reason}); starting its replacement");
                 w.recycle = Some(reason.to_owned());
@@ -467,7 +512,7 @@ impl Master {
             .values()
             .filter(|w| w.pool == pool.config.name && w.generation == pool.generation && w.ready)
             .count();
-        if ready < pool.processes {
+        if ready < pool.target() {
             return;
         }
         let (name, generation) = (pool.config.name.clone(), pool.generation);

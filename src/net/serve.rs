@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 /// What every connection driver needs.
+#[derive(Clone)]
 pub struct ServeContext {
     pub handler: Arc<dyn Handler>,
     pub limits: Limits,
@@ -28,6 +29,8 @@ pub struct ServeContext {
     /// TCP peers allowed to connect; empty means any (SPEC §4
     /// `--allowed-clients`: an open FastCGI port is remote code execution).
     pub allowed_clients: Vec<std::net::IpAddr>,
+    /// A dynamic pool's worker accepts only while a thread is free.
+    pub accept_gate: Option<Arc<crate::busy::Activity>>,
 }
 
 impl ServeContext {
@@ -116,6 +119,9 @@ async fn accept_loop(
     stop: watch::Receiver<bool>,
 ) {
     loop {
+        if let Some(gate) = &ctx.accept_gate {
+            gate.room().await;
+        }
         let accepted = match &listener {
             AnyListener::Tcp(l) => l.accept().await.and_then(|(s, peer)| {
                 if !ctx.allows(&peer) {
@@ -145,10 +151,39 @@ async fn accept_loop(
                 continue;
             }
         };
-        let task = drive(conn, protocol, peer, local, ctx.clone(), stop.clone());
+        let conn_ctx = match &ctx.accept_gate {
+            Some(gate) => Arc::new(ServeContext {
+                handler: Arc::new(Reserved {
+                    inner: ctx.handler.clone(),
+                    reservation: std::sync::Mutex::new(Some(gate.reserve())),
+                }),
+                ..(*ctx).clone()
+            }),
+            None => ctx.clone(),
+        };
+        let task = drive(conn, protocol, peer, local, conn_ctx, stop.clone());
         let mut set = conns.lock().unwrap_or_else(|e| e.into_inner());
         while set.try_join_next().is_some() {}
         set.spawn(task);
+    }
+}
+
+/// A connection's handler in a gated worker: the thread reserved when the
+/// connection was accepted is released when its first request starts (or
+/// when the connection ends, with its context).
+struct Reserved {
+    inner: Arc<dyn Handler>,
+    reservation: std::sync::Mutex<Option<crate::busy::Reservation>>,
+}
+
+impl Handler for Reserved {
+    fn handle(&self, request: crate::net::request::Request) {
+        // Counted as started before the reservation goes, so the gate
+        // never sees the thread free in between.
+        self.inner.handle(request);
+        if let Ok(mut r) = self.reservation.lock() {
+            r.take();
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
+use wsgi_fpm::busy::{Activity, Load};
 use wsgi_fpm::config::{Protocol, WorkerConfig};
 use wsgi_fpm::master::spawn::{EXIT_APP_LOAD_FAILED, STATUS_FD_ENV};
 use wsgi_fpm::net::serve::{serve_all, ServeContext};
@@ -97,8 +98,17 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
     if pool.process.reload_on_change {
         crate::watch::start(recycler.clone())?;
     }
-    let (handler, thread_handles) =
-        threads::start(pool.threads, pool.process.stack_size, ctx, recycler.clone())?;
+    let activity = Arc::new(Activity::new(pool.threads));
+    let (handler, thread_handles) = threads::start(
+        pool.threads,
+        pool.process.stack_size,
+        ctx,
+        recycler.clone(),
+        activity.clone(),
+    )?;
+    // A dynamic pool's master needs to know when this worker is saturated
+    // (to start another) or idle (to stop an extra one).
+    let load = (pool.max_processes > pool.processes || pool.processes == 0).then_some(activity);
 
     let listeners: Vec<(OwnedFd, Protocol)> = cfg
         .listener_fds
@@ -118,6 +128,7 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
         max_conns: 1024,
         max_reqs: u32::try_from(pool.threads).unwrap_or(u32::MAX),
         allowed_clients: pool.process.allowed_clients.clone(),
+        accept_gate: load.clone(),
     });
     let graces = Graces {
         retire: Duration::from_secs_f64(pool.graceful_timeout),
@@ -128,7 +139,11 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
     info!("serving {} with {} threads", pool.app, pool.threads);
 
     let error_log = cfg.log.error_log.clone();
-    py.detach(move || serve(listeners, serve_ctx, graces, recycler, status, error_log))?;
+    py.detach(move || {
+        serve(
+            listeners, serve_ctx, graces, recycler, load, status, error_log,
+        )
+    })?;
 
     // The queue's sender went with the serve context: idle threads end.
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
@@ -211,6 +226,7 @@ fn serve(
     ctx: Arc<ServeContext>,
     graces: Graces,
     recycler: Arc<Recycler>,
+    load: Option<Arc<Activity>>,
     mut status: StatusPipe,
     error_log: Option<String>,
 ) -> PyResult<()> {
@@ -230,6 +246,8 @@ fn serve(
         let parent = nix::unistd::getppid();
         let mut server = tokio::spawn(serve_all(listeners, ctx, stop_rx));
         let mut parent_check = tokio::time::interval(Duration::from_secs(1));
+        let mut load_check = tokio::time::interval(Duration::from_millis(100));
+        let mut last_load = Load::Idle;
         let grace = loop {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM: finishing in-flight requests"); break graces.stop; }
@@ -247,6 +265,12 @@ fn serve(
                         break graces.stop;
                     }
                     ask_recycle(&recycler, &mut status, &mut asked_recycle);
+                }
+                _ = load_check.tick(), if load.is_some() => {
+                    if let Some(now) = load.as_ref().map(|l| l.load()).filter(|l| *l != last_load) {
+                        status.send(&format!("load {}", now.name()));
+                        last_load = now;
+                    }
                 }
                 _ = usr1.recv() => {
                     wsgi_fpm::log::reopen_error_log(error_log.as_deref());

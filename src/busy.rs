@@ -1,0 +1,169 @@
+//! How busy a worker is, for the master's dynamic pools
+//! (`--max-processes`, `--processes 0`). The worker counts its requests in
+//! flight; a few times a second it tells the master when its state changed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A worker's load as the master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// No request in flight.
+    Idle,
+    /// Some threads free.
+    Active,
+    /// Every thread busy (requests may queue).
+    Busy,
+}
+
+impl Load {
+    pub fn name(self) -> &'static str {
+        match self {
+            Load::Idle => "idle",
+            Load::Active => "active",
+            Load::Busy => "busy",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Load> {
+        [Load::Idle, Load::Active, Load::Busy]
+            .into_iter()
+            .find(|l| l.name() == name)
+    }
+}
+
+/// Requests handed to the Python threads and not yet finished, and a gate
+/// that lets a dynamic pool's worker accept a connection only while it has
+/// a thread free, so that waiting connections stay in the listen queue
+/// for a sibling (or the master's next worker) rather than in this
+/// worker's own queue.
+#[derive(Debug)]
+pub struct Activity {
+    count: AtomicUsize,
+    /// Connections accepted whose first request has not started yet.
+    pending: AtomicUsize,
+    threads: usize,
+    room: tokio::sync::Notify,
+}
+
+/// A thread held for a connection just accepted, until its first request
+/// starts (or it closes without one).
+#[derive(Debug)]
+pub struct Reservation(std::sync::Arc<Activity>);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+        self.0.room.notify_waiters();
+    }
+}
+
+impl Activity {
+    pub fn new(threads: usize) -> Self {
+        Activity {
+            count: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            threads,
+            room: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Holds a thread for a connection just accepted.
+    pub fn reserve(self: &std::sync::Arc<Self>) -> Reservation {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        Reservation(self.clone())
+    }
+
+    pub fn started(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn finished(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == self.threads {
+            self.room.notify_waiters();
+        }
+    }
+
+    pub fn load(&self) -> Load {
+        match self.count.load(Ordering::Relaxed) {
+            0 => Load::Idle,
+            n if n >= self.threads => Load::Busy,
+            _ => Load::Active,
+        }
+    }
+
+    /// Returns once a thread is free.
+    pub async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a finish in between wakes it.
+            notified.as_mut().enable();
+            let held = self.count.load(Ordering::Acquire) + self.pending.load(Ordering::Acquire);
+            if held < self.threads {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_follows_requests_against_threads() {
+        let f = Activity::new(2);
+        assert_eq!(f.load(), Load::Idle);
+        f.started();
+        assert_eq!(f.load(), Load::Active);
+        f.started();
+        assert_eq!(f.load(), Load::Busy);
+        f.started();
+        assert_eq!(f.load(), Load::Busy, "queued requests");
+        f.finished();
+        f.finished();
+        assert_eq!(f.load(), Load::Active);
+        f.finished();
+        assert_eq!(f.load(), Load::Idle);
+    }
+
+    #[tokio::test]
+    async fn room_waits_for_a_free_thread() {
+        let a = std::sync::Arc::new(Activity::new(1));
+        a.room().await; // free at once
+        a.started();
+        let waiter = {
+            let a = a.clone();
+            tokio::spawn(async move { a.room().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "room while the only thread is busy");
+        a.finished();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("room once the thread is free")
+            .unwrap();
+        // A connection accepted holds the thread until its request starts.
+        let held = a.reserve();
+        let waiter = {
+            let a = a.clone();
+            tokio::spawn(async move { a.room().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "room while a connection is pending");
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("room once the connection let go")
+            .unwrap();
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for l in [Load::Idle, Load::Active, Load::Busy] {
+            assert_eq!(Load::parse(l.name()), Some(l));
+        }
+        assert_eq!(Load::parse("sleepy"), None);
+    }
+}
