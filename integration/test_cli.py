@@ -86,3 +86,22 @@ def test_check_finds_a_missing_user_and_a_busy_port():
     assert r.returncode == 1
     assert "no-such-user-here" in r.stderr and "does not exist" in r.stderr, r.stderr
     assert "cannot listen on fastcgi://%s:%d" % (HOST, port) in r.stderr, r.stderr
+
+
+def test_check_twice_imports_the_application_as_its_user(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import no_such_module_for_check\napplication = None\n")
+    port = free_ports(1)[0]
+    # -t alone checks paths and sockets, not imports.
+    r = run("-t", "--fastcgi", "%s:%d" % (HOST, port), broken)
+    assert r.returncode == 0, r.stderr
+    r = run("-tt", "--fastcgi", "%s:%d" % (HOST, port), broken)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "no_such_module_for_check" in r.stderr and "Traceback" in r.stderr, r.stderr
+    assert "pool main: the application did not load" in r.stderr, r.stderr
+    # A good application (as nobody, with Debian's Python: a real switch).
+    r = run("-tt", "--fastcgi", "%s:%d" % (HOST, port), "--user", "nobody",
+            "--python", "/usr/bin/python3.11", APPS / "hello.py")
+    assert r.returncode == 0, r.stderr
+    assert "pool main:" in r.stdout and "hello.py" in r.stdout, r.stdout
+    assert "loaded; not serving (check)" in r.stderr, r.stderr

@@ -21,8 +21,11 @@ fn main() {
     }
     let log = server.log_config();
     wsgi_fpm::log::init(&log, "master");
-    if cli.check {
-        let problems = check_runtime(&config);
+    if cli.check > 0 {
+        let mut problems = check_runtime(&config);
+        if problems.is_empty() && cli.check > 1 {
+            problems = wsgi_fpm::master::check_imports(&config.pools, &log);
+        }
         for p in &problems {
             eprintln!("wsgi-fpm: {p}");
         }
@@ -30,12 +33,16 @@ fn main() {
             std::process::exit(1);
         }
         for pool in &config.pools {
+            let processes = if pool.max_processes > pool.processes {
+                format!("{} to {} processes", pool.processes, pool.max_processes)
+            } else {
+                format!("{} processes", pool.processes)
+            };
             println!(
-                "pool {}: {} via {} ({} processes x {} threads) on {}",
+                "pool {}: {} via {} ({processes} x {} threads) on {}",
                 pool.name,
                 pool.app,
                 pool.python.display(),
-                pool.processes,
                 pool.threads,
                 pool.listen
                     .iter()

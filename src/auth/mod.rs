@@ -6,6 +6,8 @@
 pub mod answer;
 pub mod basic;
 pub mod digest;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod nonce;
 
 pub use answer::{answer, Answer, AuthScript, Function, PasswordVerdict, ScriptFailed};

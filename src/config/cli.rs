@@ -220,9 +220,9 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Validate the configuration, print what would run, and exit.
-    #[arg(short = 't', long)]
-    pub check: bool,
+    /// Validate the configuration, print what would run, and exit; given twice (-tt), also import each pool's application as its user.
+    #[arg(short = 't', long, action = clap::ArgAction::Count)]
+    pub check: u8,
 }
 
 impl Cli {

@@ -328,6 +328,9 @@ pub struct WorkerConfig {
     /// auth script.
     #[serde(default)]
     pub nonce_fd: Option<i32>,
+    /// `-tt`: load the application, then exit without serving.
+    #[serde(default)]
+    pub check_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

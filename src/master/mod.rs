@@ -90,6 +90,127 @@ struct Pool {
     watchers: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Who a pool's workers run as, with what environment, where.
+struct WorkerSetup {
+    switch_to: Option<Identity>,
+    env: Vec<(String, String)>,
+    cwd: PathBuf,
+}
+
+impl WorkerSetup {
+    fn of(config: &PoolConfig) -> Result<WorkerSetup, String> {
+        let opts = &config.process;
+        let switch_to = match &opts.user {
+            Some(user) => Some(Identity::resolve(user, opts.group.as_deref())?),
+            None => match &opts.group {
+                Some(_) => Err(format!(
+                    "pool {}: a group needs a user (--user)",
+                    config.name
+                ))?,
+                None => None,
+            },
+        };
+        let identity = switch_to.clone().unwrap_or_else(Identity::current);
+        let app_dir = std::path::Path::new(&config.app)
+            .parent()
+            .filter(|p| p.is_absolute())
+            .map(|p| p.to_path_buf());
+        let cwd = opts
+            .home
+            .clone()
+            .or_else(|| identity.home.clone().filter(|h| h.is_dir()))
+            .or(app_dir)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let env = spawn::worker_env(opts, &identity, std::env::vars());
+        Ok(WorkerSetup {
+            switch_to,
+            env,
+            cwd,
+        })
+    }
+}
+
+/// `-tt`: loads each pool's application (and import, auth and access
+/// scripts) in a worker started exactly as the master would start one, as
+/// the pool's user, and lets it exit without serving. The worker's error
+/// log (with any traceback) goes to this process's standard error.
+pub fn check_imports(pools: &[PoolConfig], log: &LogConfig) -> Vec<String> {
+    let module = match spawn::worker_module_path() {
+        Ok(m) => m,
+        Err(e) => return vec![e],
+    };
+    let mut problems = Vec::new();
+    for pool in pools {
+        eprintln!(
+            "wsgi-fpm: pool {}: importing {} with {}",
+            pool.name,
+            pool.app,
+            pool.python.display()
+        );
+        if let Err(e) = check_import(pool, log, &module) {
+            problems.push(format!("pool {}: {e}", pool.name));
+        }
+    }
+    problems
+}
+
+fn check_import(
+    pool: &PoolConfig,
+    log: &LogConfig,
+    module: &std::path::Path,
+) -> Result<(), String> {
+    let setup = WorkerSetup::of(pool)?;
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let config = crate::config::model::WorkerConfig {
+        pool: pool.clone(),
+        listener_fds: Vec::new(),
+        log: log.clone(),
+        slot: 0,
+        generation: 0,
+        nonce_fd: None,
+        check_only: true,
+    };
+    let mut child = spawn::spawn(spawn::SpawnRequest {
+        python: &pool.python,
+        module,
+        config: &config,
+        inherit: &[],
+        status_pipe: &write_end,
+        switch_to: setup.switch_to,
+        env: &setup.env,
+        cwd: &setup.cwd,
+    })
+    .map_err(|e| format!("cannot start {}: {e}", pool.python.display()))?;
+    drop((read_end, write_end));
+    let limit = match pool.process.startup_timeout {
+        t if t > 0.0 => Duration::from_secs_f64(t),
+        _ => Duration::from_secs(120),
+    };
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                return Err(format!(
+                    "the application did not load ({}); see the error above",
+                    describe(status)
+                ))
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the application did not load within {}s",
+                    limit.as_secs_f64()
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 fn script_mtime(config: &PoolConfig) -> Option<std::time::SystemTime> {
     let path = std::path::Path::new(&config.app);
     if !path.is_absolute() {
@@ -120,29 +241,11 @@ impl Pool {
     }
 
     fn new(config: PoolConfig, listeners: Vec<OwnedFd>) -> Result<Pool, String> {
-        let opts = &config.process;
-        let switch_to = match &opts.user {
-            Some(user) => Some(Identity::resolve(user, opts.group.as_deref())?),
-            None => match &opts.group {
-                Some(_) => Err(format!(
-                    "pool {}: a group needs a user (--user)",
-                    config.name
-                ))?,
-                None => None,
-            },
-        };
-        let identity = switch_to.clone().unwrap_or_else(Identity::current);
-        let app_dir = std::path::Path::new(&config.app)
-            .parent()
-            .filter(|p| p.is_absolute())
-            .map(|p| p.to_path_buf());
-        let cwd = opts
-            .home
-            .clone()
-            .or_else(|| identity.home.clone().filter(|h| h.is_dir()))
-            .or(app_dir)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let env = spawn::worker_env(opts, &identity, std::env::vars());
+        let WorkerSetup {
+            switch_to,
+            env,
+            cwd,
+        } = WorkerSetup::of(&config)?;
         let processes = config.processes;
         let mtime = script_mtime(&config);
         Ok(Pool {
@@ -317,6 +420,7 @@ impl Master {
             slot: 0,
             generation: pool.generation,
             nonce_fd: pool.nonces.as_ref().map(listen::raw),
+            check_only: false,
         };
         let inherit: Vec<&OwnedFd> = pool.listeners.iter().chain(pool.nonces.as_ref()).collect();
         let child = spawn::spawn(spawn::SpawnRequest {

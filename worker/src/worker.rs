@@ -84,6 +84,10 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
             return Ok(EXIT_APP_LOAD_FAILED);
         }
     };
+    if cfg.check_only {
+        info!("{} loaded; not serving (check)", pool.app);
+        return Ok(0);
+    }
     let ctx = Arc::new(AppContext {
         app,
         rules,
