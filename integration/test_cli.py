@@ -63,11 +63,6 @@ def test_check_prints_what_would_run_and_exits_zero():
     assert "hello.py" in r.stdout and "3 threads" in r.stdout and "uwsgi://" in r.stdout, r.stdout
 
 
-def test_preload_is_refused_until_it_exists():
-    r = run("--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], "--preload", APPS / "hello.py")
-    assert r.returncode != 0 and "preload is not supported yet" in r.stderr, r.stderr
-
-
 def test_a_config_file_error_names_the_file_and_the_key(tmp_path):
     conf = tmp_path / "bad.toml"
     conf.write_text('[pools.a]\napp = "%s"\nlisten = ["fastcgi://127.0.0.1:%d"]\nthreads = 0\n'

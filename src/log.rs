@@ -21,7 +21,7 @@ pub fn init(config: &LogConfig, who: &str) {
     } else {
         builder
             .event_format(Prefixed {
-                prefix: format!("wsgi-fpm[{who} {}] ", std::process::id()),
+                who: who.to_owned(),
                 inner: Format::default().with_target(false),
             })
             .try_init()
@@ -31,7 +31,7 @@ pub fn init(config: &LogConfig, who: &str) {
 }
 
 struct Prefixed {
-    prefix: String,
+    who: String,
     inner: Format<Full>,
 }
 
@@ -47,7 +47,9 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        writer.write_str(&self.prefix)?;
+        // The pid is read per line: a `--preload` worker is forked after
+        // the subscriber was installed.
+        write!(writer, "wsgi-fpm[{} {}] ", self.who, std::process::id())?;
         self.inner.format_event(ctx, writer, event)
     }
 }

@@ -79,11 +79,6 @@ fn validated(cli: &Cli) -> Result<Config, String> {
     if config.server.status.is_some() {
         return Err("server.status: the /status endpoint is not supported yet".into());
     }
-    if let Some(p) = config.pools.iter().find(|p| p.process.preload) {
-        // Accepted by the configuration so files stay valid, but a template
-        // process that imports the app and forks the workers is not built yet.
-        return Err(format!("pool {}: preload is not supported yet", p.name));
-    }
     if nix::unistd::geteuid().is_root() && !cli.allow_root {
         if let Some(p) = config.pools.iter().find(|p| p.process.user.is_none()) {
             return Err(format!(

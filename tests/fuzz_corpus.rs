@@ -3,6 +3,7 @@
 //! the stable toolchain keeps every seed and every past crash fixed.
 
 use std::path::PathBuf;
+use wsgi_fpm::auth;
 use wsgi_fpm::proto::fuzz::fastcgi;
 
 fn replay(target: &str, body: fn(&[u8])) {
@@ -37,4 +38,9 @@ fn fastcgi_nv_corpus_replays_cleanly() {
 #[test]
 fn fastcgi_conn_corpus_replays_cleanly() {
     replay("fastcgi_conn", fastcgi::fastcgi_conn);
+}
+
+#[test]
+fn auth_header_corpus_replays_cleanly() {
+    replay("auth_header", auth::fuzz::auth_header);
 }

@@ -66,7 +66,8 @@ pub fn parse(params: &str) -> Result<DigestCredentials, DigestError> {
         return Err(DigestError::Qop(qop.to_owned()));
     }
     let nc_text = need("nc")?;
-    let nc = (nc_text.len() == 8)
+    // Exactly 8 hex digits (from_str_radix alone would take a `+` sign).
+    let nc = (nc_text.len() == 8 && nc_text.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| u32::from_str_radix(nc_text, 16).ok())
         .flatten()
         .ok_or_else(|| DigestError::NonceCount(nc_text.to_owned()))?;
@@ -256,6 +257,10 @@ mod tests {
         assert_eq!(
             parse(&format!("{base}, qop=auth, nc=1")),
             Err(DigestError::NonceCount("1".into()))
+        );
+        assert_eq!(
+            parse(&format!("{base}, qop=auth, nc=+0000001")),
+            Err(DigestError::NonceCount("+0000001".into()))
         );
         assert_eq!(
             parse(&format!("{base}, qop=auth, nc=00000001, algorithm=SHA-256")),

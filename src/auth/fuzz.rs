@@ -92,13 +92,20 @@ fn check_basic(token: &str) {
     match std::str::from_utf8(&raw) {
         Ok(s) => assert_eq!(joined, s, "UTF-8 credentials changed"),
         Err(_) => {
-            let latin1: Option<Vec<u8>> =
-                joined.chars().map(|ch| u8::try_from(ch).ok()).collect();
-            assert_eq!(latin1.as_deref(), Some(&raw[..]), "Latin-1 credentials changed");
+            let latin1: Option<Vec<u8>> = joined.chars().map(|ch| u8::try_from(ch).ok()).collect();
+            assert_eq!(
+                latin1.as_deref(),
+                Some(&raw[..]),
+                "Latin-1 credentials changed"
+            );
         }
     }
     let again = base64::engine::general_purpose::STANDARD.encode(&joined);
-    assert_eq!(basic::parse(&again), Some(c), "own encoding parses differently");
+    assert_eq!(
+        basic::parse(&again),
+        Some(c),
+        "own encoding parses differently"
+    );
 }
 
 /// Digest parameters: for a header that parses, a re-serialization

@@ -331,6 +331,10 @@ pub struct WorkerConfig {
     /// `-tt`: load the application, then exit without serving.
     #[serde(default)]
     pub check_only: bool,
+    /// `--preload`: this process is the pool's template; it forks a worker
+    /// for each command on this socket (see `master::preload`).
+    #[serde(default)]
+    pub control_fd: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,8 @@
 //!   deaths are replaced, with a back-off when they come quickly.
 
 pub mod notify;
+mod preload;
+mod process;
 mod scale;
 pub mod spawn;
 
@@ -30,7 +32,6 @@ use spawn::Identity;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -46,7 +47,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub type Reloader = Box<dyn Fn() -> Result<Vec<PoolConfig>, String>>;
 
 struct Worker {
-    child: Child,
+    process: process::WorkerProcess,
     pool: String,
     generation: u64,
     started: Instant,
@@ -88,6 +89,9 @@ struct Pool {
     extra: usize,
     /// Tasks waiting for a first connection (`processes = 0`, no worker).
     watchers: Vec<tokio::task::JoinHandle<()>>,
+    /// `--preload`: the process that loaded the application and forks the
+    /// workers.
+    template: Option<preload::Template>,
 }
 
 /// Who a pool's workers run as, with what environment, where.
@@ -170,6 +174,7 @@ fn check_import(
         generation: 0,
         nonce_fd: None,
         check_only: true,
+        control_fd: None,
     };
     let mut child = spawn::spawn(spawn::SpawnRequest {
         python: &pool.python,
@@ -265,6 +270,7 @@ impl Pool {
             nonces: None,
             extra: 0,
             watchers: Vec::new(),
+            template: None,
         })
     }
 }
@@ -301,6 +307,12 @@ pub fn run(pools: Vec<PoolConfig>, log: LogConfig, reloader: Reloader) -> i32 {
             notified_ready: false,
             wake_tx,
         };
+        if pools.iter().any(|p| p.process.preload) {
+            if let Err(e) = preload::become_subreaper() {
+                error!("--preload: cannot adopt the workers templates fork: {e}");
+                return 1;
+            }
+        }
         for config in pools {
             if let Err(e) = master.add_pool(config) {
                 error!("{e}");
@@ -411,6 +423,13 @@ impl Master {
         if pool.config.auth.script.is_some() && pool.nonces.is_none() {
             pool.nonces = Some(crate::auth::nonce::create()?);
         }
+        if pool.config.process.preload {
+            if let Some((pid, status)) = self.fork_worker(index)? {
+                self.add_worker(index, pid, process::WorkerProcess::Adopted(pid));
+                self.read_status(pid, status);
+            }
+            return Ok(());
+        }
         let pool = &self.pools[index];
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let config = crate::config::model::WorkerConfig {
@@ -421,6 +440,7 @@ impl Master {
             generation: pool.generation,
             nonce_fd: pool.nonces.as_ref().map(listen::raw),
             check_only: false,
+            control_fd: None,
         };
         let inherit: Vec<&OwnedFd> = pool.listeners.iter().chain(pool.nonces.as_ref()).collect();
         let child = spawn::spawn(spawn::SpawnRequest {
@@ -435,10 +455,17 @@ impl Master {
         })?;
         drop(write_end);
         let pid = child.id();
+        self.add_worker(index, pid, process::WorkerProcess::Spawned(child));
+        self.read_status(pid, read_end);
+        Ok(())
+    }
+
+    fn add_worker(&mut self, index: usize, pid: u32, process: process::WorkerProcess) {
+        let pool = &self.pools[index];
         self.workers.insert(
             pid,
             Worker {
-                child,
+                process,
                 pool: pool.config.name.clone(),
                 generation: pool.generation,
                 started: Instant::now(),
@@ -450,6 +477,10 @@ impl Master {
                 busy_since: None,
             },
         );
+    }
+
+    /// Passes the lines `pid` writes on its status pipe to the event loop.
+    fn read_status(&self, pid: u32, read_end: OwnedFd) {
         let tx = self.status_tx.clone();
         tokio::spawn(async move {
             let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) else {
@@ -462,7 +493,6 @@ impl Master {
                 }
             }
         });
-        Ok(())
     }
 
     fn retire(&mut self, pid: u32) {
@@ -558,6 +588,16 @@ impl Master {
 
     fn on_status(&mut self, pid: u32, line: &str) {
         let line = line.trim();
+        if let Some(i) = self.template_of(pid) {
+            if line == "ready" {
+                let pool = &mut self.pools[i];
+                info!(pool = %pool.config.name, pid, "template loaded the application; forking workers");
+                if let Some(t) = pool.template.as_mut() {
+                    t.ready = true;
+                }
+            }
+            return;
+        }
         let Some(w) = self.workers.get_mut(&pid) else {
             return;
         };
@@ -684,12 +724,20 @@ impl Master {
         let exited: Vec<(u32, std::process::ExitStatus)> = self
             .workers
             .iter_mut()
-            .filter_map(|(pid, w)| match w.child.try_wait() {
+            .filter_map(|(pid, w)| match w.process.try_wait() {
                 Ok(Some(status)) => Some((*pid, status)),
                 _ => None,
             })
             .collect();
         let nothing_served = self.pools.iter().all(|p| !p.ever_ready);
+        if let Some(code) = self.reap_templates(nothing_served) {
+            return Some(code);
+        }
+        if self.pools.iter().any(|p| p.config.process.preload) {
+            let known =
+                |pid: u32| self.workers.contains_key(&pid) || self.template_of(pid).is_some();
+            process::reap_strays(known);
+        }
         for (pid, status) in exited {
             let Some(w) = self.workers.remove(&pid) else {
                 continue;
@@ -855,16 +903,21 @@ impl Master {
         for pid in self.workers.keys() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), sig);
         }
+        for pool in &mut self.pools {
+            if let Some(mut t) = pool.template.take() {
+                let _ = t.child.kill();
+                let _ = t.child.wait();
+            }
+        }
         let deadline = Instant::now() + grace;
         while !self.workers.is_empty() && Instant::now() < deadline {
             self.workers
-                .retain(|_, w| !matches!(w.child.try_wait(), Ok(Some(_))));
+                .retain(|_, w| !matches!(w.process.try_wait(), Ok(Some(_))));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for (pid, w) in self.workers.iter_mut() {
             warn!(pid, "worker did not stop in time; killing it");
-            let _ = w.child.kill();
-            let _ = w.child.wait();
+            w.process.kill();
         }
         self.workers.clear();
     }

@@ -23,6 +23,7 @@ mod input;
 mod load;
 mod response;
 mod start_response;
+mod template;
 mod threads;
 mod watch;
 mod worker;

@@ -82,3 +82,41 @@ def add_paths(paths):
     import site
     for p in paths:
         site.addsitedir(p)
+
+
+def fork_workers(control_fd, start_worker):
+    """--preload: the template's loop. Each message from the master on the
+    control socket carries a new worker's status pipe; the template forks
+    twice, so that the worker is orphaned at once and the master (its
+    subreaper) adopts it, and tells the master the worker's pid. Returns
+    the worker's exit code in a worker, 0 in the template when the master
+    closes the socket."""
+    import os
+    import socket
+    import time
+
+    control = socket.socket(fileno=control_fd)
+    while True:
+        try:
+            message, fds, _flags, _address = socket.recv_fds(control, 64, 1)
+        except InterruptedError:
+            continue
+        if not message:
+            return 0
+        if not fds:
+            continue
+        status_fd = fds[0]
+        intermediate = os.fork()
+        if intermediate == 0:
+            me = os.getpid()
+            worker = os.fork()
+            if worker == 0:
+                control.close()
+                # Adopted by the master once the intermediate process exits.
+                while os.getppid() == me:
+                    time.sleep(0.001)
+                return start_worker(status_fd)
+            os.write(control.fileno(), b"%d\n" % worker)
+            os._exit(0)
+        os.close(status_fd)
+        os.waitpid(intermediate, 0)

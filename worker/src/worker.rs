@@ -45,18 +45,9 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
     let support = load::support(py)?;
     load::init_formatter(&support)?;
     load::prepare(py, &support, pool)?;
-    if let Some(script) = &pool.process.import_script {
-        let ran = support
-            .getattr("run_import_script")
-            .and_then(|f| f.call1((script.to_string_lossy().into_owned(),)));
-        if let Err(err) = ran {
-            error!(
-                "the import script {} raised:\n{}",
-                script.display(),
-                load::format_exception(py, &err)
-            );
-            return Ok(EXIT_APP_LOAD_FAILED);
-        }
+    // With --preload the import script runs in each forked worker instead.
+    if !pool.process.preload && !run_import_script(py, &support, pool) {
+        return Ok(EXIT_APP_LOAD_FAILED);
     }
     let app = match load::application(&support, pool) {
         Ok(app) => app,
@@ -88,6 +79,53 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
         info!("{} loaded; not serving (check)", pool.app);
         return Ok(0);
     }
+    let loaded = Loaded { app, rules, auth };
+    if let Some(control_fd) = cfg.control_fd {
+        return crate::template::fork_workers(py, &support, &cfg, control_fd, loaded, status_pipe);
+    }
+    serve_loaded(py, &cfg, loaded, status_pipe)
+}
+
+/// What loading produced: all a worker needs to serve.
+pub struct Loaded {
+    pub app: Py<PyAny>,
+    pub rules: EnvironRules,
+    pub auth: Option<crate::auth::AuthContext>,
+}
+
+/// `--import-script`: false (logged) if it raised.
+pub fn run_import_script(
+    py: Python<'_>,
+    support: &Bound<'_, pyo3::types::PyModule>,
+    pool: &wsgi_fpm::config::PoolConfig,
+) -> bool {
+    let Some(script) = &pool.process.import_script else {
+        return true;
+    };
+    let ran = support
+        .getattr("run_import_script")
+        .and_then(|f| f.call1((script.to_string_lossy().into_owned(),)));
+    if let Err(err) = ran {
+        error!(
+            "the import script {} raised:\n{}",
+            script.display(),
+            load::format_exception(py, &err)
+        );
+        return false;
+    }
+    true
+}
+
+/// The worker proper, once its application is loaded: Python threads, the
+/// sockets, and the event loop until it is told to stop.
+pub fn serve_loaded(
+    py: Python<'_>,
+    cfg: &WorkerConfig,
+    loaded: Loaded,
+    status_pipe: Option<std::fs::File>,
+) -> PyResult<i32> {
+    let Loaded { app, rules, auth } = loaded;
+    let pool = &cfg.pool;
     let ctx = Arc::new(AppContext {
         app,
         rules,
