@@ -158,3 +158,24 @@ processes = 2
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_python_home_runs_the_venv_and_python_path_honours_pth_files(spawn, run_dir):
+    # A virtual environment made here, with the pool's interpreter (pyenv's,
+    # which root may run); --python-home alone selects its bin/python.
+    venv = run_dir / "tmp" / "pool-venv"
+    subprocess.run(["python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    extra = run_dir / "tmp" / "site-extra"
+    listed = run_dir / "tmp" / "listed-by-pth"
+    extra.mkdir(parents=True, exist_ok=True)
+    listed.mkdir(parents=True, exist_ok=True)
+    (extra / "wsgi_fpm_test.pth").write_text(str(listed) + "\n")
+    b = spawn("venv", LIFECYCLE, "--python-home", venv, "--python-path", extra,
+              "--home", run_dir / "tmp", protocols=("fastcgi",))
+    got = ids(b)
+    assert os.path.realpath(got["prefix"]) == os.path.realpath(venv), got["prefix"]
+    assert os.path.realpath(got["executable"]).startswith(os.path.realpath(venv)) or \
+        got["executable"].startswith(str(venv)), got["executable"]
+    assert str(extra) in got["path"], got["path"]
+    assert str(listed) in got["path"], "the .pth entry is not on sys.path: %s" % got["path"]
+    assert got["cwd"] == str(run_dir / "tmp")

@@ -8,6 +8,7 @@
 """
 import json
 import os
+import sys
 import signal
 import time
 from urllib.parse import parse_qs
@@ -40,5 +41,6 @@ def application(environ, start_response):
         return _answer(start_response, json.dumps({
             "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
             "umask": mask, "cwd": os.getcwd(), "env": dict(os.environ),
+            "prefix": sys.prefix, "executable": sys.executable, "path": sys.path,
         }))
     return _answer(start_response, VERSION)
