@@ -682,3 +682,14 @@ class Stack:
         for b in list(self.backends.values()) + self.extra:
             b.stop()
 
+
+
+def wait_for(predicate, timeout=10.0, what="condition", every=0.05):
+    """The predicate's first true value, polled until the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import harness
-from harness import APPS
+from harness import APPS, wait_for
 
 SLEEPER = APPS / "sleeper.py"
 
@@ -16,15 +16,6 @@ SLEEPER = APPS / "sleeper.py"
 def workers(b):
     return sorted(b.proc.descendants())
 
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import APPS
+from harness import APPS, wait_for
 
 LIFECYCLE = APPS / "lifecycle.py"
 
@@ -16,15 +16,6 @@ LIFECYCLE = APPS / "lifecycle.py"
 def workers(b):
     return sorted(b.proc.descendants())
 
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def get(b, path, **kw):

@@ -21,7 +21,7 @@ import pytest
 
 import harness
 import wire
-from harness import APPS, HOST, free_ports, tail, wsgi_fpm_bin
+from harness import APPS, HOST, free_ports, tail, wsgi_fpm_bin, wait_for
 
 PROBE = APPS / "lifecycle_probe.py"
 IMPORT_SCRIPT = APPS / "import_script_probe.py"
@@ -33,15 +33,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def workers(b):
     return sorted(b.proc.descendants())
 
-
-def wait_for(predicate, timeout=10.0, what="condition", every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
 
 
 def get(b, path, **kw):

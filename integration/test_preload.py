@@ -10,19 +10,10 @@ import time
 import pytest
 
 import harness
-from harness import APPS
+from harness import APPS, wait_for
 
 APP = APPS / "preloaded.py"
 
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 @pytest.fixture

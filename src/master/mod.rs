@@ -432,16 +432,7 @@ impl Master {
         }
         let pool = &self.pools[index];
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let config = crate::config::model::WorkerConfig {
-            pool: pool.config.clone(),
-            listener_fds: pool.listeners.iter().map(listen::raw).collect(),
-            log: self.log.clone(),
-            slot: 0,
-            generation: pool.generation,
-            nonce_fd: pool.nonces.as_ref().map(listen::raw),
-            check_only: false,
-            control_fd: None,
-        };
+        let config = self.worker_config(pool, None);
         let inherit: Vec<&OwnedFd> = pool.listeners.iter().chain(pool.nonces.as_ref()).collect();
         let child = spawn::spawn(spawn::SpawnRequest {
             python: &pool.config.python,
@@ -458,6 +449,24 @@ impl Master {
         self.add_worker(index, pid, process::WorkerProcess::Spawned(child));
         self.read_status(pid, read_end);
         Ok(())
+    }
+
+    /// What a worker (or, with `control`, a template) of `pool` is told.
+    fn worker_config(
+        &self,
+        pool: &Pool,
+        control: Option<&OwnedFd>,
+    ) -> crate::config::model::WorkerConfig {
+        crate::config::model::WorkerConfig {
+            pool: pool.config.clone(),
+            listener_fds: pool.listeners.iter().map(listen::raw).collect(),
+            log: self.log.clone(),
+            slot: 0,
+            generation: pool.generation,
+            nonce_fd: pool.nonces.as_ref().map(listen::raw),
+            check_only: false,
+            control_fd: control.map(listen::raw),
+        }
     }
 
     fn add_worker(&mut self, index: usize, pid: u32, process: process::WorkerProcess) {

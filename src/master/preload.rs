@@ -7,8 +7,6 @@
 //! subreaper): the master supervises it like any worker it started.
 
 use super::{spawn, Master, WorkerSetup};
-use crate::config::model::WorkerConfig;
-use crate::net::listen;
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -99,16 +97,7 @@ impl Master {
         let (master_end, template_end) = UnixStream::pair()?;
         let template_fd = OwnedFd::from(template_end);
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let config = WorkerConfig {
-            pool: pool.config.clone(),
-            listener_fds: pool.listeners.iter().map(listen::raw).collect(),
-            log: self.log.clone(),
-            slot: 0,
-            generation: pool.generation,
-            nonce_fd: pool.nonces.as_ref().map(listen::raw),
-            check_only: false,
-            control_fd: Some(listen::raw(&template_fd)),
-        };
+        let config = self.worker_config(pool, Some(&template_fd));
         let inherit: Vec<&OwnedFd> = pool
             .listeners
             .iter()

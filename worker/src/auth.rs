@@ -4,9 +4,6 @@
 //! `wsgi_fpm::auth`, which sees the script only as [`AuthScript`].
 
 use crate::environ;
-use crate::errors::ErrorLog;
-use crate::file_wrapper::FileWrapper;
-use crate::input::Input;
 use crate::load::{format_exception, module_name};
 use crate::response::{send_simple, text_head, AppContext, Served};
 use pyo3::prelude::*;
@@ -173,22 +170,7 @@ impl AuthContext {
                 return send_simple(py, response, head, &body);
             }
         };
-        let environ = (|| -> PyResult<Bound<'_, PyDict>> {
-            let input = Bound::new(py, Input::new(body))?.into_any();
-            let errors = Bound::new(py, ErrorLog::new(meta.request_id.clone()))?.into_any();
-            let wrapper = py.get_type::<FileWrapper>().into_any();
-            environ::build(
-                py,
-                &ctx.shared,
-                &cgi,
-                vars,
-                meta,
-                input,
-                &errors,
-                &wrapper,
-                true,
-            )
-        })();
+        let environ = environ::for_request(py, &ctx.shared, &cgi, vars, meta, body);
         let answer = match environ {
             Ok(environ) => {
                 let mut script = PyAuthScript {

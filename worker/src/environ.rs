@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use std::time::{SystemTime, UNIX_EPOCH};
-use wsgi_fpm::net::request::RequestMeta;
+use wsgi_fpm::net::request::{BodyReader, RequestMeta};
 use wsgi_fpm::proto::CgiVars;
 use wsgi_fpm::route::CgiEnviron;
 
@@ -92,4 +92,20 @@ pub fn build<'py>(
         format!("{}", (queue_start * 1e6) as u64),
     )?;
     Ok(env)
+}
+
+/// The environ of one request with its own `wsgi.input`, `wsgi.errors` and
+/// `wsgi.file_wrapper`: what an application or an auth script is given.
+pub fn for_request<'py>(
+    py: Python<'py>,
+    shared: &Shared,
+    cgi: &CgiEnviron<'_>,
+    vars: &CgiVars,
+    meta: &RequestMeta,
+    body: BodyReader,
+) -> PyResult<Bound<'py, PyDict>> {
+    let input = Bound::new(py, crate::input::Input::new(body))?.into_any();
+    let errors = Bound::new(py, crate::errors::ErrorLog::new(meta.request_id.clone()))?.into_any();
+    let wrapper = py.get_type::<crate::file_wrapper::FileWrapper>().into_any();
+    build(py, shared, cgi, vars, meta, input, &errors, &wrapper, true)
 }

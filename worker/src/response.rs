@@ -2,9 +2,7 @@
 //! iteration of its result, `close()`, and the access log line.
 
 use crate::environ;
-use crate::errors::ErrorLog;
 use crate::file_wrapper::FileWrapper;
-use crate::input::Input;
 use crate::load::format_exception;
 use crate::start_response::{Ending, Responder, StartResponse};
 use bytes::Bytes;
@@ -171,20 +169,7 @@ fn run_app(
     responder: &Arc<Responder>,
 ) -> Ending {
     let call = || -> PyResult<Option<Bound<'_, PyAny>>> {
-        let input = Bound::new(py, Input::new(body))?.into_any();
-        let errors = Bound::new(py, ErrorLog::new(meta.request_id.clone()))?.into_any();
-        let wrapper = py.get_type::<FileWrapper>().into_any();
-        let environ = environ::build(
-            py,
-            &ctx.shared,
-            cgi,
-            vars,
-            meta,
-            input,
-            &errors,
-            &wrapper,
-            true,
-        )?;
+        let environ = environ::for_request(py, &ctx.shared, cgi, vars, meta, body)?;
         if let Some(auth) = &ctx.auth {
             if !auth.access_allowed(py, &environ, vars, meta) {
                 return Ok(None);
