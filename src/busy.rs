@@ -78,13 +78,16 @@ impl Activity {
     }
 
     pub fn finished(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == self.threads {
-            self.room.notify_waiters();
-        }
+        // Every finish may open the gate: it counts reservations too.
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.room.notify_waiters();
     }
 
+    /// Connections waiting for their first request count as load: a gate
+    /// shut by them must still make the master add a worker.
     pub fn load(&self) -> Load {
-        match self.count.load(Ordering::Relaxed) {
+        let held = self.count.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed);
+        match held {
             0 => Load::Idle,
             n if n >= self.threads => Load::Busy,
             _ => Load::Active,

@@ -205,9 +205,11 @@ fn authenticate_and_authorize(
     let mut headers = vec![("X-Remote-User".to_owned(), who.user.clone())];
     let groups = match groups {
         Some(g) => Some(g),
-        None if script.defines(Function::GroupsForUser) => {
-            Some(script.groups_for_user(&who.user).unwrap_or_default())
-        }
+        None if script.defines(Function::GroupsForUser) => Some(
+            script
+                .groups_for_user(&who.user)
+                .map_err(|ScriptFailed| Answer::new(500, "groups_for_user failed"))?,
+        ),
         None => None,
     };
     if let Some(groups) = groups {
@@ -266,7 +268,7 @@ fn check_groups(
         Ok(Some(groups))
     } else {
         Err(format!(
-            "user {user} is in none of the required groups ({})",
+            "user {user:?} is in none of the required groups ({})",
             required.join(" ")
         ))
     }
@@ -392,13 +394,13 @@ fn granted(
         PasswordVerdict::Denied => Err(challenge(
             ctx,
             401,
-            format!("user {given_user}: wrong password"),
+            format!("user {given_user:?}: wrong password"),
             false,
         )),
         PasswordVerdict::NoSuchUser => Err(challenge(
             ctx,
             401,
-            format!("user {given_user}: no such user"),
+            format!("user {given_user:?}: no such user"),
             false,
         )),
     }
@@ -428,15 +430,12 @@ fn authenticate_digest(
         ));
     }
     // The URI the client signed must be the one it asked for (RFC 7616
-    // §3.4.6); nginx's subrequest keeps the original in REQUEST_URI.
-    let asked = [
-        &b"X_ORIGINAL_URI"[..],
-        b"HTTP_X_ORIGINAL_URI",
-        b"REQUEST_URI",
-    ]
-    .iter()
-    .filter_map(|n| vars.get(n))
-    .any(|u| u == c.uri.as_bytes());
+    // §3.4.6); nginx's subrequest keeps the original in REQUEST_URI. Front-
+    // end params only: an HTTP_* header is the client's to set.
+    let asked = [&b"X_ORIGINAL_URI"[..], b"REQUEST_URI"]
+        .iter()
+        .filter_map(|n| vars.get(n))
+        .any(|u| u == c.uri.as_bytes());
     if !asked {
         return Err(Answer::new(
             400,
@@ -468,11 +467,15 @@ fn authenticate_digest(
             variables: Vec::new(),
         }),
         NonceCheck::Stale => Err(challenge(ctx, 401, "stale nonce", true)),
+        // Refused, but with a fresh nonce and stale=true: a browser sending
+        // requests in parallel can deliver counts out of order, and should
+        // retry quietly rather than ask its user again. A replayer gains a
+        // challenge, nothing more.
         NonceCheck::Replayed => Err(challenge(
             ctx,
             401,
-            format!("user {}: nonce count replayed", c.username),
-            false,
+            format!("user {:?}: nonce count already used", c.username),
+            true,
         )),
         NonceCheck::Forged => Err(challenge(ctx, 401, "nonce not issued here", false)),
     }

@@ -224,6 +224,20 @@ fn script_mtime(config: &PoolConfig) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+impl Drop for Pool {
+    /// A pool dropped by a reload leaves nothing behind: no watcher holding
+    /// its sockets, no template.
+    fn drop(&mut self) {
+        for w in self.watchers.drain(..) {
+            w.abort();
+        }
+        if let Some(mut t) = self.template.take() {
+            let _ = t.child.kill();
+            let _ = t.child.wait();
+        }
+    }
+}
+
 impl Pool {
     /// How many workers of the current generation it wants now.
     fn target(&self) -> usize {
@@ -307,11 +321,10 @@ pub fn run(pools: Vec<PoolConfig>, log: LogConfig, reloader: Reloader) -> i32 {
             notified_ready: false,
             wake_tx,
         };
-        if pools.iter().any(|p| p.process.preload) {
-            if let Err(e) = preload::become_subreaper() {
-                error!("--preload: cannot adopt the workers templates fork: {e}");
-                return 1;
-            }
+        // A reload may add a --preload pool: be ready to adopt its workers.
+        if let Err(e) = preload::become_subreaper() {
+            error!("cannot become the subreaper of the workers templates fork: {e}");
+            return 1;
         }
         for config in pools {
             if let Err(e) = master.add_pool(config) {
@@ -555,6 +568,7 @@ impl Master {
         };
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         self.reconcile();
+        self.notify_ready_once();
         loop {
             tokio::select! {
                 _ = chld.recv() => {
@@ -567,6 +581,7 @@ impl Master {
                 Some((pid, line)) = status_rx.recv() => { self.on_status(pid, &line); self.reconcile(); }
                 _ = tick.tick() => {
                     self.check_startup_timeouts();
+                    self.check_template_timeouts();
                     self.check_scripts();
                     self.scale();
                     self.reconcile();
@@ -684,7 +699,9 @@ impl Master {
     }
 
     fn notify_ready_once(&mut self) {
-        if !self.notified_ready && self.pools.iter().all(|p| p.ever_ready) {
+        // An on-demand pool serves as soon as its sockets listen.
+        let serving = |p: &Pool| p.ever_ready || p.processes == 0;
+        if !self.notified_ready && self.pools.iter().all(serving) {
             self.notified_ready = true;
             notify::send("READY=1\nSTATUS=serving");
         }
@@ -738,15 +755,15 @@ impl Master {
                 _ => None,
             })
             .collect();
-        let nothing_served = self.pools.iter().all(|p| !p.ever_ready);
-        if let Some(code) = self.reap_templates(nothing_served) {
+        // Until every pool has served once, a pool whose application cannot
+        // load stops the master: a broken start fails at once, whatever the
+        // order the pools load in. Later, failed starts are retried.
+        let starting_up = !self.notified_ready;
+        if let Some(code) = self.reap_templates(starting_up) {
             return Some(code);
         }
-        if self.pools.iter().any(|p| p.config.process.preload) {
-            let known =
-                |pid: u32| self.workers.contains_key(&pid) || self.template_of(pid).is_some();
-            process::reap_strays(known);
-        }
+        let known = |pid: u32| self.workers.contains_key(&pid) || self.template_of(pid).is_some();
+        process::reap_strays(known);
         for (pid, status) in exited {
             let Some(w) = self.workers.remove(&pid) else {
                 continue;
@@ -770,12 +787,12 @@ impl Master {
                 self.abandon_reload(i);
                 continue;
             }
-            // Fail fast when nothing serves yet and the application itself
-            // cannot load: the error above says why, retrying cannot help.
-            // Once anything has served, or for a worker killed for being
-            // slow, a failed start is retried with back-off instead.
+            // Fail fast at start-up when the application itself cannot
+            // load: the error above says why, retrying cannot help. Once
+            // started, or for a worker killed for being slow, a failed start
+            // is retried with back-off instead.
             let load_failed = status.code() == Some(spawn::EXIT_APP_LOAD_FAILED);
-            if !w.ready && load_failed && !w.startup_timed_out && nothing_served {
+            if !w.ready && load_failed && !w.startup_timed_out && starting_up {
                 error!(
                     pool = %w.pool, pid,
                     "worker failed to start ({}): the application could not be loaded; see the error above",

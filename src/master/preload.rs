@@ -24,6 +24,7 @@ pub(super) struct Template {
     /// The application is loaded: forks may be asked for.
     pub ready: bool,
     pub generation: u64,
+    pub started: std::time::Instant,
 }
 
 impl Template {
@@ -87,8 +88,20 @@ impl Master {
             return Ok(None);
         };
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let pid = template.fork(&write_end)?;
-        Ok(Some((pid, read_end)))
+        match template.fork(&write_end) {
+            Ok(pid) => Ok(Some((pid, read_end))),
+            Err(e) => {
+                // Its answer may still come and pair with the next command:
+                // a new template starts clean instead.
+                if let Some(mut t) = self.pools[i].template.take() {
+                    let _ = t.child.kill();
+                    let _ = t.child.wait();
+                }
+                Err(io::Error::other(format!(
+                    "the template did not fork a worker: {e}"
+                )))
+            }
+        }
     }
 
     fn start_template(&mut self, i: usize) -> io::Result<Template> {
@@ -121,6 +134,7 @@ impl Master {
             control: master_end,
             ready: false,
             generation: pool.generation,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -128,7 +142,7 @@ impl Master {
     /// simply replaced when a worker is next needed; one that failed to
     /// load it fails like a worker would: the reload is abandoned, the
     /// master exits if nothing serves yet, else it is retried with back-off.
-    pub(super) fn reap_templates(&mut self, nothing_served: bool) -> Option<i32> {
+    pub(super) fn reap_templates(&mut self, starting_up: bool) -> Option<i32> {
         for i in 0..self.pools.len() {
             let Some(t) = self.pools[i].template.as_mut() else {
                 continue;
@@ -152,7 +166,7 @@ impl Master {
                 self.abandon_reload(i);
                 continue;
             }
-            if nothing_served && status.code() == Some(spawn::EXIT_APP_LOAD_FAILED) {
+            if starting_up && status.code() == Some(spawn::EXIT_APP_LOAD_FAILED) {
                 error!(pool = %name, pid, "template failed to start ({}): the application could not be loaded; see the error above", super::describe(status));
                 return Some(1);
             }
@@ -163,6 +177,20 @@ impl Master {
             self.count_restart(&name, "crash");
         }
         None
+    }
+
+    /// A template that has not loaded the application within the pool's
+    /// `startup-timeout` is killed; `reap_templates` retries it.
+    pub(super) fn check_template_timeouts(&mut self) {
+        for pool in &mut self.pools {
+            let limit = pool.config.process.startup_timeout;
+            if let Some(t) = pool.template.as_mut().filter(|t| !t.ready) {
+                if limit > 0.0 && t.started.elapsed().as_secs_f64() > limit {
+                    warn!(pool = %pool.config.name, pid = t.pid(), "template did not load the application within the startup timeout ({limit}s); killing it");
+                    let _ = t.child.kill();
+                }
+            }
+        }
     }
 
     /// Which pool's template `pid` is.

@@ -152,13 +152,25 @@ async fn accept_loop(
             }
         };
         let conn_ctx = match &ctx.accept_gate {
-            Some(gate) => Arc::new(ServeContext {
-                handler: Arc::new(Reserved {
-                    inner: ctx.handler.clone(),
-                    reservation: std::sync::Mutex::new(Some(gate.reserve())),
-                }),
-                ..(*ctx).clone()
-            }),
+            Some(gate) => {
+                let reservation = Arc::new(std::sync::Mutex::new(Some(gate.reserve())));
+                // A connection slow to send its request (or sending none)
+                // must not keep the gate shut for long.
+                let expiring = reservation.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RESERVATION).await;
+                    if let Ok(mut r) = expiring.lock() {
+                        r.take();
+                    }
+                });
+                Arc::new(ServeContext {
+                    handler: Arc::new(Reserved {
+                        inner: ctx.handler.clone(),
+                        reservation,
+                    }),
+                    ..(*ctx).clone()
+                })
+            }
             None => ctx.clone(),
         };
         let task = drive(conn, protocol, peer, local, conn_ctx, stop.clone());
@@ -173,8 +185,11 @@ async fn accept_loop(
 /// when the connection ends, with its context).
 struct Reserved {
     inner: Arc<dyn Handler>,
-    reservation: std::sync::Mutex<Option<crate::busy::Reservation>>,
+    reservation: Arc<std::sync::Mutex<Option<crate::busy::Reservation>>>,
 }
+
+/// How long an accepted connection holds a thread before its first request.
+const RESERVATION: Duration = Duration::from_millis(500);
 
 impl Handler for Reserved {
     fn handle(&self, request: crate::net::request::Request) {

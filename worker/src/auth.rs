@@ -328,6 +328,9 @@ impl AuthScript for PyAuthScript<'_, '_> {
             });
         }
         if let Some(name) = text(&r) {
+            if name.is_empty() {
+                return Err(self.wrong_type("check_password", &r, "a non-empty user name"));
+            }
             return Ok(PasswordVerdict::Granted {
                 user: Some(name),
                 variables: Vec::new(),

@@ -46,6 +46,9 @@ pub fn fork_workers(
             return Ok(1);
         };
         drop(template_status);
+        // Logs rotated since the template opened them: open them anew.
+        wsgi_fpm::log::reopen_error_log(worker_cfg.log.error_log.as_deref());
+        wsgi_fpm::access_log::reopen();
         // The master is this worker's parent now (it adopted it); the
         // worker must not outlive it. Not inherited through fork, so set
         // here.
@@ -57,6 +60,11 @@ pub fn fork_workers(
         // SAFETY: the master sent this descriptor (the write end of this
         // worker's status pipe) for this purpose; it is adopted once.
         let status = unsafe { std::fs::File::from_raw_fd(status_fd) };
+        // Not inherited by anything the application starts.
+        let _ = nix::fcntl::fcntl(
+            &status,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
         serve_loaded(py, &worker_cfg, loaded, Some(status))
     };
     let start_worker = PyCFunction::new_closure(py, None, None, start_worker)?;
