@@ -44,3 +44,13 @@ fn fastcgi_conn_corpus_replays_cleanly() {
 fn auth_header_corpus_replays_cleanly() {
     replay("auth_header", auth::fuzz::auth_header);
 }
+
+#[test]
+fn scgi_decode_corpus_replays_cleanly() {
+    replay("scgi_decode", wsgi_fpm::proto::fuzz::stream::scgi_decode);
+}
+
+#[test]
+fn uwsgi_decode_corpus_replays_cleanly() {
+    replay("uwsgi_decode", wsgi_fpm::proto::fuzz::stream::uwsgi_decode);
+}
