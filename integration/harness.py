@@ -248,7 +248,7 @@ class WsgiFpm:
     """One wsgi-fpm instance listening on one port per protocol."""
 
     def __init__(self, run_dir, name, app, args=(), protocols=("fastcgi", "scgi", "uwsgi"),
-                 python_path=(), env=None, ports=None):
+                 python_path=(), env=None, ports=None, error_log="-"):
         self.name = name
         self.app = str(app)
         if ports:
@@ -266,7 +266,7 @@ class WsgiFpm:
             cmd += ["--" + proto, "%s:%d" % (HOST, port)]
         for p in (APPS,) + tuple(python_path):
             cmd += ["--python-path", p]
-        cmd += ["--allow-root", "--error-log", "-"]
+        cmd += ["--allow-root", "--error-log", str(error_log)]
         cmd += [str(a) for a in args]
         cmd.append(self.app)
         penv = dict(os.environ)

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 
 import harness
-import wire
-from harness import APPS, HOST, free_ports, tail, wsgi_fpm_bin, wait_for
+from harness import APPS, tail, wait_for
 
 PROBE = APPS / "lifecycle_probe.py"
 IMPORT_SCRIPT = APPS / "import_script_probe.py"
@@ -73,65 +72,19 @@ def cpu_seconds(pid):
     return sum(int(x) for x in fields[11:15]) / CLK_TCK
 
 
-class Launched:
-    """A wsgi-fpm with exactly the command line given (for options the
-    harness sets itself, such as --error-log), looking like harness.WsgiFpm
-    to the helpers above."""
-
-    def __init__(self, run_dir, name, args, env=None):
-        self.name = name
-        self.port = free_ports(1)[0]
-        self.log = Path(run_dir) / "wsgi-fpm" / (name + ".log")
-        penv = dict(os.environ)
-        penv.update(env or {})
-        cmd = [wsgi_fpm_bin(), "--allow-root", "--fastcgi", "%s:%d" % (HOST, self.port),
-               "--python-path", APPS] + [str(a) for a in args]
-        self.proc = harness.Proc(name, cmd, self.log, cwd=harness.ROOT, env=penv,
-                                 pids_file=Path(run_dir) / "pids")
-        self.pid = self.proc.pid
-
-    def request(self, protocol, *args, **kw):
-        return wire.request(protocol, (HOST, self.port), *args, **kw)
-
-    def wait_ready(self, timeout=harness.BACKEND_START_TIMEOUT):
-        return harness.answer_when_up(self.proc.popen, self.log, lambda: get(self, "/pid", timeout=5), timeout)
-
-    def log_text(self):
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self):
-        self.proc.stop()
-
-
 @pytest.fixture
 def launch(run_dir):
-    """launch(name, app, *args, ready=True, env=None) → a wsgi-fpm started
-    through the harness (its --error-log -), not waited for when ready=False;
+    """launch(name, app, *args, ready=True, env=None, error_log="-") → a
+    wsgi-fpm started through the harness, not waited for when ready=False;
     stopped after the test."""
     started = []
 
-    def _launch(name, app, *args, ready=True, env=None):
-        b = harness.WsgiFpm(run_dir, name, app, args, protocols=("fastcgi",), env=env)
+    def _launch(name, app, *args, ready=True, env=None, error_log="-"):
+        b = harness.WsgiFpm(run_dir, name, app, args, protocols=("fastcgi",), env=env,
+                            error_log=error_log)
         started.append(b)
         if ready:
             b.wait_ready()
-        return b
-
-    yield _launch
-    for b in started:
-        b.stop()
-
-
-@pytest.fixture
-def launch_raw(run_dir):
-    started = []
-
-    def _launch(name, args, env=None):
-        b = Launched(run_dir, name, args, env=env)
-        started.append(b)
         return b
 
     yield _launch
@@ -191,11 +144,10 @@ def test_reload_on_change_restarts_workers_when_an_imported_module_changes(launc
 
 # ------------------------------------------------------------------ 2. SIGUSR1
 
-def test_sigusr1_reopens_the_error_and_access_logs(launch_raw, scratch):
+def test_sigusr1_reopens_the_error_and_access_logs(launch, scratch):
     error_log, access_log = scratch / "error.log", scratch / "access.log"
-    b = launch_raw("usr1", ["--processes", "1", "--threads", "2", "--error-log", error_log,
-                            "--access-log", access_log, PROBE])
-    b.wait_ready()
+    b = launch("usr1", PROBE, "--processes", "1", "--threads", "2", "--access-log", access_log,
+               error_log=error_log)
     pid = int(get(b, "/errors", query="m=before-rotation").body)
     wait_for(lambda: "before-rotation" in error_log.read_text(), timeout=5, what="wsgi.errors in the error log")
     wait_for(lambda: "/errors?m=before-rotation" in access_log.read_text(), timeout=5,
