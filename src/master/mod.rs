@@ -32,6 +32,7 @@ use spawn::Identity;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::process::Child;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -443,10 +444,24 @@ impl Master {
             }
             return Ok(());
         }
-        let pool = &self.pools[index];
+        let child = self.exec_process(&self.pools[index], None)?;
+        self.add_worker(index, child.id(), process::WorkerProcess::Spawned(child));
+        Ok(())
+    }
+
+    /// Starts the pool's interpreter on the worker module as the pool's
+    /// user, with its sockets and a status pipe read from here on: a worker,
+    /// or with `control` (the template's end of its command socket) a
+    /// `--preload` template.
+    fn exec_process(&self, pool: &Pool, control: Option<&OwnedFd>) -> std::io::Result<Child> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let config = self.worker_config(pool, None);
-        let inherit: Vec<&OwnedFd> = pool.listeners.iter().chain(pool.nonces.as_ref()).collect();
+        let config = self.worker_config(pool, control);
+        let inherit: Vec<&OwnedFd> = pool
+            .listeners
+            .iter()
+            .chain(pool.nonces.as_ref())
+            .chain(control)
+            .collect();
         let child = spawn::spawn(spawn::SpawnRequest {
             python: &pool.config.python,
             module: &self.module,
@@ -458,10 +473,8 @@ impl Master {
             cwd: &pool.cwd,
         })?;
         drop(write_end);
-        let pid = child.id();
-        self.add_worker(index, pid, process::WorkerProcess::Spawned(child));
-        self.read_status(pid, read_end);
-        Ok(())
+        self.read_status(child.id(), read_end);
+        Ok(child)
     }
 
     /// What a worker (or, with `control`, a template) of `pool` is told.

@@ -6,7 +6,7 @@
 //! so that the worker is orphaned at once and inherited by the master (its
 //! subreaper): the master supervises it like any worker it started.
 
-use super::{spawn, Master, WorkerSetup};
+use super::{spawn, Master};
 use std::io::{self, BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -106,29 +106,8 @@ impl Master {
 
     fn start_template(&mut self, i: usize) -> io::Result<Template> {
         let pool = &self.pools[i];
-        let setup = WorkerSetup::of(&pool.config).map_err(io::Error::other)?;
         let (master_end, template_end) = UnixStream::pair()?;
-        let template_fd = OwnedFd::from(template_end);
-        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let config = self.worker_config(pool, Some(&template_fd));
-        let inherit: Vec<&OwnedFd> = pool
-            .listeners
-            .iter()
-            .chain(pool.nonces.as_ref())
-            .chain(std::iter::once(&template_fd))
-            .collect();
-        let child = spawn::spawn(spawn::SpawnRequest {
-            python: &pool.config.python,
-            module: &self.module,
-            config: &config,
-            inherit: &inherit,
-            status_pipe: &write_end,
-            switch_to: setup.switch_to,
-            env: &setup.env,
-            cwd: &setup.cwd,
-        })?;
-        drop(write_end);
-        self.read_status(child.id(), read_end);
+        let child = self.exec_process(pool, Some(&OwnedFd::from(template_end)))?;
         Ok(Template {
             child,
             control: master_end,
