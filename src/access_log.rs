@@ -96,8 +96,8 @@ impl AccessRecord<'_> {
     pub fn text(&self) -> String {
         format!(
             "{} - {} {} {} {} {} {} {} {} {} {}{}\n",
-            or_dash(self.remote_addr),
-            or_dash(self.remote_user),
+            crate::log::escape(or_dash(self.remote_addr)),
+            crate::log::escape(or_dash(self.remote_user)),
             clf_time(self.time),
             quoted(&format!("{} {} {}", self.method, self.uri, self.protocol)),
             self.status

@@ -83,6 +83,11 @@ impl Activity {
         self.room.notify_waiters();
     }
 
+    /// Requests started and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
     /// Connections waiting for their first request count as load: a gate
     /// shut by them must still make the master add a worker.
     pub fn load(&self) -> Load {

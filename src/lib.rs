@@ -14,6 +14,7 @@ pub mod access_log;
 pub mod auth;
 pub mod busy;
 pub mod config;
+pub mod exchange;
 pub mod http;
 pub mod log;
 pub mod master;

@@ -72,3 +72,39 @@ pub fn reopen_error_log(path: Option<&str>) {
         }
     }
 }
+
+/// Text from a peer or an application made safe for one log line: control
+/// characters (CR, LF, ESC, …) and backslashes are written as `\xNN`, so a
+/// forged newline can never start a line of its own.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() || c == '\\') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() || c == '\\' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escape_keeps_one_request_on_one_line() {
+        assert_eq!(escape("alice"), "alice");
+        assert_eq!(escape("a\nb"), "a\\x0ab");
+        assert_eq!(escape("a\r\n2026 forged"), "a\\x0d\\x0a2026 forged");
+        assert_eq!(escape("x\\y"), "x\\x5cy");
+        assert_eq!(escape("\u{1b}[31m"), "\\x1b[31m");
+        assert_eq!(escape("\u{85}"), "\\xc2\\x85");
+    }
+}

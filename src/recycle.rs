@@ -70,14 +70,19 @@ impl Recycler {
         }
     }
 
-    /// Called for every request handed to the application.
-    pub fn on_request(&self) {
+    /// Called for every request handed to the application; true for the
+    /// one that reaches `maximum-requests` (the worker then stops
+    /// accepting: it serves N, not N plus what arrives until its
+    /// replacement is ready).
+    pub fn on_request(&self) -> bool {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.max_requests == Some(served) {
+        let reached = self.max_requests == Some(served);
+        if reached {
             self.limit_reached.notify_one();
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.touch();
+        reached
     }
 
     /// Called when a request's response is complete.

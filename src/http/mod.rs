@@ -4,10 +4,11 @@
 //! [`Output`] back into a hyper response.
 
 use crate::config::model::Protocol;
-use crate::net::request::{
-    BodyMsg, BodyReader, Handler, Output, Request, RequestMeta, ResponseSink,
+use crate::exchange::{
+    BodyMsg, ChannelExchange, Output, Peer, Request, RequestId, RequestMeta,
     OUTPUT_CHANNEL_MESSAGES,
 };
+use crate::net::hub::Hub;
 use crate::proto::{BodyFraming, CgiVars, RequestHead, ResponseHead, Role};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
@@ -27,15 +28,15 @@ use tracing::debug;
 /// turns true (then in-flight requests finish and the connection closes).
 pub async fn serve<S>(
     io: S,
-    peer: Arc<str>,
+    peer: Peer,
     local: Option<SocketAddr>,
-    handler: Arc<dyn Handler>,
+    hub: Arc<Hub>,
     header_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| respond(req, peer.clone(), local, handler.clone()));
+    let service = service_fn(move |req| respond(req, peer, local, hub.clone()));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(true)
@@ -58,13 +59,13 @@ pub async fn serve<S>(
 
 async fn respond(
     req: hyper::Request<Incoming>,
-    peer: Arc<str>,
+    peer: Peer,
     local: Option<SocketAddr>,
-    handler: Arc<dyn Handler>,
+    hub: Arc<Hub>,
 ) -> Result<hyper::Response<ResponseBody>, Infallible> {
     let queue_start = SystemTime::now();
     let (parts, incoming) = req.into_parts();
-    let vars = cgi_vars(&parts, &peer, local);
+    let vars = cgi_vars(&parts, &peer.to_string(), local);
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -75,16 +76,12 @@ async fn respond(
         (Some(n), false) => BodyFraming::Length(n),
         (None, false) => BodyFraming::Length(0),
     };
-    let body = if framing == BodyFraming::Length(0) {
-        BodyReader::empty()
-    } else {
-        let (tx, reader) = BodyReader::channel();
-        tokio::spawn(pump_body(incoming, tx));
-        reader
-    };
     let (out_tx, out_rx) = mpsc::channel(OUTPUT_CHANNEL_MESSAGES);
-    let (sink, _cancelled) = ResponseSink::new(out_tx, 0);
-    handler.handle(Request {
+    let (exchange, ends) = ChannelExchange::new(out_tx, 0, framing != BodyFraming::Length(0));
+    if let Some(tx) = ends.body_tx {
+        tokio::spawn(pump_body(incoming, tx));
+    }
+    hub.push(Box::new(Request {
         head: RequestHead {
             vars,
             role: Role::Responder,
@@ -93,12 +90,11 @@ async fn respond(
         meta: RequestMeta {
             protocol: Protocol::Http,
             peer,
-            request_id: crate::net::next_request_id(),
+            request_id: RequestId::next(),
             queue_start,
         },
-        body,
-        response: sink,
-    });
+        exchange,
+    }));
     Ok(into_response(out_rx).await)
 }
 
@@ -112,7 +108,7 @@ async fn pump_body(mut incoming: Incoming, tx: mpsc::Sender<BodyMsg>) {
                 Ok(data) => BodyMsg::Data(data),
                 Err(_) => continue, // trailers
             },
-            Some(Err(e)) => BodyMsg::Error(crate::net::request::BodyError::Protocol(e.to_string())),
+            Some(Err(e)) => BodyMsg::Error(crate::exchange::BodyError::Protocol(e.to_string())),
             None => BodyMsg::End,
         };
         let last = !matches!(msg, BodyMsg::Data(_));
@@ -208,10 +204,10 @@ async fn into_response(mut out_rx: mpsc::Receiver<(u16, Output)>) -> hyper::Resp
                 .unwrap_or_else(|_| hyper::ext::ReasonPhrase::from_static(b"Unknown")),
         );
     }
-    for (name, value) in head.headers {
+    for (name, value) in head.headers() {
         if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(&name),
-            http::HeaderValue::from_bytes(&value),
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(value),
         ) {
             response.headers_mut().append(n, v);
         }

@@ -13,6 +13,25 @@ pub enum Conn {
     Unix(tokio::net::UnixStream),
 }
 
+impl Conn {
+    /// Adopts an accepted, non-blocking socket into the I/O thread's
+    /// runtime (must be called from inside it).
+    pub fn from_fd(fd: std::os::fd::OwnedFd, peer: crate::exchange::Peer) -> io::Result<Conn> {
+        match peer {
+            crate::exchange::Peer::Tcp(_) => {
+                let s = std::net::TcpStream::from(fd);
+                s.set_nonblocking(true)?;
+                Ok(Conn::Tcp(tokio::net::TcpStream::from_std(s)?))
+            }
+            crate::exchange::Peer::Unix => {
+                let s = std::os::unix::net::UnixStream::from(fd);
+                s.set_nonblocking(true)?;
+                Ok(Conn::Unix(tokio::net::UnixStream::from_std(s)?))
+            }
+        }
+    }
+}
+
 /// Bytes one sendfile(2) call may move: bounded so that a large file does
 /// not starve the other connections of this worker's I/O thread.
 const SENDFILE_STEP: usize = 1 << 20;
@@ -140,29 +159,46 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// How long a closing connection keeps reading what the peer still sends.
-const LINGER: Duration = Duration::from_secs(2);
+/// How long, and how much, a closing connection keeps reading what the
+/// peer still sends before it closes anyway (issue: a lingering close must
+/// not be a way to stream unbounded data through a worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LingerLimits {
+    pub time: Duration,
+    pub bytes: u64,
+}
+
+impl LingerLimits {
+    /// Two seconds and 1 MiB: enough for a front end's last records and a
+    /// body the application left unread, not for an upload.
+    pub const DEFAULT: LingerLimits = LingerLimits {
+        time: Duration::from_secs(2),
+        bytes: 1024 * 1024,
+    };
+}
 
 /// Closes after the last response byte without losing it: the write side is
 /// shut first, then whatever the peer still sends (an empty `STDIN` record
 /// after an answer given at the end of the params, a body the application
-/// did not read) is read and dropped until it closes, for at most
-/// [`LINGER`]. Closing with unread bytes would make the kernel send a reset,
-/// which can destroy the response before the front end has read it.
-pub async fn close_lingering(mut conn: Conn) {
+/// did not read) is read and dropped until it closes, within `limits`.
+/// Closing with unread bytes would make the kernel send a reset, which can
+/// destroy the response before the front end has read it.
+pub async fn close_lingering(mut conn: Conn, limits: LingerLimits) {
     use tokio::io::AsyncReadExt;
     if conn.shutdown().await.is_err() {
         return;
     }
     let mut sink = [0u8; 8192];
+    let mut left = limits.bytes;
     let drain = async {
         while let Ok(n) = conn.read(&mut sink).await {
-            if n == 0 {
+            if n == 0 || n as u64 >= left {
                 break;
             }
+            left -= n as u64;
         }
     };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    let _ = tokio::time::timeout(limits.time, drain).await;
 }
 
 /// `write_all` that must finish within `timeout` (SPEC §2 socket timeout).

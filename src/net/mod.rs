@@ -1,20 +1,12 @@
-//! The I/O shell around the sans-IO codecs: listening sockets, connection
-//! drivers, the hand-off to the application. No Python here: requests leave
-//! through [`request::Handler`].
+//! The I/O shell around the sans-IO codecs: listening sockets, the hub
+//! where free Python threads take connections, the direct request path,
+//! the multiplexing driver and the I/O thread. No Python here: the worker
+//! drives the hub and the connections it hands out.
 
 pub mod conn;
-pub mod fastcgi;
+pub mod direct;
+pub mod general;
+pub mod hub;
 pub mod listen;
-pub mod request;
 pub mod serve;
-pub mod stream;
-
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// A request id unique across the worker processes of a host for a long
-/// while: the pid and a per-process counter (`wsgi_fpm.request_id`).
-pub fn next_request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}-{:x}", std::process::id(), n)
-}
+pub mod sys;

@@ -195,24 +195,66 @@ pub fn parse_decimal(v: &[u8]) -> Option<u64> {
 
 /// The status and headers of a response, already validated by the layer
 /// that produced them (the WSGI bridge checks `start_response` input).
+///
+/// The headers are kept packed, as the wire carries them
+/// (`Name: value\r\n` lines in one buffer), so that a response head costs
+/// one buffer however many headers it has, and encoding it is two copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
     /// The status as WSGI gives it: `200 OK`.
     pub status: Bytes,
-    pub headers: Vec<(Bytes, Bytes)>,
+    /// `Name: value\r\n` for each header, in order.
+    block: BytesMut,
 }
 
 impl ResponseHead {
     pub fn new(status: impl Into<Bytes>) -> Self {
         ResponseHead {
             status: status.into(),
-            headers: Vec::new(),
+            block: BytesMut::new(),
         }
     }
 
-    pub fn header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        self.headers.push((name.into(), value.into()));
+    /// A head whose header lines will be appended with
+    /// [`ResponseHead::push_header`]; `capacity` bytes reserved for them.
+    pub fn with_capacity(status: impl Into<Bytes>, capacity: usize) -> Self {
+        ResponseHead {
+            status: status.into(),
+            block: BytesMut::with_capacity(capacity),
+        }
+    }
+
+    pub fn header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
+        self.push_header(name.as_ref(), value.as_ref());
         self
+    }
+
+    /// Appends one header. The caller has checked that neither part holds
+    /// CR or LF and that the name is a token.
+    pub fn push_header(&mut self, name: &[u8], value: &[u8]) {
+        self.block.reserve(name.len() + value.len() + 4);
+        self.block.put_slice(name);
+        self.block.put_slice(b": ");
+        self.block.put_slice(value);
+        self.block.put_slice(b"\r\n");
+    }
+
+    /// Appends every header of `other`.
+    pub fn extend_headers(&mut self, other: &ResponseHead) {
+        self.block.extend_from_slice(&other.block);
+    }
+
+    /// The headers in order, as (name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.block[..]
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+                let value = line.get(colon + 1..).unwrap_or(b"");
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            })
     }
 
     /// The three-digit code, if the status starts with one.
@@ -224,23 +266,9 @@ impl ResponseHead {
         parse_decimal(digits).and_then(|c| u16::try_from(c).ok())
     }
 
-    fn encoded_len(&self) -> usize {
-        self.headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum::<usize>()
-            + self.status.len()
-            + 32
-    }
-
-    fn put_headers(&self, out: &mut BytesMut) {
-        for (name, value) in &self.headers {
-            out.put_slice(name);
-            out.put_slice(b": ");
-            out.put_slice(value);
-            out.put_slice(b"\r\n");
-        }
-        out.put_slice(b"\r\n");
+    /// Bytes [`ResponseHead::encode_cgi`] writes (HTTP form: one more).
+    pub fn encoded_len(&self) -> usize {
+        self.status.len() + self.block.len() + 12
     }
 
     /// CGI form (`Status: 200 OK`), the only form every FastCGI and SCGI
@@ -250,17 +278,19 @@ impl ResponseHead {
         out.put_slice(b"Status: ");
         out.put_slice(&self.status);
         out.put_slice(b"\r\n");
-        self.put_headers(out);
+        out.put_slice(&self.block);
+        out.put_slice(b"\r\n");
     }
 
     /// HTTP form (`HTTP/1.1 200 OK`), the only form Apache mod_proxy_uwsgi
     /// accepts (a `Status:` line gives 502).
     pub fn encode_http(&self, out: &mut BytesMut) {
-        out.reserve(self.encoded_len());
+        out.reserve(self.encoded_len() + 1);
         out.put_slice(b"HTTP/1.1 ");
         out.put_slice(&self.status);
         out.put_slice(b"\r\n");
-        self.put_headers(out);
+        out.put_slice(&self.block);
+        out.put_slice(b"\r\n");
     }
 }
 
@@ -298,7 +328,11 @@ mod tests {
 
     #[test]
     fn response_head_encodes_cgi_and_http_forms() {
-        let head = ResponseHead::new(&b"201 Created"[..]).header(&b"X-A"[..], &b"b"[..]);
+        let head = ResponseHead::new(&b"201 Created"[..]).header(b"X-A", b"b");
+        assert_eq!(
+            head.headers().collect::<Vec<_>>(),
+            vec![(&b"X-A"[..], &b"b"[..])]
+        );
         let mut cgi = BytesMut::new();
         head.encode_cgi(&mut cgi);
         assert_eq!(&cgi[..], b"Status: 201 Created\r\nX-A: b\r\n\r\n");

@@ -11,6 +11,7 @@ pub mod fastcgi;
 pub mod fuzz;
 pub mod limits;
 pub mod scgi;
+pub mod session;
 pub mod stream;
 pub mod uwsgi;
 

@@ -16,7 +16,7 @@
 //!   The front end's originals stay visible as `wsgi_fpm.orig_script_name`
 //!   and `wsgi_fpm.orig_path_info` (added by the worker).
 
-use crate::proto::CgiVars;
+use crate::proto::{CgiVars, Role};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -50,8 +50,12 @@ pub enum EnvironError {
     ConflictingContentLength { first: String, second: String },
     #[error("path {path:?} climbs above the root with ..")]
     PathEscapesRoot { path: String },
+    #[error("path {path:?} hides a dot segment in percent-encoding (%2e, %2f)")]
+    EncodedDotSegment { path: String },
     #[error("path {path:?} is outside the mount prefix {mount:?}")]
     OutsideMount { path: String, mount: String },
+    #[error("the request has no REQUEST_METHOD")]
+    NoMethod,
 }
 
 impl EnvironError {
@@ -65,8 +69,9 @@ impl EnvironError {
 }
 
 /// PEP 3333 and `wsgiref.validate` require these; front ends such as an
-/// Apache authorizer omit some.
-const DEFAULTS: [(&[u8], &[u8]); 5] = [
+/// Apache authorizer omit some. A responder request without
+/// `REQUEST_METHOD` is refused instead (SPEC §2).
+pub const DEFAULTS: [(&[u8], &[u8]); 5] = [
     (b"REQUEST_METHOD", b"GET"),
     (b"SERVER_NAME", b"localhost"),
     (b"SERVER_PORT", b"80"),
@@ -74,89 +79,184 @@ const DEFAULTS: [(&[u8], &[u8]); 5] = [
     (b"QUERY_STRING", b""),
 ];
 
-pub fn build<'a>(vars: &'a CgiVars, rules: &EnvironRules) -> Result<CgiEnviron<'a>, EnvironError> {
+/// What the environ does with a variable of this name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// Set it; a repeat replaces it (meta-variables keep their last value).
+    Keep,
+    /// Never shown to the application.
+    Drop,
+    /// A repeat is appended with this separator (`HTTP_*` headers).
+    Join(&'static [u8]),
+}
+
+/// The rule for one name (SPEC §3).
+pub fn rule(name: &[u8], rules: &EnvironRules) -> NameRule {
+    match name {
+        b"HTTP_CONTENT_LENGTH" | b"HTTP_CONTENT_TYPE" | b"SCRIPT_NAME" | b"PATH_INFO" => {
+            NameRule::Drop
+        }
+        b"HTTP_AUTHORIZATION" if !rules.pass_authorization => NameRule::Drop,
+        // Apache mod_authnz_fcgi's Basic password: scripts get it as an
+        // argument, nothing else ever sees it.
+        b"REMOTE_PASSWD" => NameRule::Drop,
+        b"HTTP_COOKIE" => NameRule::Join(b"; "),
+        n if n.starts_with(b"HTTP_") => NameRule::Join(b", "),
+        _ => NameRule::Keep,
+    }
+}
+
+/// What the environ gets beyond the front end's variables, found in one
+/// pass over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived<'a> {
+    pub script_name: Vec<u8>,
+    pub path_info: Vec<u8>,
+    pub https: bool,
+    /// The client's method was HEAD (the body is never sent).
+    pub is_head: bool,
+    /// `--map-head-to-get`: the application sees GET.
+    pub method_to_get: bool,
+    /// Which of [`DEFAULTS`] the front end did not send.
+    pub missing: [bool; DEFAULTS.len()],
+    /// The front end's own split, kept visible as `wsgi_fpm.orig_*`.
+    pub orig_script_name: Option<&'a [u8]>,
+    pub orig_path_info: Option<&'a [u8]>,
+}
+
+/// One pass over the front end's variables: the path split, the scheme,
+/// the method, the defaults to add, and the refusals (SPEC §2–3).
+pub fn derive<'a>(
+    vars: &'a CgiVars,
+    role: Role,
+    rules: &EnvironRules,
+) -> Result<Derived<'a>, EnvironError> {
+    let mut uri = None;
+    let mut script = None;
+    let mut path = None;
+    let mut method = None;
+    let mut https = false;
+    let mut length: Option<&[u8]> = None;
+    let mut missing = [true; DEFAULTS.len()];
+    for (name, value) in vars.iter() {
+        match name {
+            b"REQUEST_URI" => uri = Some(value),
+            b"SCRIPT_NAME" => script = Some(value),
+            b"PATH_INFO" => path = Some(value),
+            b"REQUEST_METHOD" => {
+                method = Some(value);
+                missing[0] = false;
+            }
+            b"SERVER_NAME" => missing[1] = false,
+            b"SERVER_PORT" => missing[2] = false,
+            b"SERVER_PROTOCOL" => missing[3] = false,
+            b"QUERY_STRING" => missing[4] = false,
+            b"HTTPS" => https |= value.eq_ignore_ascii_case(b"on") || value == b"1",
+            b"REQUEST_SCHEME" => https |= value.eq_ignore_ascii_case(b"https"),
+            // nginx's auth_request recipe sends CONTENT_LENGTH twice, the
+            // stock one and an empty one: equal or empty repeats are fine,
+            // two different numbers are a bad request.
+            b"CONTENT_LENGTH" if !value.is_empty() => match length {
+                Some(first) if first != value => {
+                    return Err(EnvironError::ConflictingContentLength {
+                        first: String::from_utf8_lossy(first).into_owned(),
+                        second: String::from_utf8_lossy(value).into_owned(),
+                    })
+                }
+                _ => length = Some(value),
+            },
+            _ => {}
+        }
+    }
+    if method.is_none() && role == Role::Responder {
+        return Err(EnvironError::NoMethod);
+    }
+    let (script_name, path_info) = split(uri, script, path, rules.mount.as_deref())?;
+    let is_head = method == Some(b"HEAD");
+    Ok(Derived {
+        script_name,
+        path_info,
+        https,
+        is_head,
+        method_to_get: is_head && rules.map_head_to_get,
+        missing,
+        orig_script_name: script,
+        orig_path_info: path,
+    })
+}
+
+/// The environ's CGI part as plain data: the reference form of the rules
+/// (the worker builds the Python dict straight from [`rule`] and
+/// [`derive`], and falls back to this when a header repeats). Repeated
+/// headers are joined in linear time.
+pub fn build<'a>(
+    vars: &'a CgiVars,
+    role: Role,
+    rules: &EnvironRules,
+) -> Result<CgiEnviron<'a>, EnvironError> {
+    let derived = derive(vars, role, rules)?;
     let mut out: Vec<Var<'a>> = Vec::with_capacity(vars.len() + 8);
     let mut index: HashMap<&'a [u8], usize> = HashMap::with_capacity(vars.len());
     for (name, value) in vars.iter() {
-        if dropped(name, rules) {
-            continue;
-        }
-        match index.get(name) {
-            None => {
+        let sep = match rule(name, rules) {
+            NameRule::Drop => continue,
+            NameRule::Keep => None,
+            NameRule::Join(sep) => Some(sep),
+        };
+        match (index.get(name), sep) {
+            (None, _) => {
                 index.insert(name, out.len());
                 out.push((Cow::Borrowed(name), Cow::Borrowed(value)));
             }
-            Some(&i) => {
-                let slot = &mut out[i].1;
-                if let Some(sep) = join_separator(name) {
-                    let mut joined = slot.to_vec();
-                    joined.extend_from_slice(sep);
-                    joined.extend_from_slice(value);
-                    *slot = Cow::Owned(joined);
-                } else if name == b"CONTENT_LENGTH" && slot.as_ref() != value {
-                    return Err(EnvironError::ConflictingContentLength {
-                        first: String::from_utf8_lossy(slot).into_owned(),
-                        second: String::from_utf8_lossy(value).into_owned(),
-                    });
-                } else {
-                    *slot = Cow::Borrowed(value);
-                }
+            (Some(&i), Some(sep)) => {
+                // Appended in place: a header repeated a thousand times
+                // costs a thousand appends, not a thousand copies.
+                let slot = out[i].1.to_mut();
+                slot.extend_from_slice(sep);
+                slot.extend_from_slice(value);
             }
+            (Some(&i), None) => out[i].1 = Cow::Borrowed(value),
         }
     }
-    for (name, value) in DEFAULTS {
-        if !index.contains_key(name) {
-            index.insert(name, out.len());
-            out.push((Cow::Borrowed(name), Cow::Borrowed(value)));
+    for ((name, value), missing) in DEFAULTS.iter().zip(derived.missing) {
+        if missing {
+            out.push((Cow::Borrowed(*name), Cow::Borrowed(*value)));
         }
     }
-
-    let (script_name, path_info) = split_path(vars, rules.mount.as_deref())?;
-    out.push((Cow::Borrowed(b"SCRIPT_NAME"), Cow::Owned(script_name)));
-    out.push((Cow::Borrowed(b"PATH_INFO"), Cow::Owned(path_info)));
-
-    let method = vars.get(b"REQUEST_METHOD").unwrap_or(b"GET");
-    let is_head = method == b"HEAD";
-    if is_head && rules.map_head_to_get {
+    if derived.method_to_get {
         if let Some(&i) = index.get(&b"REQUEST_METHOD"[..]) {
             out[i].1 = Cow::Borrowed(b"GET");
         }
     }
-    let https = vars
-        .get(b"HTTPS")
-        .is_some_and(|v| v.eq_ignore_ascii_case(b"on") || v == b"1")
-        || vars
-            .get(b"REQUEST_SCHEME")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"https"));
+    out.push((
+        Cow::Borrowed(b"SCRIPT_NAME"),
+        Cow::Owned(derived.script_name),
+    ));
+    out.push((Cow::Borrowed(b"PATH_INFO"), Cow::Owned(derived.path_info)));
     Ok(CgiEnviron {
         vars: out,
-        https,
-        is_head,
+        https: derived.https,
+        is_head: derived.is_head,
     })
-}
-
-fn dropped(name: &[u8], rules: &EnvironRules) -> bool {
-    match name {
-        b"HTTP_CONTENT_LENGTH" | b"HTTP_CONTENT_TYPE" | b"SCRIPT_NAME" | b"PATH_INFO" => true,
-        b"HTTP_AUTHORIZATION" => !rules.pass_authorization,
-        // Apache mod_authnz_fcgi's Basic password: scripts get it as an
-        // argument, nothing else ever sees it.
-        b"REMOTE_PASSWD" => true,
-        _ => false,
-    }
-}
-
-fn join_separator(name: &[u8]) -> Option<&'static [u8]> {
-    match name {
-        b"HTTP_COOKIE" => Some(b"; "),
-        n if n.starts_with(b"HTTP_") => Some(b", "),
-        _ => None,
-    }
 }
 
 /// `(SCRIPT_NAME, PATH_INFO)` as bytes (the worker decodes them as latin-1).
 pub fn split_path(vars: &CgiVars, mount: Option<&str>) -> Result<(Vec<u8>, Vec<u8>), EnvironError> {
-    let path = match vars.get(b"REQUEST_URI") {
+    split(
+        vars.get(b"REQUEST_URI"),
+        vars.get(b"SCRIPT_NAME"),
+        vars.get(b"PATH_INFO"),
+        mount,
+    )
+}
+
+fn split(
+    uri: Option<&[u8]>,
+    script: Option<&[u8]>,
+    path_info: Option<&[u8]>,
+    mount: Option<&str>,
+) -> Result<(Vec<u8>, Vec<u8>), EnvironError> {
+    let path = match uri {
         Some(uri) if !uri.is_empty() => {
             let raw = uri.split(|&b| b == b'?').next().unwrap_or(b"");
             let raw = strip_scheme_and_authority(raw);
@@ -164,11 +264,19 @@ pub fn split_path(vars: &CgiVars, mount: Option<&str>) -> Result<(Vec<u8>, Vec<u
                 remove_dot_segments(raw).ok_or_else(|| EnvironError::PathEscapesRoot {
                     path: String::from_utf8_lossy(raw).into_owned(),
                 })?;
-            percent_decode(&resolved)
+            let decoded = percent_decode(&resolved);
+            // `/a/%2e%2e/b` or `/public/..%2fadmin`: the front end routed
+            // on the encoded path, the application would act on another.
+            if has_dot_segment(&decoded) {
+                return Err(EnvironError::EncodedDotSegment {
+                    path: String::from_utf8_lossy(raw).into_owned(),
+                });
+            }
+            decoded
         }
         _ => {
-            let mut p = vars.get(b"SCRIPT_NAME").unwrap_or(b"").to_vec();
-            p.extend_from_slice(vars.get(b"PATH_INFO").unwrap_or(b""));
+            let mut p = script.unwrap_or(b"").to_vec();
+            p.extend_from_slice(path_info.unwrap_or(b""));
             p
         }
     };
@@ -183,6 +291,11 @@ pub fn split_path(vars: &CgiVars, mount: Option<&str>) -> Result<(Vec<u8>, Vec<u
             mount: mount.to_owned(),
         }),
     }
+}
+
+/// Whether a path has a `.` or `..` segment.
+fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|s| s == b"." || s == b"..")
 }
 
 /// An absolute-form request target (`http://host/path`) keeps only its path.

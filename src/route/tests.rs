@@ -1,6 +1,7 @@
 //! Front-end params → environ, as tables. The cases mirror what each front
 //! end was captured sending (`shared/frontends/BEHAVIOUR.md` §3–4).
 use super::*;
+use crate::proto::Role;
 
 fn vars(pairs: &[(&str, &str)]) -> CgiVars {
     CgiVars::from_pairs(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
@@ -142,6 +143,7 @@ fn path_outside_mount_is_404_and_escaping_root_is_400() {
 #[test]
 fn repeated_headers_join_and_meta_variables_keep_the_last() {
     let v = vars(&[
+        ("REQUEST_METHOD", "GET"),
         ("HTTP_X_DUP", "a"),
         ("HTTP_COOKIE", "c=1"),
         ("REMOTE_USER", "user"),
@@ -151,7 +153,7 @@ fn repeated_headers_join_and_meta_variables_keep_the_last() {
         ("CONTENT_LENGTH", "5"),
         ("CONTENT_LENGTH", "5"),
     ]);
-    let env = build(&v, &EnvironRules::default()).unwrap();
+    let env = build(&v, Role::Responder, &EnvironRules::default()).unwrap();
     assert_eq!(get(&env, "HTTP_X_DUP"), Some(&b"a, b"[..]));
     assert_eq!(get(&env, "HTTP_COOKIE"), Some(&b"c=1; d=2"[..]));
     assert_eq!(get(&env, "REMOTE_USER"), Some(&b"alice"[..]));
@@ -160,8 +162,12 @@ fn repeated_headers_join_and_meta_variables_keep_the_last() {
 
 #[test]
 fn two_different_content_lengths_are_a_bad_request() {
-    let v = vars(&[("CONTENT_LENGTH", "5"), ("CONTENT_LENGTH", "6")]);
-    let e = build(&v, &EnvironRules::default()).unwrap_err();
+    let v = vars(&[
+        ("REQUEST_METHOD", "POST"),
+        ("CONTENT_LENGTH", "5"),
+        ("CONTENT_LENGTH", "6"),
+    ]);
+    let e = build(&v, Role::Responder, &EnvironRules::default()).unwrap_err();
     assert_eq!(e.status(), "400 Bad Request");
     assert!(e.to_string().contains("\"5\""), "{e}");
 }
@@ -169,12 +175,13 @@ fn two_different_content_lengths_are_a_bad_request() {
 #[test]
 fn authorization_and_content_header_duplicates_are_hidden() {
     let v = vars(&[
+        ("REQUEST_METHOD", "GET"),
         ("HTTP_AUTHORIZATION", "Basic dXNlcjpzZWNyZXQ="),
         ("HTTP_CONTENT_LENGTH", "3"),
         ("HTTP_CONTENT_TYPE", "text/plain"),
         ("CONTENT_TYPE", "text/plain"),
     ]);
-    let env = build(&v, &EnvironRules::default()).unwrap();
+    let env = build(&v, Role::Responder, &EnvironRules::default()).unwrap();
     assert_eq!(get(&env, "HTTP_AUTHORIZATION"), None);
     assert_eq!(get(&env, "HTTP_CONTENT_LENGTH"), None);
     assert_eq!(get(&env, "HTTP_CONTENT_TYPE"), None);
@@ -183,7 +190,7 @@ fn authorization_and_content_header_duplicates_are_hidden() {
         pass_authorization: true,
         ..Default::default()
     };
-    let env = build(&v, &rules).unwrap();
+    let env = build(&v, Role::Responder, &rules).unwrap();
     assert_eq!(
         get(&env, "HTTP_AUTHORIZATION"),
         Some(&b"Basic dXNlcjpzZWNyZXQ="[..])
@@ -200,7 +207,7 @@ fn https_scheme_and_required_defaults() {
         (vec![], false),
     ] {
         let sent_vars = vars(&sent);
-        let env = build(&sent_vars, &EnvironRules::default()).unwrap();
+        let env = build(&sent_vars, Role::Authorizer, &EnvironRules::default()).unwrap();
         assert_eq!(env.https, https, "{sent:?}");
         for key in [
             "REQUEST_METHOD",
@@ -218,14 +225,14 @@ fn https_scheme_and_required_defaults() {
 #[test]
 fn head_can_be_mapped_to_get_but_stays_head_for_the_response() {
     let v = vars(&[("REQUEST_METHOD", "HEAD")]);
-    let env = build(&v, &EnvironRules::default()).unwrap();
+    let env = build(&v, Role::Responder, &EnvironRules::default()).unwrap();
     assert_eq!(get(&env, "REQUEST_METHOD"), Some(&b"HEAD"[..]));
     assert!(env.is_head);
     let rules = EnvironRules {
         map_head_to_get: true,
         ..Default::default()
     };
-    let env = build(&v, &rules).unwrap();
+    let env = build(&v, Role::Responder, &rules).unwrap();
     assert_eq!(get(&env, "REQUEST_METHOD"), Some(&b"GET"[..]));
     assert!(env.is_head);
 }
@@ -234,4 +241,95 @@ fn head_can_be_mapped_to_get_but_stays_head_for_the_response() {
 fn percent_decoding_leaves_malformed_escapes_alone() {
     assert_eq!(percent_decode(b"%41%4a%zz%4"), b"AJ%zz%4".to_vec());
     assert_eq!(percent_decode(b"%FF%00"), vec![0xFF, 0x00]);
+}
+
+#[test]
+fn percent_encoded_dot_segments_are_refused_not_resolved() {
+    for uri in [
+        "/app/%2e%2e/admin",
+        "/public/..%2fadmin",
+        "/a/%2E/b",
+        "/x/.%2e/y",
+    ] {
+        let e = split_path(&vars(&[("REQUEST_URI", uri)]), None).unwrap_err();
+        assert_eq!(e.status(), "400 Bad Request", "{uri}");
+        assert!(
+            matches!(e, EnvironError::EncodedDotSegment { .. }),
+            "{uri}: {e}"
+        );
+    }
+    // Plain dot segments are resolved as RFC 3986 says; dots inside names
+    // are names.
+    assert_eq!(split(&[("REQUEST_URI", "/a/./b/../c")], None).1, "/a/c");
+    assert_eq!(
+        split(&[("REQUEST_URI", "/a%2eb/c..d")], None).1,
+        "/a.b/c..d"
+    );
+}
+
+#[test]
+fn a_responder_request_without_a_method_is_refused_but_an_authorizer_gets_get() {
+    let v = vars(&[("REQUEST_URI", "/x")]);
+    assert_eq!(
+        build(&v, Role::Responder, &EnvironRules::default()).unwrap_err(),
+        EnvironError::NoMethod
+    );
+    let env = build(&v, Role::Authorizer, &EnvironRules::default()).unwrap();
+    assert_eq!(get(&env, "REQUEST_METHOD"), Some(&b"GET"[..]));
+}
+
+#[test]
+fn an_empty_or_equal_repeated_content_length_is_no_conflict() {
+    for pair in [("11", ""), ("", "11"), ("11", "11"), ("", "")] {
+        let v = vars(&[
+            ("REQUEST_METHOD", "GET"),
+            ("CONTENT_LENGTH", pair.0),
+            ("CONTENT_LENGTH", pair.1),
+        ]);
+        let env = build(&v, Role::Responder, &EnvironRules::default());
+        assert!(env.is_ok(), "{pair:?}: {env:?}");
+        // The last one is what the application sees, as for any meta-variable.
+        assert_eq!(
+            get(&env.unwrap(), "CONTENT_LENGTH"),
+            Some(pair.1.as_bytes())
+        );
+    }
+}
+
+#[test]
+fn a_header_repeated_many_times_is_joined_once_in_order() {
+    let mut pairs = vec![("REQUEST_METHOD".to_owned(), "GET".to_owned())];
+    for i in 0..20_000 {
+        pairs.push(("HTTP_X_MANY".to_owned(), i.to_string()));
+    }
+    let v = CgiVars::from_pairs(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+    let env = build(&v, Role::Responder, &EnvironRules::default()).unwrap();
+    let joined = get(&env, "HTTP_X_MANY").unwrap();
+    assert!(joined.starts_with(b"0, 1, 2, "));
+    assert!(joined.ends_with(b", 19998, 19999"));
+}
+
+#[test]
+fn derive_finds_the_split_the_scheme_and_the_missing_defaults_in_one_pass() {
+    let v = vars(&[
+        ("REQUEST_METHOD", "HEAD"),
+        ("REQUEST_URI", "/mnt/x%20y?q=1"),
+        ("SCRIPT_NAME", "/mnt/x y"),
+        ("HTTPS", "on"),
+        ("SERVER_NAME", "example.org"),
+    ]);
+    let rules = EnvironRules {
+        mount: Some("/mnt".into()),
+        map_head_to_get: true,
+        ..Default::default()
+    };
+    let d = derive(&v, Role::Responder, &rules).unwrap();
+    assert_eq!(
+        (d.script_name.as_slice(), d.path_info.as_slice()),
+        (&b"/mnt"[..], &b"/x y"[..])
+    );
+    assert!(d.https && d.is_head && d.method_to_get);
+    assert_eq!(d.missing, [false, false, true, true, true]);
+    assert_eq!(d.orig_script_name, Some(&b"/mnt/x y"[..]));
+    assert_eq!(d.orig_path_info, None);
 }

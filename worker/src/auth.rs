@@ -4,6 +4,7 @@
 //! `wsgi_fpm::auth`, which sees the script only as [`AuthScript`].
 
 use crate::environ;
+use crate::link::SharedLink;
 use crate::load::{format_exception, module_name};
 use crate::response::{send_simple, text_head, AppContext, Served};
 use pyo3::prelude::*;
@@ -15,7 +16,7 @@ use wsgi_fpm::auth::nonce::NonceStore;
 use wsgi_fpm::auth::{
     self, AuthConfig, AuthScript, Function, PasswordVerdict, Question, Scheme, ScriptFailed,
 };
-use wsgi_fpm::net::request::{BodyReader, RequestMeta, ResponseSink};
+use wsgi_fpm::exchange::RequestMeta;
 use wsgi_fpm::proto::{CgiVars, RequestHead, ResponseHead};
 use wsgi_fpm::route::{self, EnvironRules};
 
@@ -151,32 +152,37 @@ impl AuthContext {
     }
 
     /// Answers an auth question; the application is not involved.
-    #[allow(clippy::too_many_arguments)]
     pub fn answer(
         &self,
         py: Python<'_>,
         ctx: &AppContext,
         question: Question,
-        vars: &CgiVars,
+        request: &RequestHead,
         meta: &RequestMeta,
-        body: BodyReader,
-        response: &ResponseSink,
+        link: &SharedLink,
     ) -> Served {
-        let cgi = match route::build(vars, &self.rules) {
+        let vars = &request.vars;
+        let cgi = match route::build(vars, request.role, &self.rules) {
             Ok(c) => c,
             Err(e) => {
                 warn!(request_id = %meta.request_id, "refusing auth request: {e}");
                 let (head, body) = text_head(e.status());
-                return send_simple(py, response, head, &body);
+                return send_simple(py, link, head, &body);
             }
         };
-        let environ = environ::for_request(py, &ctx.shared, &cgi, vars, meta, body);
+        let environ = (|| {
+            let input = Bound::new(py, crate::input::Input::new(link.clone()))?.into_any();
+            let errors = Bound::new(py, crate::errors::ErrorLog::new(meta.request_id))?.into_any();
+            let wrapper = py.get_type::<crate::file_wrapper::FileWrapper>().into_any();
+            environ::for_auth(py, &ctx.shared, &cgi, vars, meta, input, errors, &wrapper)
+        })();
         let answer = match environ {
             Ok(environ) => {
+                let request_id = meta.request_id.to_string();
                 let mut script = PyAuthScript {
                     environ,
                     functions: &self.functions,
-                    request_id: &meta.request_id,
+                    request_id: &request_id,
                 };
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -202,27 +208,27 @@ impl AuthContext {
         if answer.status == 200 {
             tracing::debug!(request_id = %meta.request_id, "auth {question:?}: granted");
         } else {
-            info!(request_id = %meta.request_id, "auth {question:?}: {}: {}", answer.status, answer.reason);
+            info!(request_id = %meta.request_id, "auth {question:?}: {}: {}", answer.status, wsgi_fpm::log::escape(&answer.reason));
         }
         let mut head = ResponseHead::new(answer.status_line());
         for (name, value) in &answer.headers {
-            head = head.header(name.clone(), value.clone());
+            head.push_header(name.as_bytes(), value.as_bytes());
         }
         let body = match (answer.status, question) {
             // A granting authorizer sends Status and Variable-* only: Apache
             // copies any other header to the client.
             (200, Question::SubRequest) => {
-                head = head.header(&b"Content-Length"[..], &b"0"[..]);
+                head.push_header(b"Content-Length", b"0");
                 String::new()
             }
             (200, _) => String::new(),
             _ => {
                 let (text, body) = text_head(answer.status_line());
-                head.headers.extend(text.headers);
+                head.extend_headers(&text);
                 body
             }
         };
-        send_simple(py, response, head, &body)
+        send_simple(py, link, head, &body)
     }
 
     /// The access script's verdict on an application request; a refusal

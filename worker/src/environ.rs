@@ -1,13 +1,22 @@
-//! The WSGI `environ` dict (PEP 3333): the CGI variables the route rules
-//! produced, as native strings decoded from bytes as latin-1, plus the
-//! `wsgi.*` and `wsgi_fpm.*` keys.
+//! The WSGI `environ` dict (PEP 3333): the CGI variables under the rules
+//! of `wsgi_fpm::route`, as native strings decoded from bytes as latin-1,
+//! plus the `wsgi.*` and `wsgi_fpm.*` keys.
+//!
+//! Building it is most of what a request costs the worker, so each Python
+//! thread keeps an [`EnvCache`]: the key objects (interned) and the last
+//! value object of each variable by position — front ends send the same
+//! names in the same order, and most values again — and a template of the
+//! last request's environ. A request shaped like the previous one is a
+//! copy of the template with the changed values set; any other is built
+//! from scratch and becomes the template.
 
+use crate::pystr::latin1;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use std::time::{SystemTime, UNIX_EPOCH};
-use wsgi_fpm::net::request::{BodyReader, RequestMeta};
-use wsgi_fpm::proto::CgiVars;
-use wsgi_fpm::route::CgiEnviron;
+use wsgi_fpm::exchange::RequestMeta;
+use wsgi_fpm::proto::{CgiVars, RequestHead};
+use wsgi_fpm::route::{self, CgiEnviron, Derived, EnvironRules, NameRule, DEFAULTS};
 
 /// Per-worker values every environ shares.
 pub struct Shared {
@@ -16,15 +25,427 @@ pub struct Shared {
     pub multiprocess: bool,
 }
 
-/// PEP 3333: "native strings" hold the bytes as latin-1 code points.
-pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
-    if bytes.is_ascii() {
-        // ASCII is valid UTF-8, and the common case.
-        let text = std::str::from_utf8(bytes).unwrap_or_default();
-        return Ok(PyString::new(py, text));
+/// The constant keys and values, made once per thread.
+struct Consts {
+    version: Py<PyTuple>,
+    http: Py<PyString>,
+    https: Py<PyString>,
+    empty: Py<PyString>,
+    get: Py<PyString>,
+    process_group: Py<PyString>,
+    k_version: Py<PyString>,
+    k_scheme: Py<PyString>,
+    k_input: Py<PyString>,
+    k_errors: Py<PyString>,
+    k_multithread: Py<PyString>,
+    k_multiprocess: Py<PyString>,
+    k_run_once: Py<PyString>,
+    k_file_wrapper: Py<PyString>,
+    k_terminated: Py<PyString>,
+    k_process_group: Py<PyString>,
+    k_application_group: Py<PyString>,
+    k_request_id: Py<PyString>,
+    k_queue_start: Py<PyString>,
+    k_request_start: Py<PyString>,
+    k_mod_wsgi_queue_start: Py<PyString>,
+    k_script_name: Py<PyString>,
+    k_path_info: Py<PyString>,
+    k_request_method: Py<PyString>,
+    defaults: Vec<(Py<PyString>, Py<PyString>)>,
+}
+
+fn interned(py: Python<'_>, s: &str) -> Py<PyString> {
+    PyString::intern(py, s).unbind()
+}
+
+impl Consts {
+    fn new(py: Python<'_>, shared: &Shared) -> PyResult<Consts> {
+        let mut defaults = Vec::with_capacity(DEFAULTS.len());
+        for (name, value) in DEFAULTS {
+            defaults.push((intern_bytes(py, name)?, latin1(py, value)?.unbind()));
+        }
+        Ok(Consts {
+            version: PyTuple::new(py, [1, 0])?.unbind(),
+            http: interned(py, "http"),
+            https: interned(py, "https"),
+            empty: interned(py, ""),
+            get: interned(py, "GET"),
+            process_group: PyString::new(py, &shared.process_group).unbind(),
+            k_version: interned(py, "wsgi.version"),
+            k_scheme: interned(py, "wsgi.url_scheme"),
+            k_input: interned(py, "wsgi.input"),
+            k_errors: interned(py, "wsgi.errors"),
+            k_multithread: interned(py, "wsgi.multithread"),
+            k_multiprocess: interned(py, "wsgi.multiprocess"),
+            k_run_once: interned(py, "wsgi.run_once"),
+            k_file_wrapper: interned(py, "wsgi.file_wrapper"),
+            k_terminated: interned(py, "wsgi.input_terminated"),
+            k_process_group: interned(py, "wsgi_fpm.process_group"),
+            k_application_group: interned(py, "wsgi_fpm.application_group"),
+            k_request_id: interned(py, "wsgi_fpm.request_id"),
+            k_queue_start: interned(py, "wsgi_fpm.queue_start"),
+            k_request_start: interned(py, "wsgi_fpm.request_start"),
+            k_mod_wsgi_queue_start: interned(py, "mod_wsgi.queue_start"),
+            k_script_name: interned(py, "SCRIPT_NAME"),
+            k_path_info: interned(py, "PATH_INFO"),
+            k_request_method: interned(py, "REQUEST_METHOD"),
+            defaults,
+        })
     }
-    let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-    Ok(PyString::new(py, &text))
+}
+
+fn intern_bytes(py: Python<'_>, name: &[u8]) -> PyResult<Py<PyString>> {
+    match std::str::from_utf8(name) {
+        Ok(text) if name.is_ascii() => Ok(PyString::intern(py, text).unbind()),
+        _ => Ok(latin1(py, name)?.unbind()),
+    }
+}
+
+/// One variable position: its name, key object and rule, its last value
+/// and that value's object.
+struct Slot {
+    name: Vec<u8>,
+    key: Py<PyString>,
+    rule: NameRule,
+    value: Vec<u8>,
+    obj: Option<Py<PyString>>,
+}
+
+/// What the template depends on besides the variables.
+#[derive(PartialEq, Eq, Clone)]
+struct Shape {
+    count: usize,
+    https: bool,
+    method_to_get: bool,
+    missing: [bool; DEFAULTS.len()],
+}
+
+struct Template {
+    dict: Py<PyDict>,
+    shape: Shape,
+    script_name: Vec<u8>,
+    path_info: Vec<u8>,
+}
+
+/// A Python thread's reusable environ parts.
+pub struct EnvCache {
+    consts: Consts,
+    slots: Vec<Slot>,
+    template: Option<Template>,
+    /// Keys seen at other positions, so a reordering costs no new object.
+    names: std::collections::HashMap<Vec<u8>, Py<PyString>>,
+}
+
+/// Names remembered beyond their position; past this the map starts over
+/// (a peer sending ever new names must not grow the worker).
+const MAX_NAMES: usize = 1024;
+
+/// The environ key a variable lands under: the front end's own split goes
+/// to `wsgi_fpm.orig_*` (the real `SCRIPT_NAME`/`PATH_INFO` are derived).
+fn key_name(name: &[u8]) -> &[u8] {
+    match name {
+        b"SCRIPT_NAME" => b"wsgi_fpm.orig_script_name",
+        b"PATH_INFO" => b"wsgi_fpm.orig_path_info",
+        n => n,
+    }
+}
+
+fn slot_rule(name: &[u8], rules: &EnvironRules) -> NameRule {
+    match name {
+        b"SCRIPT_NAME" | b"PATH_INFO" => NameRule::Keep,
+        n => route::rule(n, rules),
+    }
+}
+
+impl EnvCache {
+    pub fn new(py: Python<'_>, shared: &Shared) -> PyResult<EnvCache> {
+        Ok(EnvCache {
+            consts: Consts::new(py, shared)?,
+            slots: Vec::new(),
+            template: None,
+            names: std::collections::HashMap::new(),
+        })
+    }
+
+    fn key_for(&mut self, py: Python<'_>, name: &[u8]) -> PyResult<Py<PyString>> {
+        let key_name = key_name(name);
+        if let Some(k) = self.names.get(key_name) {
+            return Ok(k.clone_ref(py));
+        }
+        if self.names.len() >= MAX_NAMES {
+            self.names.clear();
+        }
+        let k = intern_bytes(py, key_name)?;
+        self.names.insert(key_name.to_vec(), k.clone_ref(py));
+        Ok(k)
+    }
+
+    /// Makes slot `i` describe `name`; true when it already did.
+    fn name_slot(
+        &mut self,
+        py: Python<'_>,
+        i: usize,
+        name: &[u8],
+        rules: &EnvironRules,
+    ) -> PyResult<bool> {
+        if let Some(slot) = self.slots.get(i) {
+            if slot.name == name {
+                return Ok(true);
+            }
+        }
+        let key = self.key_for(py, name)?;
+        let slot = Slot {
+            name: name.to_vec(),
+            key,
+            rule: slot_rule(name, rules),
+            value: Vec::new(),
+            obj: None,
+        };
+        if i < self.slots.len() {
+            self.slots[i] = slot;
+        } else {
+            self.slots.push(slot);
+        }
+        Ok(false)
+    }
+
+    /// Builds the environ of one request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build<'py>(
+        &mut self,
+        py: Python<'py>,
+        shared: &Shared,
+        rules: &EnvironRules,
+        head: &RequestHead,
+        derived: &Derived<'_>,
+        meta: &RequestMeta,
+        input: Bound<'py, PyAny>,
+        errors: Bound<'py, PyAny>,
+        file_wrapper: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let vars = &head.vars;
+        let shape = Shape {
+            count: vars.len(),
+            https: derived.https,
+            method_to_get: derived.method_to_get,
+            missing: derived.missing,
+        };
+        let env = match self.copy_template(py, rules, vars, &shape, derived)? {
+            Some(env) => env,
+            None => match self.build_fresh(
+                py,
+                shared,
+                rules,
+                vars,
+                head,
+                &shape,
+                derived,
+                file_wrapper,
+            )? {
+                Some(env) => env,
+                // A header repeats: the reference rules join it.
+                None => plain_cgi(py, &self.consts, shared, head, rules, file_wrapper)?,
+            },
+        };
+        self.per_request(py, &env, vars, meta, input, errors)?;
+        Ok(env)
+    }
+
+    /// A copy of the template when this request has the same names in the
+    /// same order (and the same derived shape); `None` otherwise.
+    fn copy_template<'py>(
+        &mut self,
+        py: Python<'py>,
+        rules: &EnvironRules,
+        vars: &CgiVars,
+        shape: &Shape,
+        derived: &Derived<'_>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(template) = &self.template else {
+            return Ok(None);
+        };
+        if template.shape != *shape {
+            return Ok(None);
+        }
+        for (slot, (name, _)) in self.slots.iter().zip(vars.iter()) {
+            if slot.name != name {
+                return Ok(None);
+            }
+        }
+        // The slots hold the values the template was built with: only
+        // what differs from those is set (the template itself never
+        // changes, so a value that comes back finds it as it was).
+        let env = template.dict.bind(py).copy()?;
+        let _ = rules;
+        for (slot, (_, value)) in self.slots.iter().zip(vars.iter()) {
+            if slot.rule == NameRule::Drop || slot.value == value {
+                continue;
+            }
+            env.set_item(slot.key.bind(py), latin1(py, value)?)?;
+        }
+        if template.script_name != derived.script_name {
+            env.set_item(
+                self.consts.k_script_name.bind(py),
+                latin1(py, &derived.script_name)?,
+            )?;
+        }
+        if template.path_info != derived.path_info {
+            env.set_item(
+                self.consts.k_path_info.bind(py),
+                latin1(py, &derived.path_info)?,
+            )?;
+        }
+        Ok(Some(env))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_fresh<'py>(
+        &mut self,
+        py: Python<'py>,
+        shared: &Shared,
+        rules: &EnvironRules,
+        vars: &CgiVars,
+        head: &RequestHead,
+        shape: &Shape,
+        derived: &Derived<'_>,
+        file_wrapper: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let _ = head;
+        self.template = None;
+        let env = PyDict::new(py);
+        for (i, (name, value)) in vars.iter().enumerate() {
+            self.name_slot(py, i, name, rules)?;
+            let slot = &mut self.slots[i];
+            match slot.rule {
+                NameRule::Drop => continue,
+                NameRule::Join(_) => {
+                    if env.contains(slot.key.bind(py))? {
+                        return Ok(None);
+                    }
+                }
+                NameRule::Keep => {}
+            }
+            let obj = match &slot.obj {
+                Some(o) if slot.value == value => o.clone_ref(py).into_bound(py),
+                _ => {
+                    let o = latin1(py, value)?;
+                    slot.value.clear();
+                    slot.value.extend_from_slice(value);
+                    slot.obj = Some(o.clone().unbind());
+                    o
+                }
+            };
+            env.set_item(slot.key.bind(py), obj)?;
+        }
+        self.slots.truncate(vars.len());
+        let c = &self.consts;
+        for ((key, value), missing) in c.defaults.iter().zip(derived.missing) {
+            if missing {
+                env.set_item(key.bind(py), value.bind(py))?;
+            }
+        }
+        if derived.method_to_get {
+            env.set_item(c.k_request_method.bind(py), c.get.bind(py))?;
+        }
+        env.set_item(c.k_script_name.bind(py), latin1(py, &derived.script_name)?)?;
+        env.set_item(c.k_path_info.bind(py), latin1(py, &derived.path_info)?)?;
+        put_constants(py, c, shared, &env, derived.https, file_wrapper)?;
+        self.template = Some(Template {
+            dict: env.copy()?.unbind(),
+            shape: shape.clone(),
+            script_name: derived.script_name.clone(),
+            path_info: derived.path_info.clone(),
+        });
+        Ok(Some(env))
+    }
+
+    fn per_request<'py>(
+        &self,
+        py: Python<'py>,
+        env: &Bound<'py, PyDict>,
+        vars: &CgiVars,
+        meta: &RequestMeta,
+        input: Bound<'py, PyAny>,
+        errors: Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let c = &self.consts;
+        env.set_item(c.k_input.bind(py), input)?;
+        env.set_item(c.k_errors.bind(py), errors)?;
+        let mut id = [0u8; 26];
+        env.set_item(
+            c.k_request_id.bind(py),
+            PyString::new(py, meta.request_id.write_hex(&mut id)),
+        )?;
+        let queue_start = front_end_stamp(vars).unwrap_or_else(|| seconds(meta.queue_start));
+        env.set_item(c.k_queue_start.bind(py), queue_start)?;
+        env.set_item(c.k_request_start.bind(py), seconds(SystemTime::now()))?;
+        // mod_wsgi's key, read by APM agents: integer microseconds as a string.
+        let micros = crate::start_response::itoa((queue_start * 1e6) as u64);
+        env.set_item(c.k_mod_wsgi_queue_start.bind(py), micros)?;
+        Ok(())
+    }
+}
+
+fn put_constants<'py>(
+    py: Python<'py>,
+    c: &Consts,
+    shared: &Shared,
+    env: &Bound<'py, PyDict>,
+    https: bool,
+    file_wrapper: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    env.set_item(c.k_version.bind(py), c.version.bind(py))?;
+    env.set_item(
+        c.k_scheme.bind(py),
+        if https {
+            c.https.bind(py)
+        } else {
+            c.http.bind(py)
+        },
+    )?;
+    env.set_item(c.k_multithread.bind(py), shared.multithread)?;
+    env.set_item(c.k_multiprocess.bind(py), shared.multiprocess)?;
+    env.set_item(c.k_run_once.bind(py), false)?;
+    env.set_item(c.k_file_wrapper.bind(py), file_wrapper)?;
+    env.set_item(c.k_terminated.bind(py), true)?;
+    env.set_item(c.k_process_group.bind(py), c.process_group.bind(py))?;
+    env.set_item(c.k_application_group.bind(py), c.empty.bind(py))?;
+    Ok(())
+}
+
+/// The environ from the reference rules (repeated headers joined).
+fn plain_cgi<'py>(
+    py: Python<'py>,
+    c: &Consts,
+    shared: &Shared,
+    head: &RequestHead,
+    rules: &EnvironRules,
+    file_wrapper: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let cgi = route::build(&head.vars, head.role, rules)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let env = PyDict::new(py);
+    put_cgi(py, &env, &cgi, &head.vars)?;
+    put_constants(py, c, shared, &env, cgi.https, file_wrapper)?;
+    Ok(env)
+}
+
+fn put_cgi(
+    py: Python<'_>,
+    env: &Bound<'_, PyDict>,
+    cgi: &CgiEnviron<'_>,
+    vars: &CgiVars,
+) -> PyResult<()> {
+    for (name, value) in &cgi.vars {
+        env.set_item(latin1(py, name)?, latin1(py, value)?)?;
+    }
+    if let Some(orig) = vars.get(b"SCRIPT_NAME") {
+        env.set_item("wsgi_fpm.orig_script_name", latin1(py, orig)?)?;
+    }
+    if let Some(orig) = vars.get(b"PATH_INFO") {
+        env.set_item("wsgi_fpm.orig_path_info", latin1(py, orig)?)?;
+    }
+    Ok(())
 }
 
 fn seconds(t: SystemTime) -> f64 {
@@ -35,7 +456,7 @@ fn seconds(t: SystemTime) -> f64 {
 
 /// The front end's own stamp, `X-Request-Start: t=…` in seconds,
 /// milliseconds or microseconds since the epoch (nginx `t=${msec}`).
-fn front_end_stamp(vars: &CgiVars) -> Option<f64> {
+pub fn front_end_stamp(vars: &CgiVars) -> Option<f64> {
     let raw = vars.get(b"HTTP_X_REQUEST_START")?;
     let text = std::str::from_utf8(raw).ok()?;
     let value: f64 = text.trim().trim_start_matches("t=").parse().ok()?;
@@ -46,31 +467,24 @@ fn front_end_stamp(vars: &CgiVars) -> Option<f64> {
     } else {
         value
     };
-    (secs > 0.0).then_some(secs)
+    (secs > 0.0 && secs.is_finite()).then_some(secs)
 }
 
+/// The environ of an auth question: the reference rules, no caching (auth
+/// requests are not the hot path).
 #[allow(clippy::too_many_arguments)]
-pub fn build<'py>(
+pub fn for_auth<'py>(
     py: Python<'py>,
     shared: &Shared,
     cgi: &CgiEnviron<'_>,
     vars: &CgiVars,
     meta: &RequestMeta,
     input: Bound<'py, PyAny>,
-    errors: &Bound<'py, PyAny>,
+    errors: Bound<'py, PyAny>,
     file_wrapper: &Bound<'py, PyAny>,
-    terminated: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = PyDict::new(py);
-    for (name, value) in &cgi.vars {
-        env.set_item(latin1(py, name)?, latin1(py, value)?)?;
-    }
-    if let Some(orig) = vars.get(b"SCRIPT_NAME") {
-        env.set_item("wsgi_fpm.orig_script_name", latin1(py, orig)?)?;
-    }
-    if let Some(orig) = vars.get(b"PATH_INFO") {
-        env.set_item("wsgi_fpm.orig_path_info", latin1(py, orig)?)?;
-    }
+    put_cgi(py, &env, cgi, vars)?;
     env.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
     env.set_item("wsgi.url_scheme", if cgi.https { "https" } else { "http" })?;
     env.set_item("wsgi.input", input)?;
@@ -79,33 +493,17 @@ pub fn build<'py>(
     env.set_item("wsgi.multiprocess", shared.multiprocess)?;
     env.set_item("wsgi.run_once", false)?;
     env.set_item("wsgi.file_wrapper", file_wrapper)?;
-    env.set_item("wsgi.input_terminated", terminated)?;
+    env.set_item("wsgi.input_terminated", true)?;
     env.set_item("wsgi_fpm.process_group", shared.process_group.as_str())?;
     env.set_item("wsgi_fpm.application_group", "")?;
-    env.set_item("wsgi_fpm.request_id", meta.request_id.as_str())?;
+    let mut id = [0u8; 26];
+    env.set_item("wsgi_fpm.request_id", meta.request_id.write_hex(&mut id))?;
     let queue_start = front_end_stamp(vars).unwrap_or_else(|| seconds(meta.queue_start));
     env.set_item("wsgi_fpm.queue_start", queue_start)?;
     env.set_item("wsgi_fpm.request_start", seconds(SystemTime::now()))?;
-    // mod_wsgi's key, read by APM agents: integer microseconds as a string.
     env.set_item(
         "mod_wsgi.queue_start",
-        format!("{}", (queue_start * 1e6) as u64),
+        crate::start_response::itoa((queue_start * 1e6) as u64),
     )?;
     Ok(env)
-}
-
-/// The environ of one request with its own `wsgi.input`, `wsgi.errors` and
-/// `wsgi.file_wrapper`: what an application or an auth script is given.
-pub fn for_request<'py>(
-    py: Python<'py>,
-    shared: &Shared,
-    cgi: &CgiEnviron<'_>,
-    vars: &CgiVars,
-    meta: &RequestMeta,
-    body: BodyReader,
-) -> PyResult<Bound<'py, PyDict>> {
-    let input = Bound::new(py, crate::input::Input::new(body))?.into_any();
-    let errors = Bound::new(py, crate::errors::ErrorLog::new(meta.request_id.clone()))?.into_any();
-    let wrapper = py.get_type::<crate::file_wrapper::FileWrapper>().into_any();
-    build(py, shared, cgi, vars, meta, input, &errors, &wrapper, true)
 }

@@ -3,16 +3,17 @@
 
 use pyo3::prelude::*;
 use std::sync::Mutex;
+use wsgi_fpm::exchange::RequestId;
 
 #[pyclass(module = "wsgi_fpm_worker")]
 pub struct ErrorLog {
-    request_id: String,
+    request_id: RequestId,
     /// A line written in pieces waits here for its newline.
     partial: Mutex<String>,
 }
 
 impl ErrorLog {
-    pub fn new(request_id: String) -> Self {
+    pub fn new(request_id: RequestId) -> Self {
         ErrorLog {
             request_id,
             partial: Mutex::new(String::new()),
@@ -20,7 +21,7 @@ impl ErrorLog {
     }
 
     fn emit(&self, line: &str) {
-        tracing::warn!(request_id = %self.request_id, "wsgi.errors: {line}");
+        tracing::warn!(request_id = %self.request_id, "wsgi.errors: {}", wsgi_fpm::log::escape(line));
     }
 }
 

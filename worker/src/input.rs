@@ -3,12 +3,12 @@
 //! never holds more than the unread rest of one chunk: a 1 GiB upload
 //! streams through. Waiting for bytes releases the GIL.
 
+use crate::link::{ReleaseGil, SharedLink, Unusable};
 use bytes::{Buf, Bytes, BytesMut};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use std::sync::Mutex;
-use wsgi_fpm::net::request::BodyReader;
 
 #[pyclass(module = "wsgi_fpm_worker")]
 pub struct Input {
@@ -16,16 +16,19 @@ pub struct Input {
 }
 
 struct State {
-    reader: BodyReader,
+    link: SharedLink,
+    /// The body has ended (or failed): nothing more to read.
+    done: bool,
     /// Received but not yet read by the application.
     pending: Bytes,
 }
 
 impl Input {
-    pub fn new(reader: BodyReader) -> Self {
+    pub fn new(link: SharedLink) -> Self {
         Input {
             state: Mutex::new(State {
-                reader,
+                link,
+                done: false,
                 pending: Bytes::new(),
             }),
         }
@@ -38,15 +41,31 @@ impl State {
         if !self.pending.is_empty() {
             return Ok(true);
         }
-        let reader = &mut self.reader;
-        let next = py.detach(|| reader.blocking_next());
+        if self.done {
+            return Ok(false);
+        }
+        let next = match self.link.with(|x| x.read_body(&mut ReleaseGil(py))) {
+            Ok(next) => next,
+            Err(Unusable::Over) => Ok(None),
+            Err(Unusable::Busy) => {
+                return Err(PyOSError::new_err(
+                    "wsgi.input: the request is in use by another thread",
+                ))
+            }
+        };
         match next {
             Ok(Some(chunk)) => {
                 self.pending = chunk;
                 Ok(true)
             }
-            Ok(None) => Ok(false),
-            Err(e) => Err(PyOSError::new_err(format!("request body: {e}"))),
+            Ok(None) => {
+                self.done = true;
+                Ok(false)
+            }
+            Err(e) => {
+                self.done = true;
+                Err(PyOSError::new_err(format!("request body: {e}")))
+            }
         }
     }
 

@@ -3,16 +3,17 @@
 //! The master starts the pool's own interpreter with a tiny bootstrap that
 //! loads this module and calls [`run`]; control never returns to Python's
 //! main program. This crate is the only place that names pyo3: it turns the
-//! neutral requests of `wsgi_fpm::net` into WSGI calls and the application's
-//! answers back into [`wsgi_fpm::net::request::Output`]s.
+//! requests handed out by `wsgi_fpm::net::hub` into WSGI calls, and the
+//! application's answers into the request's `wsgi_fpm::exchange::Exchange`.
 //!
-//! Threads (see `threads.rs`): one tokio thread does every socket read and
-//! write and all protocol work, holding no GIL; `--threads` Python threads
-//! each take whole requests from one queue, call the application, and push
-//! the response into the connection's bounded channel. A Python thread
-//! attaches once and detaches only while it waits (for a request, for body
-//! bytes, for room in the output channel), so a request costs one hand-off
-//! in and one out.
+//! Threads (see `threads.rs`): `--threads` Python threads, each of which,
+//! when free, waits in the hub and serves the next request itself — it
+//! accepted the connection or found the kept one ready, the hub read the
+//! head, and the thread writes the answer to the socket: no hand-off. A
+//! Python thread attaches once and detaches only while it waits (for work,
+//! for body bytes, for room in the socket). One tokio thread handles
+//! signals, the master's pipe, the `--http` listener, multiplexed FastCGI
+//! connections and lingering closes.
 #![deny(clippy::unwrap_used)]
 
 mod auth;
@@ -20,7 +21,9 @@ mod environ;
 mod errors;
 mod file_wrapper;
 mod input;
+mod link;
 mod load;
+mod pystr;
 mod response;
 mod start_response;
 mod template;

@@ -1,27 +1,31 @@
-//! One request on a Python thread: environ, the application call, the
-//! iteration of its result, `close()`, and the access log line.
+//! One request on a Python thread: the environ, the application call, the
+//! iteration of its result, `close()`, and the access log line. The same
+//! for a connection served directly and for a request the I/O thread
+//! handed over: both are behind the request's [`SharedLink`].
 
-use crate::environ;
+use crate::environ::EnvCache;
+use crate::errors::ErrorLog;
 use crate::file_wrapper::FileWrapper;
+use crate::input::Input;
+use crate::link::{ReleaseGil, SharedLink};
 use crate::load::format_exception;
-use crate::start_response::{Ending, Responder, StartResponse};
-use bytes::Bytes;
+use crate::start_response::{itoa, Ending, Responder, StartResponse};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tracing::{debug, error, warn};
 use wsgi_fpm::access_log::AccessRecord;
-use wsgi_fpm::net::request::{BodyReader, Output, Request, RequestMeta};
-use wsgi_fpm::proto::ResponseHead;
+use wsgi_fpm::exchange::RequestMeta;
+use wsgi_fpm::proto::{RequestHead, ResponseHead};
 use wsgi_fpm::route::{self, EnvironRules};
 
 /// What every request of this worker shares.
 pub struct AppContext {
     pub app: Py<PyAny>,
     pub rules: EnvironRules,
-    pub shared: environ::Shared,
+    pub shared: crate::environ::Shared,
     /// The auth responder and access script, when the pool has either.
     pub auth: Option<crate::auth::AuthContext>,
 }
@@ -33,54 +37,46 @@ pub struct Served {
     pub aborted: bool,
 }
 
-pub fn serve(py: Python<'_>, ctx: &AppContext, req: Request) {
-    let Request {
-        head,
-        meta,
-        body,
-        response,
-    } = req;
-    if response.is_cancelled() {
+/// Serves one request whose head is complete.
+pub fn serve(
+    py: Python<'_>,
+    ctx: &AppContext,
+    cache: &mut EnvCache,
+    head: &RequestHead,
+    meta: &RequestMeta,
+    link: &SharedLink,
+) -> Served {
+    if link.with(|x| x.is_cancelled()).unwrap_or(true) {
         debug!(request_id = %meta.request_id, "front end gave up before the request started; not running it");
-        return;
+        return Served {
+            status: None,
+            bytes: 0,
+            aborted: true,
+        };
     }
     let called = SystemTime::now();
     let question = ctx
         .auth
         .as_ref()
-        .and_then(|auth| Some((auth, auth.question(&head)?)));
+        .and_then(|auth| Some((auth, auth.question(head)?)));
     let served = match question {
-        Some((auth, question)) => {
-            auth.answer(py, ctx, question, &head.vars, &meta, body, &response)
-        }
-        None => serve_app(py, ctx, &head.vars, &meta, body, response),
+        Some((auth, question)) => auth.answer(py, ctx, question, head, meta, link),
+        None => serve_app(py, ctx, cache, head, meta, link),
     };
     if wsgi_fpm::access_log::enabled() {
-        log_access(&head.vars, &meta, called, &served);
+        log_access(head, meta, called, &served);
     }
+    served
 }
 
 /// Sends a whole small response with no application involved.
-pub fn send_simple(
-    py: Python<'_>,
-    response: &wsgi_fpm::net::request::ResponseSink,
-    head: ResponseHead,
-    body: &str,
-) -> Served {
-    let body = Bytes::from(body.to_owned());
+pub fn send_simple(py: Python<'_>, link: &SharedLink, head: ResponseHead, body: &str) -> Served {
     let status = head.code();
-    let len = body.len() as u64;
-    let sent = py.detach(|| {
-        response.send(Output::Start {
-            head,
-            body,
-            end: true,
-        })
-    });
+    let sent = link.with(|x| x.start(&head, body.as_bytes(), true, &mut ReleaseGil(py)));
     Served {
         status,
-        bytes: len,
-        aborted: sent.is_err(),
+        bytes: body.len() as u64,
+        aborted: !matches!(sent, Ok(Ok(()))),
     }
 }
 
@@ -88,36 +84,29 @@ pub fn send_simple(
 pub fn text_head(line: &str) -> (ResponseHead, String) {
     let body = format!("{line}\n");
     let head = ResponseHead::new(line.to_owned())
-        .header(&b"Content-Type"[..], &b"text/plain; charset=utf-8"[..])
-        .header(&b"Content-Length"[..], body.len().to_string());
+        .header(b"Content-Type", b"text/plain; charset=utf-8")
+        .header(b"Content-Length", itoa(body.len() as u64));
     (head, body)
 }
 
 fn serve_app(
     py: Python<'_>,
     ctx: &AppContext,
-    vars: &wsgi_fpm::proto::CgiVars,
+    cache: &mut EnvCache,
+    head: &RequestHead,
     meta: &RequestMeta,
-    body: BodyReader,
-    response: wsgi_fpm::net::request::ResponseSink,
+    link: &SharedLink,
 ) -> Served {
-    let cgi = match route::build(vars, &ctx.rules) {
-        Ok(c) => c,
+    let derived = match route::derive(&head.vars, head.role, &ctx.rules) {
+        Ok(d) => d,
         Err(e) => {
             warn!(peer = %meta.peer, request_id = %meta.request_id, "refusing request: {e}");
             let (head, body) = text_head(e.status());
-            return send_simple(py, &response, head, &body);
+            return send_simple(py, link, head, &body);
         }
     };
-    let responder = Arc::new(Responder::new(response, cgi.is_head));
-    let ending = run_app(py, ctx, &cgi, vars, meta, body, &responder);
-    debug!(
-        request_id = %meta.request_id,
-        "{:?} {} bytes{}",
-        responder.status(),
-        responder.bytes_sent(),
-        if ending == Ending::Aborted { " aborted" } else { "" }
-    );
+    let responder = Arc::new(Responder::new(link.clone(), derived.is_head));
+    let ending = run_app(py, ctx, cache, head, &derived, meta, link, &responder);
     Served {
         status: responder.status(),
         bytes: responder.bytes_sent(),
@@ -125,12 +114,8 @@ fn serve_app(
     }
 }
 
-fn log_access(
-    vars: &wsgi_fpm::proto::CgiVars,
-    meta: &RequestMeta,
-    called: SystemTime,
-    served: &Served,
-) {
+fn log_access(head: &RequestHead, meta: &RequestMeta, called: SystemTime, served: &Served) {
+    let vars = &head.vars;
     let var = |name: &[u8]| String::from_utf8_lossy(vars.get(name).unwrap_or(b"")).into_owned();
     let (addr, user) = (var(b"REMOTE_ADDR"), var(b"REMOTE_USER"));
     let method = String::from_utf8_lossy(vars.get(b"REQUEST_METHOD").unwrap_or(b"-")).into_owned();
@@ -141,8 +126,10 @@ fn log_access(
         var(b"HTTP_USER_AGENT"),
     );
     let now = SystemTime::now();
+    let peer = meta.peer.to_string();
+    let request_id = meta.request_id.to_string();
     wsgi_fpm::access_log::write(&AccessRecord {
-        remote_addr: if addr.is_empty() { &meta.peer } else { &addr },
+        remote_addr: if addr.is_empty() { &peer } else { &addr },
         remote_user: &user,
         time: now,
         method: &method,
@@ -154,24 +141,39 @@ fn log_access(
         user_agent: &agent,
         duration: now.duration_since(meta.queue_start).unwrap_or_default(),
         queue: called.duration_since(meta.queue_start).unwrap_or_default(),
-        request_id: &meta.request_id,
+        request_id: &request_id,
         aborted: served.aborted,
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_app(
     py: Python<'_>,
     ctx: &AppContext,
-    cgi: &route::CgiEnviron<'_>,
-    vars: &wsgi_fpm::proto::CgiVars,
+    cache: &mut EnvCache,
+    head: &RequestHead,
+    derived: &route::Derived<'_>,
     meta: &RequestMeta,
-    body: BodyReader,
+    link: &SharedLink,
     responder: &Arc<Responder>,
 ) -> Ending {
-    let call = || -> PyResult<Option<Bound<'_, PyAny>>> {
-        let environ = environ::for_request(py, &ctx.shared, cgi, vars, meta, body)?;
+    let mut call = || -> PyResult<Option<Bound<'_, PyAny>>> {
+        let input = Bound::new(py, Input::new(link.clone()))?.into_any();
+        let errors = Bound::new(py, ErrorLog::new(meta.request_id))?.into_any();
+        let wrapper = py.get_type::<FileWrapper>().into_any();
+        let environ = cache.build(
+            py,
+            &ctx.shared,
+            &ctx.rules,
+            head,
+            derived,
+            meta,
+            input,
+            errors,
+            &wrapper,
+        )?;
         if let Some(auth) = &ctx.auth {
-            if !auth.access_allowed(py, &environ, vars, meta) {
+            if !auth.access_allowed(py, &environ, &head.vars, meta) {
                 return Ok(None);
             }
         }
@@ -190,11 +192,17 @@ fn run_app(
     };
     let outcome = stream(py, responder, &result);
     // PEP 3333: close() is called whatever happened, client gone included.
-    let closed = match result.hasattr("close") {
-        Ok(true) => result.call_method0("close").map(|_| ()),
-        Ok(false) => Ok(()),
-        Err(e) => Err(e),
-    };
+    // A list or tuple has none (and asking costs an exception).
+    let closed =
+        if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+            Ok(())
+        } else {
+            match result.hasattr("close") {
+                Ok(true) => result.call_method0("close").map(|_| ()),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
     let ending = match outcome {
         Ok(ending) => ending,
         Err(err) => failed(py, responder, meta, &err),
@@ -224,6 +232,16 @@ fn failed(py: Python<'_>, responder: &Responder, meta: &RequestMeta, err: &PyErr
     responder.fail(py)
 }
 
+fn not_bytes(item: &Bound<'_, PyAny>) -> PyErr {
+    pyo3::exceptions::PyTypeError::new_err(format!(
+        "the application yielded {} where PEP 3333 requires bytes",
+        item.get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    ))
+}
+
 fn stream(py: Python<'_>, responder: &Responder, result: &Bound<'_, PyAny>) -> PyResult<Ending> {
     if let Ok(wrapper) = result.cast::<FileWrapper>() {
         if let Some((file, offset, len)) = regular_file(py, &wrapper.borrow())? {
@@ -231,18 +249,21 @@ fn stream(py: Python<'_>, responder: &Responder, result: &Bound<'_, PyAny>) -> P
             return responder.finish(py);
         }
     }
+    // A list (the common `[body]`): its length is known, so the last item
+    // goes out with the response's end, in the same write.
+    if let Ok(list) = result.cast::<PyList>() {
+        let n = list.len();
+        for i in 0..n {
+            let item = list.get_item(i)?;
+            let bytes = item.cast::<PyBytes>().map_err(|_| not_bytes(&item))?;
+            responder.write(py, bytes.as_bytes(), i + 1 == n)?;
+        }
+        return responder.finish(py);
+    }
     for item in result.try_iter()? {
         let item = item?;
-        let bytes = item.cast::<PyBytes>().map_err(|_| {
-            pyo3::exceptions::PyTypeError::new_err(format!(
-                "the application yielded {} where PEP 3333 requires bytes",
-                item.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })?;
-        responder.write(py, bytes.as_bytes())?;
+        let bytes = item.cast::<PyBytes>().map_err(|_| not_bytes(&item))?;
+        responder.write(py, bytes.as_bytes(), false)?;
     }
     responder.finish(py)
 }

@@ -1,5 +1,6 @@
 //! `start_response` and `write` (PEP 3333), and the [`Responder`] behind
-//! them that turns the application's output into [`Output`] messages.
+//! them that turns the application's output into the pieces of an
+//! [`Exchange`](wsgi_fpm::exchange::Exchange) response.
 //!
 //! Validation (SPEC §3): the status must be `NNN reason`; header names are
 //! HTTP tokens, values carry no CR, LF or other control characters, no
@@ -7,24 +8,25 @@
 //! A violation raises in the application, which ends in a 500 — never a
 //! broken response on the wire.
 
-use bytes::Bytes;
+use crate::link::{ReleaseGil, SharedLink, Unusable};
+use crate::pystr::latin1_bytes;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyList, PyTuple};
 use std::sync::{Arc, Mutex};
-use wsgi_fpm::net::request::{Gone, Output, ResponseSink};
+use wsgi_fpm::exchange::Gone;
 use wsgi_fpm::proto::ResponseHead;
 
 /// Headers a WSGI application must not send (PEP 3333: hop-by-hop).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [&[u8]; 8] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"te",
+    b"trailers",
+    b"transfer-encoding",
+    b"upgrade",
 ];
 
 #[derive(Default)]
@@ -33,6 +35,8 @@ struct State {
     head_sent: bool,
     declared_len: Option<u64>,
     sent: u64,
+    /// The response went out with its end (a one-piece response).
+    ended: bool,
 }
 
 /// How a response ended, for the access log.
@@ -47,16 +51,29 @@ pub enum Ending {
 /// loop that iterates the application's result.
 pub struct Responder {
     state: Mutex<State>,
-    sink: ResponseSink,
+    link: SharedLink,
     /// HEAD: headers go out, body bytes do not.
     is_head: bool,
 }
 
+fn gone(e: Unusable) -> PyErr {
+    match e {
+        Unusable::Over => PyOSError::new_err("the response is over"),
+        Unusable::Busy => {
+            PyRuntimeError::new_err("the response is being written by another thread")
+        }
+    }
+}
+
+fn closed(_: Gone) -> PyErr {
+    PyOSError::new_err("client connection closed")
+}
+
 impl Responder {
-    pub fn new(sink: ResponseSink, is_head: bool) -> Self {
+    pub fn new(link: SharedLink, is_head: bool) -> Self {
         Responder {
             state: Mutex::new(State::default()),
-            sink,
+            link,
             is_head,
         }
     }
@@ -80,55 +97,70 @@ impl Responder {
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.sink.is_cancelled()
+        self.link.with(|x| x.is_cancelled()).unwrap_or(true)
     }
 
-    fn send(&self, py: Python<'_>, out: Output) -> PyResult<()> {
-        let sink = &self.sink;
-        py.detach(|| sink.send(out))
-            .map_err(|Gone| PyOSError::new_err("client connection closed"))
-    }
-
-    /// Sends body bytes (the head first, if it has not gone yet).
-    pub fn write(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
-        let out = {
-            let mut st = self.lock()?;
-            if st.head.is_none() {
-                return Err(PyRuntimeError::new_err(
-                    "the response body started before start_response() was called",
-                ));
+    /// Sends body bytes (the head first, if it has not gone yet); `last`
+    /// when nothing follows, so that a whole small response leaves in one
+    /// write with its end.
+    pub fn write(&self, py: Python<'_>, data: &[u8], last: bool) -> PyResult<()> {
+        let mut st = self.lock()?;
+        if st.head.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "the response body started before start_response() was called",
+            ));
+        }
+        let allowed = self.admit(&mut st, data);
+        let body = &data[..allowed];
+        if st.head_sent {
+            drop(st);
+            if !body.is_empty() {
+                self.link
+                    .with(|x| x.data(body, &mut ReleaseGil(py)))
+                    .map_err(gone)?
+                    .map_err(closed)?;
             }
-            let body = self.admit(&mut st, data);
-            if st.head_sent {
-                if body.is_empty() {
-                    return Ok(());
-                }
-                Output::Data(body)
-            } else {
-                if body.is_empty() && data.is_empty() {
-                    // An empty first item does not send the head: a later
-                    // exception can still become a clean 500.
-                    return Ok(());
-                }
-                let Some(head) = st.head.clone() else {
-                    return Ok(());
-                };
-                st.head_sent = true;
-                Output::Start {
-                    head,
-                    body,
-                    end: false,
-                }
-            }
+            return Ok(());
+        }
+        if body.is_empty() && data.is_empty() && !last {
+            // An empty first item does not send the head: a later
+            // exception can still become a clean 500.
+            return Ok(());
+        }
+        st.head_sent = true;
+        let Some(head) = st.head.take() else {
+            return Ok(());
         };
-        self.send(py, out)
+        drop(st);
+        // A short body ends the response here only when it is all there is
+        // (a declared length not yet reached is a cut, decided in finish).
+        let end = last && !self.short(allowed as u64);
+        let sent = self
+            .link
+            .with(|x| x.start(&head, body, end, &mut ReleaseGil(py)))
+            .map_err(gone)?;
+        if let Ok(mut st) = self.lock() {
+            st.head = Some(head);
+            st.ended = end;
+        }
+        sent.map_err(closed)
     }
 
-    /// The part of `data` that goes on the wire: nothing for HEAD, nothing
-    /// past a declared `Content-Length` (SPEC §3: discarded, logged).
-    fn admit(&self, st: &mut State, data: &[u8]) -> Bytes {
+    /// Whether a declared Content-Length is still unmet.
+    fn short(&self, _sent: u64) -> bool {
         if self.is_head {
-            return Bytes::new();
+            return false;
+        }
+        self.lock()
+            .map(|st| st.declared_len.is_some_and(|d| st.sent < d))
+            .unwrap_or(false)
+    }
+
+    /// How much of `data` goes on the wire: nothing for HEAD, nothing past a
+    /// declared `Content-Length` (SPEC §3: discarded, logged).
+    fn admit(&self, st: &mut State, data: &[u8]) -> usize {
+        if self.is_head {
+            return 0;
         }
         let allowed = match st.declared_len {
             Some(len) => {
@@ -145,7 +177,7 @@ impl Responder {
             None => data.len(),
         };
         st.sent += allowed as u64;
-        Bytes::copy_from_slice(&data[..allowed])
+        allowed
     }
 
     /// Sends a regular file's byte range with sendfile (file_wrapper).
@@ -175,17 +207,16 @@ impl Responder {
             (start, len)
         };
         if let Some(head) = start {
-            self.send(
-                py,
-                Output::Start {
-                    head,
-                    body: Bytes::new(),
-                    end: false,
-                },
-            )?;
+            self.link
+                .with(|x| x.start(&head, b"", false, &mut ReleaseGil(py)))
+                .map_err(gone)?
+                .map_err(closed)?;
         }
         if len > 0 {
-            self.send(py, Output::File { file, offset, len })?;
+            self.link
+                .with(|x| x.file(file, offset, len, &mut ReleaseGil(py)))
+                .map_err(gone)?
+                .map_err(closed)?;
         }
         Ok(())
     }
@@ -195,64 +226,65 @@ impl Responder {
     /// is cut, so the front end does not wait for the rest or reuse the
     /// connection.
     pub fn finish(&self, py: Python<'_>) -> PyResult<Ending> {
-        let out = {
-            let st = self.lock()?;
-            let Some(head) = st.head.as_ref() else {
-                return Err(PyRuntimeError::new_err(
-                    "the application returned without calling start_response()",
-                ));
-            };
-            if !st.head_sent {
-                Output::Start {
-                    head: head.clone(),
-                    body: Bytes::new(),
-                    end: true,
-                }
-            } else if !self.is_head && st.declared_len.is_some_and(|d| st.sent < d) {
-                tracing::warn!(
-                    "response shorter than its Content-Length ({} of {} bytes); cutting the connection",
-                    st.sent,
-                    st.declared_len.unwrap_or(0)
-                );
-                Output::Abort
-            } else {
-                Output::End
+        let st = self.lock()?;
+        let Some(head) = st.head.as_ref() else {
+            return Err(PyRuntimeError::new_err(
+                "the application returned without calling start_response()",
+            ));
+        };
+        if !st.head_sent {
+            let head = head.clone();
+            drop(st);
+            if let Ok(mut st) = self.lock() {
+                st.head_sent = true;
             }
-        };
-        let ending = if matches!(out, Output::Abort) {
-            Ending::Aborted
-        } else {
-            Ending::Complete
-        };
-        self.send(py, out)?;
-        Ok(ending)
+            self.link
+                .with(|x| x.start(&head, b"", true, &mut ReleaseGil(py)))
+                .map_err(gone)?
+                .map_err(closed)?;
+            return Ok(Ending::Complete);
+        }
+        if !self.is_head && st.declared_len.is_some_and(|d| st.sent < d) {
+            tracing::warn!(
+                "response shorter than its Content-Length ({} of {} bytes); cutting the connection",
+                st.sent,
+                st.declared_len.unwrap_or(0)
+            );
+            drop(st);
+            let _ = self.link.with(|x| x.abort());
+            return Ok(Ending::Aborted);
+        }
+        if st.ended {
+            // A one-piece response went out with its end.
+            return Ok(Ending::Complete);
+        }
+        drop(st);
+        self.link
+            .with(|x| x.end(&mut ReleaseGil(py)))
+            .map_err(gone)?
+            .map_err(closed)?;
+        Ok(Ending::Complete)
     }
 
     /// The request failed. Before the head went out the client gets a real
     /// 500 with a short body; after, the response is cut.
     pub fn fail(&self, py: Python<'_>) -> Ending {
         let sent = self.head_sent();
-        let out = if sent {
-            Output::Abort
-        } else {
-            let body = Bytes::from_static(b"Internal Server Error\n");
-            Output::Start {
-                head: ResponseHead::new(&b"500 Internal Server Error"[..])
-                    .header(&b"Content-Type"[..], &b"text/plain; charset=utf-8"[..])
-                    .header(&b"Content-Length"[..], body.len().to_string()),
-                body,
-                end: true,
-            }
-        };
         if let Ok(mut st) = self.lock() {
             st.head_sent = true;
         }
-        let _ = self.send(py, out);
         if sent {
-            Ending::Aborted
-        } else {
-            Ending::Complete
+            let _ = self.link.with(|x| x.abort());
+            return Ending::Aborted;
         }
+        let body = b"Internal Server Error\n";
+        let head = ResponseHead::new(&b"500 Internal Server Error"[..])
+            .header(b"Content-Type", b"text/plain; charset=utf-8")
+            .header(b"Content-Length", itoa(body.len() as u64));
+        let _ = self
+            .link
+            .with(|x| x.start(&head, body, true, &mut ReleaseGil(py)));
+        Ending::Complete
     }
 
     /// Answers `403 Forbidden` instead of running the application (the
@@ -264,14 +296,9 @@ impl Responder {
             st.head_sent = true;
             st.sent = body.len() as u64;
         }
-        let _ = self.send(
-            py,
-            Output::Start {
-                head,
-                body: Bytes::from(body),
-                end: true,
-            },
-        );
+        let _ = self
+            .link
+            .with(|x| x.start(&head, body.as_bytes(), true, &mut ReleaseGil(py)));
         Ending::Complete
     }
 
@@ -297,6 +324,21 @@ impl Responder {
     }
 }
 
+/// A decimal number as text, without the formatting machinery.
+pub fn itoa(mut n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&digits[i..]).into_owned()
+}
+
 /// The `start_response` callable handed to the application.
 #[pyclass(module = "wsgi_fpm_worker")]
 pub struct StartResponse {
@@ -316,7 +358,7 @@ impl Write {
         let bytes = data
             .cast::<pyo3::types::PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
-        self.responder.write(py, bytes.as_bytes())
+        self.responder.write(py, bytes.as_bytes(), false)
     }
 }
 
@@ -325,7 +367,6 @@ impl StartResponse {
     #[pyo3(signature = (status, headers, exc_info=None))]
     fn __call__(
         &self,
-        py: Python<'_>,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
@@ -338,7 +379,7 @@ impl StartResponse {
                 return Err(PyErr::from_value(value));
             }
         }
-        let (head, declared_len) = validate(py, status, headers)?;
+        let (head, declared_len) = validate(status, headers)?;
         self.responder
             .start(head, declared_len, exc_info.is_some())?;
         Ok(Write {
@@ -347,23 +388,11 @@ impl StartResponse {
     }
 }
 
-fn latin1_bytes(what: &str, s: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    let s = s
-        .cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
-    let text = s.to_cow()?;
-    text.chars()
-        .map(|c| u8::try_from(u32::from(c)).ok())
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| PyValueError::new_err(format!("{what} {text:?} is not latin-1")))
-}
-
 fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn validate(
-    _py: Python<'_>,
     status: &Bound<'_, PyAny>,
     headers: &Bound<'_, PyAny>,
 ) -> PyResult<(ResponseHead, Option<u64>)> {
@@ -382,7 +411,8 @@ fn validate(
     let list = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err("response headers must be a list of (name, value) tuples")
     })?;
-    let mut head = ResponseHead::new(status);
+    let mut head =
+        ResponseHead::with_capacity(bytes::Bytes::copy_from_slice(&status), 32 * list.len());
     let mut declared_len = None;
     for item in list.iter() {
         let pair = item.cast::<PyTuple>().map_err(|_| {
@@ -393,8 +423,10 @@ fn validate(
                 "each response header must be a (name, value) tuple",
             ));
         }
-        let name = latin1_bytes("header name", &pair.get_item(0)?)?;
-        let value = latin1_bytes("header value", &pair.get_item(1)?)?;
+        let name_obj = pair.get_item(0)?;
+        let value_obj = pair.get_item(1)?;
+        let name = latin1_bytes("header name", &name_obj)?;
+        let value = latin1_bytes("header value", &value_obj)?;
         if name.is_empty() || !name.iter().copied().all(is_token) {
             return Err(PyValueError::new_err(format!(
                 "header name {:?} is not a valid HTTP token",
@@ -407,13 +439,13 @@ fn validate(
                 String::from_utf8_lossy(&name)
             )));
         }
-        let lower = String::from_utf8_lossy(&name).to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str()) {
+        if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
             return Err(PyValueError::new_err(format!(
-                "hop-by-hop header {lower} is not allowed from a WSGI application"
+                "hop-by-hop header {} is not allowed from a WSGI application",
+                String::from_utf8_lossy(&name).to_ascii_lowercase()
             )));
         }
-        if lower == "content-length" {
+        if name.eq_ignore_ascii_case(b"content-length") {
             let n = wsgi_fpm::proto::cgi::parse_decimal(value.trim_ascii()).ok_or_else(|| {
                 PyValueError::new_err(format!(
                     "Content-Length {:?} is not a non-negative number",
@@ -422,7 +454,7 @@ fn validate(
             })?;
             declared_len = Some(n);
         }
-        head.headers.push((Bytes::from(name), Bytes::from(value)));
+        head.push_header(&name, &value);
     }
     Ok((head, declared_len))
 }

@@ -16,8 +16,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 use wsgi_fpm::busy::{Activity, Load};
 use wsgi_fpm::config::{Protocol, WorkerConfig};
+use wsgi_fpm::exchange::RequestId;
 use wsgi_fpm::master::spawn::{EXIT_APP_LOAD_FAILED, STATUS_FD_ENV};
-use wsgi_fpm::net::serve::{serve_all, ServeContext};
+use wsgi_fpm::net::conn::LingerLimits;
+use wsgi_fpm::net::direct::ConnSettings;
+use wsgi_fpm::net::hub::{Hub, HubListener, HubSettings, IoTask};
+use wsgi_fpm::net::serve::Io;
 use wsgi_fpm::proto::Limits;
 use wsgi_fpm::recycle::Recycler;
 use wsgi_fpm::route::EnvironRules;
@@ -27,6 +31,13 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
         pyo3::exceptions::PyValueError::new_err(format!("bad worker configuration: {e}"))
     })?;
     let pool = &cfg.pool;
+    // The master may send these before the handlers below exist (log
+    // reopening, stack dumps): they must never kill a loading worker.
+    // SAFETY: setting a signal's disposition to "ignore" is always sound.
+    unsafe {
+        libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+        libc::signal(libc::SIGUSR2, libc::SIG_IGN);
+    }
     wsgi_fpm::log::init(&cfg.log, &format!("pool {}", pool.name));
     let status_pipe = take_status_pipe(py)?;
     if let Some(path) = &cfg.log.access_log {
@@ -126,6 +137,7 @@ pub fn serve_loaded(
 ) -> PyResult<i32> {
     let Loaded { app, rules, auth } = loaded;
     let pool = &cfg.pool;
+    RequestId::set_pid(std::process::id());
     let ctx = Arc::new(AppContext {
         app,
         rules,
@@ -141,53 +153,90 @@ pub fn serve_loaded(
         crate::watch::start(recycler.clone())?;
     }
     let activity = Arc::new(Activity::new(pool.threads));
-    let (handler, thread_handles) = threads::start(
-        pool.threads,
-        pool.process.stack_size,
-        ctx,
-        recycler.clone(),
-        activity.clone(),
-    )?;
     // A dynamic pool's master needs to know when this worker is saturated
     // (to start another) or idle (to stop an extra one).
-    let load = (pool.max_processes > pool.processes || pool.processes == 0).then_some(activity);
+    let load =
+        (pool.max_processes > pool.processes || pool.processes == 0).then_some(activity.clone());
 
-    let listeners: Vec<(OwnedFd, Protocol)> = cfg
-        .listener_fds
-        .iter()
-        .zip(&pool.listen)
+    let mut hub_listeners = Vec::new();
+    let mut http = Vec::new();
+    for (fd, spec) in cfg.listener_fds.iter().zip(&pool.listen) {
         // SAFETY: the master passed these descriptors to this process for
         // this purpose, one per listener; each is adopted exactly once.
-        .map(|(fd, spec)| (unsafe { OwnedFd::from_raw_fd(*fd) }, spec.protocol))
-        .collect();
-    let serve_ctx = Arc::new(ServeContext {
-        handler: Arc::new(handler),
+        let fd = unsafe { OwnedFd::from_raw_fd(*fd) };
+        if let Err(e) = own_listener(&fd) {
+            error!("cannot use an inherited {} listener: {e}", spec.protocol);
+            continue;
+        }
+        if spec.protocol == Protocol::Http {
+            http.push(fd);
+        } else {
+            let tcp = matches!(spec.addr, wsgi_fpm::config::model::ListenAddr::Tcp(_))
+                || socket_is_tcp(&fd);
+            hub_listeners.push(HubListener {
+                fd,
+                protocol: spec.protocol,
+                tcp,
+            });
+        }
+    }
+    let socket_timeout = seconds(pool.socket_timeout);
+    let conn = Arc::new(ConnSettings {
         limits: Limits {
             max_params_bytes: pool.max_params_bytes,
             ..Limits::default()
         },
-        socket_timeout: Duration::from_secs_f64(pool.socket_timeout),
-        max_conns: 1024,
-        max_reqs: u32::try_from(pool.threads).unwrap_or(u32::MAX),
-        allowed_clients: pool.process.allowed_clients.clone(),
-        accept_gate: load.clone(),
+        socket_timeout,
+        header_timeout: socket_timeout,
+        keepalive_timeout: Duration::from_secs(120),
+        fastcgi: wsgi_fpm::proto::fastcgi::Settings {
+            max_conns: 1024,
+            max_reqs: u32::try_from(pool.threads).unwrap_or(u32::MAX),
+            mpxs_conns: true,
+        },
     });
+    let (io_tx, io_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hub = Arc::new(Hub::new(
+        hub_listeners,
+        HubSettings {
+            conn,
+            max_connections: 1024,
+            allowed_clients: pool.process.allowed_clients.clone(),
+        },
+        io_tx,
+    )?);
+    let thread_handles = threads::start(
+        pool.threads,
+        pool.process.stack_size,
+        Arc::new(threads::Pool {
+            ctx,
+            hub: hub.clone(),
+            recycler: recycler.clone(),
+            activity: activity.clone(),
+        }),
+    )?;
     let graces = Graces {
-        retire: Duration::from_secs_f64(pool.graceful_timeout),
-        stop: Duration::from_secs_f64(pool.shutdown_timeout),
+        retire: seconds(pool.graceful_timeout),
+        stop: seconds(pool.shutdown_timeout),
     };
     let mut status = StatusPipe(status_pipe);
     status.send("ready");
     info!("serving {} with {} threads", pool.app, pool.threads);
 
     let error_log = cfg.log.error_log.clone();
+    let io = Io {
+        hub: hub.clone(),
+        http,
+        socket_timeout,
+        linger: LingerLimits::DEFAULT,
+    };
     py.detach(move || {
         serve(
-            listeners, serve_ctx, graces, recycler, load, status, error_log,
+            io, io_rx, graces, recycler, load, activity, status, error_log,
         )
     })?;
 
-    // The queue's sender went with the serve context: idle threads end.
+    // The hub told the threads to stop: idle ones end.
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     while thread_handles.iter().any(|h| !h.is_finished()) && std::time::Instant::now() < deadline {
         py.detach(|| std::thread::sleep(Duration::from_millis(10)));
@@ -200,6 +249,29 @@ pub fn serve_loaded(
         unsafe { libc::_exit(0) };
     }
     Ok(0)
+}
+
+/// A duration option in seconds; out-of-range values (validation refuses
+/// them) become the longest duration rather than a panic.
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}
+
+/// A listener this worker serves: non-blocking, and close-on-exec so that
+/// nothing the application starts (`subprocess`, `os.system`) keeps it.
+fn own_listener(fd: &OwnedFd) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+fn socket_is_tcp(fd: &OwnedFd) -> bool {
+    matches!(
+        nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(fd)),
+        Ok(a) if a.as_unix_addr().is_none()
+    )
 }
 
 fn take_status_pipe(py: Python<'_>) -> PyResult<Option<std::fs::File>> {
@@ -263,20 +335,23 @@ impl StatusPipe {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve(
-    listeners: Vec<(OwnedFd, Protocol)>,
-    ctx: Arc<ServeContext>,
+    io: Io,
+    io_rx: tokio::sync::mpsc::UnboundedReceiver<IoTask>,
     graces: Graces,
     recycler: Arc<Recycler>,
     load: Option<Arc<Activity>>,
+    activity: Arc<Activity>,
     mut status: StatusPipe,
     error_log: Option<String>,
 ) -> PyResult<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let hub = io.hub.clone();
     runtime.block_on(async move {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (mut term, mut quit, mut int, mut hup) = (
             signal(SignalKind::terminate())?,
             signal(SignalKind::quit())?,
@@ -284,27 +359,28 @@ fn serve(
             signal(SignalKind::hangup())?,
         );
         let mut usr1 = signal(SignalKind::user_defined1())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
         let mut asked_recycle = false;
         let parent = nix::unistd::getppid();
-        let mut server = tokio::spawn(serve_all(listeners, ctx, stop_rx));
+        let mut io_task = tokio::spawn(wsgi_fpm::net::serve::run(io, io_rx, stop_rx));
         let mut parent_check = tokio::time::interval(Duration::from_secs(1));
         let mut load_check = tokio::time::interval(Duration::from_millis(100));
         let mut last_load = Load::Idle;
-        let grace = loop {
+        let (grace, retiring) = loop {
             tokio::select! {
-                _ = term.recv() => { info!("SIGTERM: finishing in-flight requests"); break graces.stop; }
-                _ = quit.recv() => { info!("SIGQUIT: finishing in-flight requests"); break graces.stop; }
+                _ = term.recv() => { info!("SIGTERM: finishing in-flight requests"); break (graces.stop, false); }
+                _ = quit.recv() => { info!("SIGQUIT: finishing in-flight requests"); break (graces.stop, false); }
                 _ = int.recv() => { info!("SIGINT: stopping now"); std::process::exit(0); }
                 // The master retires a worker (reload, recycling, SIGTTOU)
                 // with SIGHUP: its requests get the graceful timeout.
-                _ = hup.recv() => { info!("retiring: finishing in-flight requests"); break graces.retire; }
+                _ = hup.recv() => { info!("retiring: finishing in-flight requests"); break (graces.retire, true); }
                 _ = recycler.limit_reached.notified() => {
                     ask_recycle(&recycler, &mut status, &mut asked_recycle);
                 }
                 _ = parent_check.tick() => {
                     if nix::unistd::getppid() != parent {
                         error!("the master has gone; stopping");
-                        break graces.stop;
+                        break (graces.stop, false);
                     }
                     ask_recycle(&recycler, &mut status, &mut asked_recycle);
                 }
@@ -318,11 +394,35 @@ fn serve(
                     wsgi_fpm::log::reopen_error_log(error_log.as_deref());
                     wsgi_fpm::access_log::reopen();
                 }
-                _ = &mut server => return Ok(()),
+                _ = usr2.recv() => {
+                    info!("SIGUSR2: {} requests in flight", activity.in_flight());
+                }
+                _ = &mut io_task => return Ok(()),
             }
         };
-        let _ = stop_tx.send(Some(grace));
-        let _ = server.await;
+        // No more accepting. A retiring worker keeps its idle kept
+        // connections until the graceful timeout, answering what arrives on
+        // them and closing each after its answer, so that the front end
+        // sees the close before it reuses one; a stopping worker closes
+        // them now.
+        hub.retire();
+        if !retiring {
+            hub.sweep(true);
+        }
+        let _ = stop_tx.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = activity.in_flight() == 0
+                && hub.parked() == 0
+                && io_task.is_finished();
+            if idle || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        hub.sweep(true);
+        hub.stop();
+        io_task.abort();
         Ok::<(), std::io::Error>(())
     })?;
     Ok(())

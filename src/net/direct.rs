@@ -1,0 +1,820 @@
+//! A connection served directly by the thread that runs the application:
+//! it reads the request head, the application reads the body from the
+//! socket and writes the response to it, and nothing changes hands. This
+//! is the common path for all three protocols (SPEC §2).
+//!
+//! A [`DirectConn`] is owned by one party at a time: the hub while it waits
+//! for bytes (`net::hub`), a Python thread while it serves a request on
+//! it, the I/O thread when it must be multiplexed or closed lingering.
+//! While a request is served the connection is its [`Exchange`]: reads and
+//! writes never block with the caller's lock held — waiting goes through
+//! [`Wait::blocking`] (the worker releases the GIL there).
+//!
+//! FastCGI requests on one connection are served one after another here;
+//! records for another request id that arrive meanwhile wait their turn. A
+//! front end that starts several requests at once before the first one's
+//! head is complete is served concurrently by the I/O thread instead
+//! (`net::general`). No front end we know multiplexes.
+
+use crate::config::model::Protocol;
+use crate::exchange::{BodyError, Exchange, Gone, Peer, RequestMeta, Wait};
+use crate::net::sys;
+use crate::proto::fastcgi::ProtocolStatus;
+use crate::proto::session::{Event, Kind, Session, SessionError, MAX_FRAME};
+use crate::proto::{Limits, RequestHead, ResponseHead};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tracing::{debug, warn};
+
+/// What every connection of a worker shares: limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    pub limits: Limits,
+    /// A read or write that makes no progress for this long fails (SPEC §2
+    /// `--socket-timeout`).
+    pub socket_timeout: Duration,
+    /// The whole request head must arrive within this (`--header-timeout`).
+    pub header_timeout: Duration,
+    /// A kept connection idle for this long is closed (`--keepalive-timeout`).
+    pub keepalive_timeout: Duration,
+    /// What FastCGI's GET_VALUES reports.
+    pub fastcgi: crate::proto::fastcgi::Settings,
+}
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Response bytes up to which a piece is copied into the write buffer;
+/// larger ones are written from the application's own buffer.
+const INLINE_MAX: usize = 16 * 1024;
+
+/// One connection and the request it serves, if any.
+#[derive(Debug)]
+pub struct DirectConn {
+    fd: OwnedFd,
+    pub peer: Peer,
+    pub protocol: Protocol,
+    buf: BytesMut,
+    session: Session,
+    /// Events of other FastCGI request ids, taken while one was served.
+    deferred: VecDeque<Event>,
+    /// When the first byte of the request being received arrived.
+    first_byte: Option<SystemTime>,
+    settings: Arc<ConnSettings>,
+    current: Option<Current>,
+    /// Output being framed (kept between requests to save allocations).
+    wbuf: BytesMut,
+    /// An I/O error or a cut response: nothing more may be written.
+    broken: bool,
+    /// Requests served on this connection.
+    pub served: u32,
+    /// Whether the hub's epoll knows this descriptor.
+    pub(crate) registered: bool,
+    /// The worker's connection count, given back when this closes.
+    count: ConnCount,
+}
+
+/// One unit of a worker's connection count (`--max-connections`), given
+/// back when the connection closes, whoever holds it then.
+#[derive(Debug)]
+pub struct ConnCount(pub Option<Arc<AtomicUsize>>);
+
+impl Drop for ConnCount {
+    fn drop(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The request a connection is serving.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    id: u16,
+    keep_conn: bool,
+    body_done: bool,
+    started: bool,
+    ended: bool,
+    cancelled: bool,
+    /// The front end aborted it (FastCGI `ABORT_REQUEST`): answered with
+    /// `END_REQUEST` at once; the connection goes on.
+    aborted: bool,
+}
+
+/// What [`DirectConn::next_request`] found in what has arrived.
+#[derive(Debug)]
+pub enum Step {
+    /// A complete request head: serve it.
+    Ready(Box<RequestHead>, RequestMeta),
+    /// More bytes are needed.
+    NeedMore,
+    /// Several FastCGI requests are in flight at once: hand the connection
+    /// to the multiplexing driver.
+    Multiplexed,
+    /// The connection is over (a protocol error, already answered and
+    /// logged).
+    Close,
+}
+
+/// What a read from the socket gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    Data,
+    WouldBlock,
+    Eof,
+}
+
+impl DirectConn {
+    pub fn new(
+        fd: OwnedFd,
+        peer: Peer,
+        protocol: Protocol,
+        settings: Arc<ConnSettings>,
+        count: Option<Arc<AtomicUsize>>,
+    ) -> Box<DirectConn> {
+        let kind = match protocol {
+            Protocol::Scgi => Kind::Scgi,
+            Protocol::Uwsgi => Kind::Uwsgi,
+            _ => Kind::FastCgi,
+        };
+        Box::new(DirectConn {
+            fd,
+            peer,
+            protocol,
+            buf: BytesMut::new(),
+            session: Session::new(kind, settings.limits, settings.fastcgi),
+            deferred: VecDeque::new(),
+            first_byte: None,
+            settings,
+            current: None,
+            wbuf: BytesMut::new(),
+            broken: false,
+            served: 0,
+            registered: false,
+            count: ConnCount(count),
+        })
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn settings(&self) -> &ConnSettings {
+        &self.settings
+    }
+
+    /// When the request being received started to arrive.
+    pub fn first_byte(&self) -> Option<SystemTime> {
+        self.first_byte
+    }
+
+    /// Whether bytes of an unfinished request head are buffered.
+    pub fn has_partial_head(&self) -> bool {
+        !self.buf.is_empty() || self.first_byte.is_some()
+    }
+
+    /// Reads what the socket has, without waiting.
+    pub fn fill(&mut self) -> io::Result<Fill> {
+        match sys::recv(self.fd.as_fd(), &mut self.buf, READ_CHUNK) {
+            Ok(0) => Ok(Fill::Eof),
+            Ok(_) => {
+                if self.first_byte.is_none() {
+                    self.first_byte = Some(SystemTime::now());
+                }
+                Ok(Fill::Data)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Fill::WouldBlock),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next request whose head is complete in what has arrived.
+    pub fn next_request(&mut self) -> Step {
+        loop {
+            let event = match self.deferred.pop_front() {
+                Some(e) => e,
+                None => match self.session.poll_event(&mut self.buf) {
+                    Ok(Some(e)) => e,
+                    Ok(None) => {
+                        self.flush_transmit();
+                        return Step::NeedMore;
+                    }
+                    Err(e) => {
+                        self.refuse(&e);
+                        return Step::Close;
+                    }
+                },
+            };
+            match event {
+                Event::Request {
+                    id,
+                    keep_conn,
+                    head,
+                } => {
+                    if self.served == 0 && self.session.live_requests() > 1 {
+                        // A front end that multiplexes from the start.
+                        self.deferred.push_front(Event::Request {
+                            id,
+                            keep_conn,
+                            head,
+                        });
+                        return Step::Multiplexed;
+                    }
+                    self.flush_transmit();
+                    self.current = Some(Current {
+                        id,
+                        keep_conn,
+                        body_done: false,
+                        started: false,
+                        ended: false,
+                        cancelled: false,
+                        aborted: false,
+                    });
+                    let meta = RequestMeta {
+                        protocol: self.protocol,
+                        peer: self.peer,
+                        request_id: crate::exchange::RequestId::next(),
+                        queue_start: self.first_byte.take().unwrap_or_else(SystemTime::now),
+                    };
+                    // An authorizer gets no body at all.
+                    if head.body == crate::proto::BodyFraming::None {
+                        if let Some(c) = self.current.as_mut() {
+                            c.body_done = true;
+                        }
+                    }
+                    return Step::Ready(Box::new(head), meta);
+                }
+                Event::Rejected { id, error } => {
+                    warn!(peer = %self.peer, proto = %self.protocol, request = id, %error, "request refused");
+                }
+                // Input for a request that ended or was refused.
+                Event::Body { .. } | Event::BodyEnd { .. } | Event::Abort { .. } => {}
+            }
+        }
+    }
+
+    /// The multiplexing driver's starting point: socket, buffer, protocol
+    /// state and the events already taken.
+    pub fn into_parts(self: Box<Self>) -> MultiplexParts {
+        let this = *self;
+        MultiplexParts {
+            fd: this.fd,
+            peer: this.peer,
+            buf: this.buf,
+            session: this.session,
+            deferred: this.deferred,
+            first_byte: this.first_byte,
+            settings: this.settings,
+            count: this.count,
+        }
+    }
+
+    /// Writes what the protocol answered by itself (GET_VALUES, refusals),
+    /// best effort: these are small and the socket is fresh.
+    fn flush_transmit(&mut self) {
+        self.wbuf.clear();
+        self.session.take_transmit(&mut self.wbuf);
+        if !self.wbuf.is_empty() {
+            let wbuf = std::mem::take(&mut self.wbuf);
+            let mut parts = [io::IoSlice::new(&wbuf)];
+            let timeout = self.settings.socket_timeout;
+            if let Err(e) = sys::send_all(self.fd.as_fd(), &mut parts, timeout, &mut |f| f()) {
+                debug!(peer = %self.peer, "cannot write a protocol answer: {e}");
+                self.broken = true;
+            }
+            self.wbuf = wbuf;
+        }
+    }
+
+    fn refuse(&mut self, error: &SessionError) {
+        warn!(peer = %self.peer, proto = %self.protocol, %error, "bad request; closing the connection");
+        self.flush_transmit();
+        self.broken = true;
+    }
+
+    /// Sends `parts`, waiting through `wait` when the socket is full.
+    fn send(&mut self, parts: &mut [io::IoSlice<'_>], wait: &mut dyn Wait) -> Result<(), Gone> {
+        let timeout = self.settings.socket_timeout;
+        let fd = self.fd.as_fd();
+        let sent = sys::send_all(fd, parts, timeout, &mut |f| {
+            let mut r = Ok(());
+            wait.blocking(&mut || r = f());
+            r
+        });
+        sent.map_err(|e| {
+            debug!(peer = %self.peer, "response not delivered: {e}");
+            self.broken = true;
+            if let Some(c) = self.current.as_mut() {
+                c.cancelled = true;
+            }
+            Gone
+        })
+    }
+
+    fn current_live(&self) -> Result<Current, Gone> {
+        match self.current {
+            Some(c) if !c.ended && !c.cancelled && !c.aborted && !self.broken => Ok(c),
+            _ => Err(Gone),
+        }
+    }
+
+    /// FastCGI `ABORT_REQUEST` for the request being served: it is answered
+    /// with `END_REQUEST` now (fastcgi.md §8) and gets no more output; the
+    /// application is told through `is_cancelled` and failing writes.
+    fn on_abort(&mut self) {
+        let Some(cur) = self.current else { return };
+        debug!(peer = %self.peer, request = cur.id, "the front end aborted the request");
+        if !cur.ended && !self.broken {
+            let mut w = BytesMut::new();
+            self.session.end(cur.id, &mut w);
+            let mut parts = [io::IoSlice::new(&w)];
+            let timeout = self.settings.socket_timeout;
+            if sys::send_all(self.fd.as_fd(), &mut parts, timeout, &mut |f| f()).is_err() {
+                self.broken = true;
+            }
+        }
+        if let Some(c) = self.current.as_mut() {
+            c.aborted = true;
+            c.ended = true;
+        }
+    }
+
+    /// Looks at what arrived while the response streams, so that a FastCGI
+    /// `ABORT_REQUEST` stops it (other requests' records wait their turn).
+    fn notice_abort(&mut self) {
+        if self.session.kind() != Kind::FastCgi {
+            return;
+        }
+        match self.fill() {
+            Ok(Fill::Data) => {}
+            Ok(Fill::Eof) => {
+                if let Some(c) = self.current.as_mut() {
+                    c.cancelled = true;
+                }
+                return;
+            }
+            _ => return,
+        }
+        let Some(cur) = self.current else { return };
+        loop {
+            match self.session.poll_event(&mut self.buf) {
+                Ok(Some(Event::Abort { id })) if id == cur.id => self.on_abort(),
+                Ok(Some(Event::Body { id, .. })) if id == cur.id => {
+                    // The application stopped reading its body: dropped.
+                }
+                Ok(Some(Event::BodyEnd { id })) if id == cur.id => {
+                    if let Some(c) = self.current.as_mut() {
+                        c.body_done = true;
+                    }
+                }
+                Ok(Some(other)) => self.deferred.push_back(other),
+                Ok(None) => return,
+                Err(e) => {
+                    self.refuse(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After the response: whether the connection goes on, and how.
+    pub fn after_response(&mut self, retiring: bool) -> After {
+        let Some(cur) = self.current.take() else {
+            return After::Close;
+        };
+        self.served = self.served.saturating_add(1);
+        decide(&AfterState {
+            kind: self.session.kind(),
+            broken: self.broken,
+            ended: cur.ended,
+            cancelled: cur.cancelled,
+            body_done: cur.body_done,
+            keep_conn: cur.keep_conn,
+            wants_close: self.session.wants_close(),
+            retiring,
+        })
+    }
+
+    /// Whether a complete request is already buffered (the front end sent
+    /// it before our answer, or it waits among the deferred events).
+    pub fn has_buffered_input(&self) -> bool {
+        !self.deferred.is_empty() || !self.buf.is_empty()
+    }
+
+    /// The response is over and the connection will not be reused: shut
+    /// the write side, so the front end sees the end at once.
+    pub fn close(self: Box<Self>) {
+        drop(self);
+    }
+}
+
+/// What the multiplexing driver takes over.
+#[derive(Debug)]
+pub struct MultiplexParts {
+    pub fd: OwnedFd,
+    pub peer: Peer,
+    pub buf: BytesMut,
+    pub session: Session,
+    pub deferred: VecDeque<Event>,
+    pub first_byte: Option<SystemTime>,
+    pub settings: Arc<ConnSettings>,
+    pub count: ConnCount,
+}
+
+/// The facts [`decide`] needs about a connection whose response is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterState {
+    pub kind: Kind,
+    /// An I/O error, or a response cut after its head.
+    pub broken: bool,
+    /// The response ended normally.
+    pub ended: bool,
+    /// The front end aborted the request or went away.
+    pub cancelled: bool,
+    /// The request's body was read to its end.
+    pub body_done: bool,
+    pub keep_conn: bool,
+    /// The protocol wants the connection closed (FastCGI without keep-conn).
+    pub wants_close: bool,
+    /// The worker is retiring: kept connections close after their answer.
+    pub retiring: bool,
+}
+
+/// What happens to a connection after its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Wait for the next request on it (FastCGI keep-conn).
+    KeepAlive,
+    /// Close it now: nothing unread is left, so no reset can destroy the
+    /// answer.
+    Close,
+    /// Close it after reading what the front end still sends, for a short
+    /// while (an unread body); the I/O thread does it.
+    Linger,
+}
+
+/// The pure rule behind [`DirectConn::after_response`].
+///
+/// A FastCGI connection is kept even when the application left its body
+/// unread: the codec drops the late `STDIN` records of an ended request as
+/// they come. A connection that closes with input still on its way must
+/// linger, or the kernel's reset could destroy the answer before the front
+/// end reads it.
+pub fn decide(s: &AfterState) -> After {
+    let keep = s.kind == Kind::FastCgi
+        && s.ended
+        && !s.broken
+        && !s.cancelled
+        && s.keep_conn
+        && !s.wants_close
+        && !s.retiring;
+    if keep {
+        After::KeepAlive
+    } else if s.body_done || s.broken {
+        After::Close
+    } else {
+        After::Linger
+    }
+}
+
+impl Exchange for DirectConn {
+    fn read_body(&mut self, wait: &mut dyn Wait) -> Result<Option<Bytes>, BodyError> {
+        let Some(cur) = self.current else {
+            return Ok(None);
+        };
+        if cur.body_done {
+            return Ok(None);
+        }
+        let timeout = self.settings.socket_timeout;
+        loop {
+            match self.session.poll_event(&mut self.buf) {
+                Ok(Some(Event::Body { id, data })) if id == cur.id => return Ok(Some(data)),
+                Ok(Some(Event::BodyEnd { id })) if id == cur.id => {
+                    if let Some(c) = self.current.as_mut() {
+                        c.body_done = true;
+                    }
+                    return Ok(None);
+                }
+                Ok(Some(Event::Abort { id })) if id == cur.id => {
+                    self.on_abort();
+                    return Err(BodyError::ConnectionLost);
+                }
+                Ok(Some(other)) => self.deferred.push_back(other),
+                Ok(None) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    self.refuse(&e);
+                    return Err(BodyError::Protocol(text));
+                }
+            }
+            match self.fill() {
+                Ok(Fill::Data) => continue,
+                Ok(Fill::Eof) => {
+                    self.broken = true;
+                    warn!(peer = %self.peer, proto = %self.protocol, "connection closed before the request body was complete");
+                    return Err(BodyError::ConnectionLost);
+                }
+                Ok(Fill::WouldBlock) => {
+                    let fd = self.fd.as_fd();
+                    let mut waited = Ok(());
+                    wait.blocking(&mut || waited = sys::wait(fd, sys::Ready::Read, timeout));
+                    if waited.is_err() {
+                        self.broken = true;
+                        warn!(peer = %self.peer, proto = %self.protocol, "request body stalled; closing the connection");
+                        return Err(BodyError::TimedOut);
+                    }
+                }
+                Err(_) => {
+                    self.broken = true;
+                    return Err(BodyError::ConnectionLost);
+                }
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        head: &ResponseHead,
+        body: &[u8],
+        end: bool,
+        wait: &mut dyn Wait,
+    ) -> Result<(), Gone> {
+        let cur = self.current_live()?;
+        if cur.started {
+            return Err(Gone);
+        }
+        let mut w = std::mem::take(&mut self.wbuf);
+        w.clear();
+        // Small bodies are copied in beside the head (one buffer, one
+        // write); large ones are written from where they are.
+        let inline = body.len() <= INLINE_MAX;
+        if self.session.kind() == Kind::FastCgi {
+            // One record for head and body when they fit: its header is
+            // written once the head's length is known.
+            w.extend_from_slice(&[0u8; 8]);
+            self.session.encode_head(head, &mut w);
+            let content = w.len() - 8 + if inline { body.len() } else { 0 };
+            if content <= MAX_FRAME {
+                if inline {
+                    w.extend_from_slice(body);
+                }
+                let mut header = BytesMut::with_capacity(8);
+                let padding = self.session.frame(cur.id, content, &mut header);
+                w[..8].copy_from_slice(&header);
+                w.extend_from_slice(&[0u8; 8][..padding]);
+            } else {
+                // A head this large is rare: frame it on its own.
+                let text = w.split_off(8);
+                w.clear();
+                self.session.put_data(cur.id, &text, &mut w);
+                if inline {
+                    self.session.put_data(cur.id, body, &mut w);
+                }
+            }
+        } else {
+            self.session.encode_head(head, &mut w);
+            if inline {
+                w.extend_from_slice(body);
+            }
+        }
+        let result = if inline {
+            if end {
+                self.session.end(cur.id, &mut w);
+            }
+            let mut parts = [io::IoSlice::new(&w)];
+            self.send(&mut parts, wait)
+        } else {
+            let mut after = BytesMut::new();
+            if end {
+                self.session.end(cur.id, &mut after);
+            }
+            self.send_framed(&w, cur.id, body, &after, wait)
+        };
+        self.wbuf = w;
+        if let Some(c) = self.current.as_mut() {
+            c.started = true;
+            c.ended = end;
+        }
+        result
+    }
+
+    fn data(&mut self, data: &[u8], wait: &mut dyn Wait) -> Result<(), Gone> {
+        self.notice_abort();
+        let cur = self.current_live()?;
+        if !cur.started {
+            return Err(Gone);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        if data.len() <= INLINE_MAX {
+            let mut w = std::mem::take(&mut self.wbuf);
+            w.clear();
+            self.session.put_data(cur.id, data, &mut w);
+            let mut parts = [io::IoSlice::new(&w)];
+            let r = self.send(&mut parts, wait);
+            self.wbuf = w;
+            r
+        } else {
+            self.send_framed(&[], cur.id, data, &[], wait)
+        }
+    }
+
+    fn file(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+        wait: &mut dyn Wait,
+    ) -> Result<(), Gone> {
+        let cur = self.current_live()?;
+        let fastcgi = self.session.kind() == Kind::FastCgi;
+        let timeout = self.settings.socket_timeout;
+        let fd = self.fd.as_fd();
+        let session = &self.session;
+        let mut result = Ok(());
+        wait.blocking(&mut || {
+            result = send_file(fd, session, fastcgi, cur.id, &file, offset, len, timeout);
+        });
+        result.map_err(|e| {
+            debug!(peer = %self.peer, "file not delivered: {e}");
+            self.broken = true;
+            Gone
+        })
+    }
+
+    fn end(&mut self, wait: &mut dyn Wait) -> Result<(), Gone> {
+        let cur = self.current_live()?;
+        let mut w = std::mem::take(&mut self.wbuf);
+        w.clear();
+        self.session.end(cur.id, &mut w);
+        let r = if w.is_empty() {
+            Ok(())
+        } else {
+            let mut parts = [io::IoSlice::new(&w)];
+            self.send(&mut parts, wait)
+        };
+        self.wbuf = w;
+        if let Some(c) = self.current.as_mut() {
+            c.ended = true;
+        }
+        r
+    }
+
+    fn abort(&mut self) {
+        // FastCGI: closing without END_REQUEST is how the front end learns
+        // the response is cut; the stream protocols have nothing else.
+        self.broken = true;
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.broken || self.current.is_some_and(|c| c.cancelled || c.aborted)
+    }
+}
+
+impl DirectConn {
+    /// Sends `before`, then `data` framed for request `id` without copying
+    /// it, then `after`.
+    fn send_framed(
+        &mut self,
+        before: &[u8],
+        id: u16,
+        data: &[u8],
+        after: &[u8],
+        wait: &mut dyn Wait,
+    ) -> Result<(), Gone> {
+        let mut frames = BytesMut::new();
+        let mut plan: Vec<(usize, usize, usize)> = Vec::new();
+        for chunk in data.chunks(MAX_FRAME) {
+            let at = frames.len();
+            let padding = self.session.frame(id, chunk.len(), &mut frames);
+            plan.push((at, frames.len() - at, padding));
+        }
+        const PAD: [u8; 8] = [0; 8];
+        let mut parts: Vec<io::IoSlice<'_>> = Vec::with_capacity(plan.len() * 3 + 2);
+        parts.push(io::IoSlice::new(before));
+        for ((at, hlen, padding), chunk) in plan.iter().zip(data.chunks(MAX_FRAME)) {
+            parts.push(io::IoSlice::new(&frames[*at..at + hlen]));
+            parts.push(io::IoSlice::new(chunk));
+            parts.push(io::IoSlice::new(&PAD[..*padding]));
+        }
+        parts.push(io::IoSlice::new(after));
+        for batch in parts.chunks_mut(sys::IOV_MAX) {
+            self.send(batch, wait)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends a file's range: FastCGI wraps each ≤ 64 KiB piece in a record
+/// whose header is written before the sendfile'd bytes (SPEC §3).
+#[allow(clippy::too_many_arguments)]
+fn send_file(
+    fd: std::os::fd::BorrowedFd<'_>,
+    session: &Session,
+    fastcgi: bool,
+    id: u16,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut at = offset;
+    let end = offset.checked_add(len).ok_or(io::ErrorKind::InvalidInput)?;
+    while at < end {
+        let n = if fastcgi {
+            (end - at).min(MAX_FRAME as u64)
+        } else {
+            (end - at).min(1 << 20)
+        };
+        if fastcgi {
+            let mut header = BytesMut::with_capacity(8);
+            // MAX_FRAME is a multiple of 8; only the last piece pads.
+            let padding = session.frame(id, n as usize, &mut header);
+            sys::send_all(fd, &mut [io::IoSlice::new(&header)], timeout, &mut |f| f())?;
+            sendfile_all(fd, file, at, n, timeout)?;
+            if padding > 0 {
+                sys::send_all(
+                    fd,
+                    &mut [io::IoSlice::new(&[0u8; 8][..padding])],
+                    timeout,
+                    &mut |f| f(),
+                )?;
+            }
+        } else {
+            sendfile_all(fd, file, at, n, timeout)?;
+        }
+        at += n;
+    }
+    Ok(())
+}
+
+fn sendfile_all(
+    fd: std::os::fd::BorrowedFd<'_>,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut off = i64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let end = off
+        .checked_add(i64::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?)
+        .ok_or(io::ErrorKind::InvalidInput)?;
+    while off < end {
+        let count = usize::try_from(end - off).unwrap_or(usize::MAX);
+        match nix::sys::sendfile::sendfile(fd, file.as_fd(), Some(&mut off), count) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EAGAIN) => sys::wait(fd, sys::Ready::Write, timeout)?,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl DirectConn {
+    /// Ends the current request with a FastCGI protocol status and no
+    /// response of the application's (a refusal before it ran).
+    pub fn end_with(&mut self, status: ProtocolStatus, wait: &mut dyn Wait) -> Result<(), Gone> {
+        let cur = self.current_live()?;
+        let mut w = BytesMut::new();
+        self.session.end_with(cur.id, status, &mut w);
+        let mut parts = [io::IoSlice::new(&w)];
+        let r = self.send(&mut parts, wait);
+        if let Some(c) = self.current.as_mut() {
+            c.ended = true;
+        }
+        r
+    }
+
+    /// Whether the header deadline of a partially received head has passed.
+    pub fn head_expired(&self, now: SystemTime) -> bool {
+        self.first_byte.is_some_and(|t| {
+            now.duration_since(t).unwrap_or_default() > self.settings.header_timeout
+        })
+    }
+
+    /// The deadline for the next event on a parked connection.
+    pub fn park_deadline(&self, idle: bool) -> Instant {
+        let now = Instant::now();
+        if idle {
+            now + self.settings.keepalive_timeout
+        } else {
+            let waited = self
+                .first_byte
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
+            now + self.settings.header_timeout.saturating_sub(waited)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

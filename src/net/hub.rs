@@ -1,0 +1,548 @@
+//! Where a worker's free Python threads wait for work: one epoll instance
+//! that they share, holding the pool's listening sockets, the connections
+//! waiting for their next request, and a wake-up for requests handed over
+//! by the I/O thread (leader/follower: whichever thread is free takes the
+//! next piece of work itself, with no hand-off).
+//!
+//! - A worker accepts a connection only when one of its threads is free to
+//!   take it: busy threads are not waiting here. The listeners are
+//!   registered `EPOLLEXCLUSIVE`, so the kernel wakes an idle worker's
+//!   thread rather than every worker, and never a worker with none idle:
+//!   connections wait in the listen queue for whoever is free first.
+//! - Reading a request head happens here, without the GIL. A connection
+//!   whose head is incomplete is parked (`EPOLLONESHOT`) until more bytes
+//!   come: a stalled client holds no thread (SPEC §2).
+//! - Kept FastCGI connections are parked the same way between requests.
+//! - The I/O thread closes parked connections past their deadline
+//!   ([`Hub::sweep`]): the head deadline (`--header-timeout`) and the idle
+//!   deadline of kept connections (`--keepalive-timeout`).
+//!
+//! Python is never touched here; [`Hub::wait`] blocks and must be called
+//! with the GIL released.
+
+use crate::config::model::Protocol;
+use crate::exchange::{Peer, Request};
+use crate::net::direct::{ConnSettings, DirectConn, Fill, Step};
+use crate::net::sys;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::collections::VecDeque;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, warn};
+
+/// A listening socket served from the hub.
+#[derive(Debug)]
+pub struct HubListener {
+    pub fd: OwnedFd,
+    pub protocol: Protocol,
+    pub tcp: bool,
+}
+
+/// What a free thread gets from [`Hub::wait`].
+#[derive(Debug)]
+pub enum Work {
+    /// A connection with a complete request head: serve it directly.
+    Conn(Ready),
+    /// A request the I/O thread read (multiplexed FastCGI, the HTTP
+    /// listener), with its channel exchange.
+    Request(Box<Request>),
+    /// The worker is stopping.
+    Stop,
+}
+
+/// A connection and the request it has to serve now.
+#[derive(Debug)]
+pub struct Ready {
+    pub conn: Box<DirectConn>,
+    pub head: Box<crate::proto::RequestHead>,
+    pub meta: crate::exchange::RequestMeta,
+}
+
+/// What the Python threads hand to the I/O thread.
+#[derive(Debug)]
+pub enum IoTask {
+    /// Several FastCGI requests at once on this connection.
+    Multiplex(Box<DirectConn>),
+    /// Close after reading what the front end still sends, for a while.
+    Linger(Box<DirectConn>),
+}
+
+/// Tag bits of an epoll event's data word.
+const TAG_WAKE: u64 = 1 << 62;
+const TAG_LISTENER: u64 = 2 << 62;
+const TAG_PARKED: u64 = 3 << 62;
+const TAG_MASK: u64 = 3 << 62;
+
+/// Why a connection is parked, and until when.
+#[derive(Debug)]
+struct Parked {
+    conn: Box<DirectConn>,
+    deadline: Instant,
+    /// Between requests (true) or in the middle of a head (false).
+    idle: bool,
+}
+
+/// Parked connections by slot; a slot's generation changes on each reuse,
+/// so a stale event for a closed connection never reaches a new one.
+#[derive(Debug, Default)]
+struct ParkedTable {
+    slots: Vec<(u32, Option<Parked>)>,
+    free: Vec<u32>,
+    count: usize,
+}
+
+impl ParkedTable {
+    fn insert(&mut self, p: Parked) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push((0, None));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.0 = slot.0.wrapping_add(1) & 0x3fff_ffff;
+        slot.1 = Some(p);
+        self.count += 1;
+        (u64::from(slot.0) << 32) | u64::from(index)
+    }
+
+    fn get(&self, key: u64) -> Option<&Parked> {
+        let (generation, p) = self.slots.get((key & 0xffff_ffff) as usize)?;
+        (*generation == ((key >> 32) & 0x3fff_ffff) as u32).then_some(p.as_ref()?)
+    }
+
+    fn take(&mut self, key: u64) -> Option<Parked> {
+        let index = (key & 0xffff_ffff) as usize;
+        let generation = ((key >> 32) & 0x3fff_ffff) as u32;
+        let slot = self.slots.get_mut(index)?;
+        if slot.0 != generation {
+            return None;
+        }
+        let p = slot.1.take()?;
+        self.free.push(index as u32);
+        self.count -= 1;
+        Some(p)
+    }
+}
+
+/// Settings of the hub itself.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub conn: Arc<ConnSettings>,
+    /// At most this many connections at once (`--max-connections`).
+    pub max_connections: usize,
+    /// TCP peers allowed to connect; empty means any (SPEC §4
+    /// `--allowed-clients`: an open FastCGI port is remote code execution).
+    pub allowed_clients: Vec<IpAddr>,
+}
+
+pub struct Hub {
+    epoll: Epoll,
+    wake: EventFd,
+    listeners: Vec<HubListener>,
+    settings: HubSettings,
+    parked: Mutex<ParkedTable>,
+    jobs: Mutex<VecDeque<Box<Request>>>,
+    queued: AtomicUsize,
+    /// Open connections of this worker (parked, served, lingering).
+    conns: Arc<AtomicUsize>,
+    /// The listeners are in the epoll set.
+    accepting: Mutex<bool>,
+    /// No more accepting: retiring, recycling or stopping.
+    closed: AtomicBool,
+    /// Kept connections close after their answer.
+    retiring: AtomicBool,
+    stopping: AtomicBool,
+    io: tokio::sync::mpsc::UnboundedSender<IoTask>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub over `listeners` (non-blocking, close-on-exec); connections
+    /// for the I/O thread go to `io`.
+    pub fn new(
+        listeners: Vec<HubListener>,
+        settings: HubSettings,
+        io: tokio::sync::mpsc::UnboundedSender<IoTask>,
+    ) -> io::Result<Hub> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let wake = EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_SEMAPHORE,
+        )?;
+        epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, TAG_WAKE))?;
+        let hub = Hub {
+            epoll,
+            wake,
+            listeners,
+            settings,
+            parked: Mutex::new(ParkedTable::default()),
+            jobs: Mutex::new(VecDeque::new()),
+            queued: AtomicUsize::new(0),
+            conns: Arc::new(AtomicUsize::new(0)),
+            accepting: Mutex::new(false),
+            closed: AtomicBool::new(false),
+            retiring: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            io,
+        };
+        hub.set_accepting(true);
+        Ok(hub)
+    }
+
+    /// Adds or removes the listeners from the epoll set.
+    fn set_accepting(&self, on: bool) {
+        let Ok(mut accepting) = self.accepting.lock() else {
+            return;
+        };
+        let on = on && !self.closed.load(Ordering::Acquire);
+        if *accepting == on {
+            return;
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let r = if on {
+                // EPOLLEXCLUSIVE: a new connection wakes one waiting worker,
+                // not all of them, and not one with no thread waiting.
+                self.epoll.add(
+                    &l.fd,
+                    EpollEvent::new(
+                        EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
+                        TAG_LISTENER | i as u64,
+                    ),
+                )
+            } else {
+                self.epoll.delete(&l.fd)
+            };
+            if let Err(e) = r {
+                error!(
+                    "cannot {} a {} listener: {e}",
+                    if on { "watch" } else { "unwatch" },
+                    l.protocol
+                );
+            }
+        }
+        *accepting = on;
+    }
+
+    /// Waits for the next piece of work. Blocks: call without the GIL.
+    pub fn wait(&self) -> Work {
+        let mut events = [EpollEvent::empty(); 1];
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return Work::Stop;
+            }
+            if let Some(job) = self.take_job() {
+                return Work::Request(job);
+            }
+            self.maybe_resume_accepting();
+            let n = match self.epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    error!("epoll_wait failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if n == 0 {
+                continue;
+            }
+            let data = events[0].data();
+            let work = match data & TAG_MASK {
+                TAG_LISTENER => self.accept((data & !TAG_MASK) as usize),
+                TAG_PARKED => self.resume(data & !TAG_MASK),
+                _ => None,
+            };
+            if let Some(work) = work {
+                return work;
+            }
+        }
+    }
+
+    fn take_job(&self) -> Option<Box<Request>> {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        // The eventfd counts queued jobs (semaphore mode): whoever reads a
+        // unit owns one job.
+        self.wake.read().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.jobs.lock().ok()?.pop_front()
+    }
+
+    /// Queues a request for the next free thread (from the I/O thread).
+    pub fn push(&self, request: Box<Request>) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.push_back(request);
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = self.wake.write(1) {
+            error!("cannot wake a thread for a queued request: {e}");
+        }
+    }
+
+    fn maybe_resume_accepting(&self) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let below = self.conns.load(Ordering::Relaxed) < self.settings.max_connections;
+        if below {
+            if let Ok(a) = self.accepting.lock() {
+                if *a {
+                    return;
+                }
+            }
+            self.set_accepting(true);
+        }
+    }
+
+    fn accept(&self, index: usize) -> Option<Work> {
+        let listener = self.listeners.get(index)?;
+        let (fd, peer) = match sys::accept(listener.fd.as_fd()) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return None,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept on a {} listener failed: {e}", listener.protocol);
+                std::thread::sleep(Duration::from_millis(100));
+                return None;
+            }
+        };
+        if let Peer::Tcp(addr) = peer {
+            if !allowed(&self.settings.allowed_clients, addr.ip()) {
+                warn!(peer = %peer, proto = %listener.protocol, "refusing a connection from an address not in --allowed-clients");
+                return None;
+            }
+            let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::TcpNoDelay, &true);
+        }
+        let open = self.conns.fetch_add(1, Ordering::AcqRel) + 1;
+        if open >= self.settings.max_connections {
+            warn!(
+                "{open} connections open, the most --max-connections allows: accepting again once one closes"
+            );
+            self.set_accepting(false);
+        }
+        let conn = DirectConn::new(
+            fd,
+            peer,
+            listener.protocol,
+            self.settings.conn.clone(),
+            Some(self.conns.clone()),
+        );
+        self.advance(conn)
+    }
+
+    fn resume(&self, key: u64) -> Option<Work> {
+        let parked = self.parked.lock().ok()?.take(key)?;
+        self.advance(parked.conn)
+    }
+
+    /// Reads until the connection has a complete request head (work for
+    /// the caller), must wait for more bytes (parked), or is over.
+    fn advance(&self, mut conn: Box<DirectConn>) -> Option<Work> {
+        loop {
+            match conn.next_request() {
+                Step::Ready(head, meta) => return Some(Work::Conn(Ready { conn, head, meta })),
+                Step::NeedMore => {}
+                Step::Multiplexed => {
+                    self.to_io(IoTask::Multiplex(conn));
+                    return None;
+                }
+                Step::Close => return None,
+            }
+            match conn.fill() {
+                Ok(Fill::Data) => continue,
+                Ok(Fill::WouldBlock) => {
+                    let idle = !conn.has_partial_head();
+                    self.park(conn, idle);
+                    return None;
+                }
+                Ok(Fill::Eof) => {
+                    if conn.has_partial_head() {
+                        warn!(peer = %conn.peer, proto = %conn.protocol, "connection closed before the request head was complete");
+                    }
+                    return None;
+                }
+                Err(e) => {
+                    debug!(peer = %conn.peer, "read failed: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn to_io(&self, task: IoTask) {
+        if let Err(e) = self.io.send(task) {
+            debug!("the I/O thread is gone; closing a connection: {e:?}");
+        }
+    }
+
+    /// Parks a connection until its next bytes (or its deadline).
+    pub fn park(&self, mut conn: Box<DirectConn>, idle: bool) {
+        let deadline = conn.park_deadline(idle);
+        let first = !conn.registered;
+        conn.registered = true;
+        // Armed under the table's lock: the sweeper cannot close it in
+        // between, and no event can fire before it is in the table.
+        let Ok(mut table) = self.parked.lock() else {
+            return;
+        };
+        let key = table.insert(Parked {
+            conn,
+            deadline,
+            idle,
+        });
+        let mut event = EpollEvent::new(
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT,
+            TAG_PARKED | key,
+        );
+        let r = match table.get(key) {
+            Some(p) if first => self.epoll.add(p.conn.fd(), event),
+            Some(p) => self.epoll.modify(p.conn.fd(), &mut event),
+            None => return,
+        };
+        if let Err(e) = r {
+            error!("cannot watch a parked connection: {e}");
+            table.take(key);
+        }
+    }
+
+    /// Closes parked connections past their deadline; when `idle_too`,
+    /// every idle kept connection as well (the end of a graceful stop).
+    pub fn sweep(&self, idle_too: bool) {
+        let now = Instant::now();
+        let expired: Vec<Parked> = match self.parked.lock() {
+            Ok(mut t) => {
+                let keys: Vec<u64> = t
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (generation, p))| {
+                        let p = p.as_ref()?;
+                        (p.deadline <= now || (idle_too && p.idle))
+                            .then_some((u64::from(*generation) << 32) | i as u64)
+                    })
+                    .collect();
+                keys.into_iter().filter_map(|k| t.take(k)).collect()
+            }
+            Err(_) => return,
+        };
+        for p in expired {
+            if !p.idle {
+                warn!(peer = %p.conn.peer, proto = %p.conn.protocol, "closing a connection that sent no complete request head within --header-timeout");
+            }
+            let _ = self.epoll.delete(p.conn.fd());
+        }
+    }
+
+    /// Connections parked now.
+    pub fn parked(&self) -> usize {
+        self.parked.lock().map(|t| t.count).unwrap_or(0)
+    }
+
+    /// Parked connections in the middle of a request head.
+    pub fn parked_heads(&self) -> usize {
+        self.parked
+            .lock()
+            .map(|t| {
+                t.slots
+                    .iter()
+                    .filter(|(_, p)| p.as_ref().is_some_and(|p| !p.idle))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Open connections of this worker.
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting for good (retiring, recycling, stopping).
+    pub fn close_listeners(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.set_accepting(false);
+    }
+
+    /// From now on kept connections close right after their answer, so the
+    /// front end sees the close before it reuses them (issue: no 502 on a
+    /// reload); idle ones stay until the graceful timeout.
+    pub fn retire(&self) {
+        self.close_listeners();
+        self.retiring.store(true, Ordering::Release);
+    }
+
+    pub fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::Acquire)
+    }
+
+    /// Wakes every waiting thread to stop.
+    pub fn stop(&self) {
+        self.close_listeners();
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.wake.write(1 << 32);
+    }
+
+    /// Hands a connection whose response is over to whatever comes next:
+    /// its next request when one is already buffered (served by the same
+    /// thread at once), else parked, closed or lingering.
+    pub fn after(&self, mut conn: Box<DirectConn>) -> Option<Ready> {
+        use crate::net::direct::After;
+        match conn.after_response(self.is_retiring()) {
+            After::KeepAlive => {
+                if conn.has_buffered_input() {
+                    return match self.advance(conn) {
+                        Some(Work::Conn(ready)) => Some(ready),
+                        _ => None,
+                    };
+                }
+                self.park(conn, true);
+                None
+            }
+            After::Close => None,
+            After::Linger => {
+                self.to_io(IoTask::Linger(conn));
+                None
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Whether `--allowed-clients` lets this TCP peer in.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        allowed(&self.settings.allowed_clients, ip)
+    }
+
+    /// The connection count new connections share (the HTTP listener's
+    /// are not counted).
+    pub fn settings(&self) -> &HubSettings {
+        &self.settings
+    }
+}
+
+fn allowed(list: &[IpAddr], ip: IpAddr) -> bool {
+    if list.is_empty() {
+        return true;
+    }
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    list.contains(&ip)
+}

@@ -1,0 +1,253 @@
+//! The few socket calls the direct request path makes, each one system
+//! call: accept with the peer's address in one go, a non-blocking receive,
+//! a vectored send that never raises SIGPIPE, and a wait for one
+//! descriptor. Plain functions over descriptors; no buffering, no policy.
+
+use crate::exchange::Peer;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// Accepts one connection from a non-blocking listener: the new socket is
+/// non-blocking and close-on-exec (never inherited by what the application
+/// starts). `WouldBlock` when none is waiting.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, Peer)> {
+    // SAFETY: sockaddr_storage is plain data for which all-zero bytes are a
+    // valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `len` are valid for writes of `len` bytes, as
+    // accept4(2) requires; the descriptor is borrowed for the call only.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok((owned, peer_of(&storage)))
+}
+
+fn peer_of(storage: &libc::sockaddr_storage) -> Peer {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, and
+            // sockaddr_storage is large and aligned enough for it.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Peer::Tcp(std::net::SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Peer::Tcp(std::net::SocketAddr::from((
+                ip,
+                u16::from_be(sin6.sin6_port),
+            )))
+        }
+        _ => Peer::Unix,
+    }
+}
+
+/// Reads what is there without waiting: `Ok(0)` is the peer's end of
+/// stream, `WouldBlock` means nothing yet.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut bytes::BytesMut, at_least: usize) -> io::Result<usize> {
+    buf.reserve(at_least);
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: recv(2) writes at most `spare.len()` bytes into the spare
+    // capacity, which is valid for writes; MaybeUninit<u8> has u8's layout.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: the kernel initialised the first `n` bytes of the spare
+    // capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Sends as much of `parts` as the socket takes now, without waiting and
+/// without SIGPIPE; returns the byte count (possibly less than all).
+pub fn send_vectored(fd: BorrowedFd<'_>, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data; all-zero is valid (no name, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix.
+    msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = parts.len().min(IOV_MAX) as _;
+    // SAFETY: the iovecs point into slices borrowed for the call.
+    let n = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &msg,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// iovecs one sendmsg(2) may carry (Linux's UIO_MAXIOV).
+pub const IOV_MAX: usize = 1024;
+
+/// What to wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    Read,
+    Write,
+}
+
+/// Waits until `fd` is ready, the peer hung up, or `timeout` passed
+/// (`TimedOut`). Interrupted waits resume.
+pub fn wait(fd: BorrowedFd<'_>, ready: Ready, timeout: Duration) -> io::Result<()> {
+    let events = match ready {
+        Ready::Read => libc::POLLIN | libc::POLLRDHUP,
+        Ready::Write => libc::POLLOUT,
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, borrowed for the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            return Ok(());
+        }
+        if r == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no progress within the socket timeout",
+            ));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// A blocking step the caller runs its own way (the worker releases the GIL
+/// around it).
+pub type Step<'a> = &'a mut (dyn FnMut() -> io::Result<()> + Send);
+
+/// Sends all of `parts`, waiting (up to `timeout` for each step of
+/// progress) in `block` whenever the socket is full. `block` is how the
+/// caller waits: the worker releases the GIL there.
+pub fn send_all(
+    fd: BorrowedFd<'_>,
+    parts: &mut [io::IoSlice<'_>],
+    timeout: Duration,
+    block: &mut dyn FnMut(Step<'_>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut parts = parts;
+    // Drop leading empty slices so that "all sent" is `parts.is_empty()`.
+    io::IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        match send_vectored(fd, parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                block(&mut || wait(fd, Ready::Write, timeout))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `shutdown(SHUT_WR)`: the peer sees the end of the response.
+pub fn shutdown_write(fd: &impl AsFd) -> io::Result<()> {
+    nix::sys::socket::shutdown(fd.as_fd().as_raw_fd(), nix::sys::socket::Shutdown::Write)
+        .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn send_all_gets_every_byte_across_a_full_socket() {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let big = vec![7u8; 4 << 20];
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut got = Vec::new();
+            let mut b = b;
+            b.read_to_end(&mut got).unwrap();
+            got.len()
+        });
+        let mut parts = [io::IoSlice::new(b"head"), io::IoSlice::new(&big)];
+        let mut waits = 0;
+        send_all(a.as_fd(), &mut parts, Duration::from_secs(5), &mut |f| {
+            waits += 1;
+            f()
+        })
+        .unwrap();
+        drop(a);
+        assert_eq!(reader.join().unwrap(), 4 + (4 << 20));
+        assert!(waits > 0, "a 4 MiB send must have waited for room");
+    }
+
+    #[test]
+    fn recv_reports_would_block_then_data_then_end_of_stream() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let e = recv(a.as_fd(), &mut buf, 64).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        use std::io::Write;
+        (&b).write_all(b"hello").unwrap();
+        assert_eq!(recv(a.as_fd(), &mut buf, 64).unwrap(), 5);
+        assert_eq!(&buf[..], b"hello");
+        drop(b);
+        assert_eq!(recv(a.as_fd(), &mut buf, 64).unwrap(), 0);
+    }
+
+    #[test]
+    fn wait_times_out_on_a_silent_peer() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let e = wait(a.as_fd(), Ready::Read, Duration::from_millis(20)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn accept_gives_a_tcp_peer_its_address() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (_fd, peer) = loop {
+            match accept(l.as_fd()) {
+                Ok(x) => break x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(peer, Peer::Tcp(c.local_addr().unwrap()));
+    }
+}
