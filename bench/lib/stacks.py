@@ -295,9 +295,9 @@ class ModWsgi(Stack):
                                     "import flask; open(%r).close()" % str(ctx.apps / "hello.py")],
                                    capture_output=True, text=True, cwd="/")
                 if r.returncode != 0:
+                    last = (r.stderr.strip().splitlines() or ["exit status %d" % r.returncode])[-1]
                     return ("its daemon processes run as %s, who cannot use %s (%s): choose --python and "
-                            "--cache readable by %s" % (user, ctx.installer.venv,
-                                                        r.stderr.strip().splitlines()[-1:] or "?", user))
+                            "--cache readable by %s" % (user, ctx.installer.venv, last, user))
         return None
 
     def start(self, ctx, workload):
