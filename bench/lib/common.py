@@ -4,6 +4,7 @@ Every process started here leads its own session, so that it and whatever it
 forks are stopped together by its process-group id; every wait is bounded;
 everything listens on 127.0.0.1 or on Unix sockets in a private directory.
 """
+import atexit
 import os
 import random
 import shutil
@@ -165,6 +166,22 @@ def memory(pids):
     return rss, pss
 
 
+_live = set()
+
+
+def stop_all():
+    """Stops every Proc still running: for an interrupted run (atexit, SIGTERM)."""
+    for p in list(_live):
+        p.stop(timeout=3)
+
+
+def exit_on_sigterm():
+    """SIGTERM (from timeout(1), say) unwinds like an exception, so that
+    finally blocks and atexit stop what was started."""
+    atexit.register(stop_all)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 class Proc:
     """A child process in its own session, its output appended to `log`."""
 
@@ -181,6 +198,7 @@ class Proc:
                                           stderr=subprocess.STDOUT, cwd=cwd, env=env,
                                           start_new_session=True)
         self.pid = self.popen.pid
+        _live.add(self)
 
     def alive(self):
         return self.popen.poll() is None
@@ -207,6 +225,7 @@ class Proc:
             self.popen.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        _live.discard(self)
 
 
 def tail(path, lines=15):
