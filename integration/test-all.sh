@@ -79,3 +79,4 @@ export WSGI_FPM_BIN="${WSGI_FPM_BIN:-$ROOT/target/release/wsgi-fpm}"
 log "end-to-end tests against $WSGI_FPM_BIN"
 # shellcheck disable=SC2086
 timeout 1200 python3 -m pytest integration -q -p no:cacheprovider ${PYTEST_ARGS:-}
+log "bench/run --check: every benchmark workload answered right"; timeout 300 python3 bench/run --check
