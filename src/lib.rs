@@ -21,3 +21,4 @@ pub mod net;
 pub mod proto;
 pub mod recycle;
 pub mod route;
+pub mod scoreboard;
