@@ -22,3 +22,4 @@ pub mod proto;
 pub mod recycle;
 pub mod route;
 pub mod scoreboard;
+pub mod status;
