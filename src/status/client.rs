@@ -70,6 +70,11 @@ impl Target {
             }
             return Ok(Target::Unix(PathBuf::from(path)));
         }
+        if addr.starts_with("fd:") {
+            return Err(format!(
+                "`{addr}` names a descriptor the master inherited, not an address to ask: use HOST:PORT or unix:PATH"
+            ));
+        }
         match addr.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                 Ok(Target::Tcp(addr.to_owned()))

@@ -32,6 +32,8 @@
 
 pub mod client;
 pub mod collect;
+#[cfg(test)]
+mod http_tests;
 pub mod json;
 pub mod prometheus;
 pub mod serve;

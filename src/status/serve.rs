@@ -137,8 +137,9 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let config = Arc::new(config);
     loop {
-        let permit = permits.clone().try_acquire_owned();
         let (source, config) = (source.clone(), config.clone());
+        // The place is taken after accept: a connection is refused only
+        // while all places are taken at the moment it arrives.
         match &listener {
             Listener::Tcp(l) => match l.accept().await {
                 Ok((stream, peer)) => {
@@ -147,7 +148,7 @@ pub async fn serve(
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    match permit {
+                    match permits.clone().try_acquire_owned() {
                         Ok(p) => drop(tokio::spawn(async move {
                             connection(stream, config, source).await;
                             drop(p);
@@ -158,7 +159,7 @@ pub async fn serve(
                 Err(e) => accept_failed(e).await,
             },
             Listener::Unix(l) => match l.accept().await {
-                Ok((stream, _)) => match permit {
+                Ok((stream, _)) => match permits.clone().try_acquire_owned() {
                     Ok(p) => drop(tokio::spawn(async move {
                         connection(stream, config, source).await;
                         drop(p);
