@@ -661,3 +661,75 @@ fn uptime_reads_in_days_hours_minutes_and_seconds() {
         assert!(out.lines().next().unwrap().ends_with(want), "{secs}: {out}");
     }
 }
+
+// ------------------------------------------------------------------ grafana
+
+/// Every `wsgi_fpm_…` name in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("wsgi_fpm_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                    ("query", serde_json::Value::String(s)) if s.contains("wsgi_fpm_") => {
+                        out.push(s.clone())
+                    }
+                    _ => exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_metric_the_grafana_dashboard_queries_is_one_metrics_exports() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../conf/grafana-dashboard.json")).unwrap();
+    let mut queries = Vec::new();
+    exprs(&dashboard, &mut queries);
+    assert!(queries.len() >= 10, "the dashboard lost its queries");
+    let exported = {
+        // Every optional number present, so that every family is written.
+        let mut s = sample_snapshot();
+        s.pools[0].listen_queue = Some(1);
+        s.pools[0].max_listen_queue = Some(3);
+        s.pools[0].listen_queue_len = Some(128);
+        let (_, samples) = families(&prometheus::render(&s));
+        samples.into_iter().collect::<BTreeSet<_>>()
+    };
+    let used: BTreeSet<String> = queries.iter().flat_map(|q| metric_names(q)).collect();
+    let missing: Vec<_> = used.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics /metrics does not have: {missing:?}"
+    );
+    // And it shows what SPEC §8 and the operations guide promise.
+    for name in [
+        "wsgi_fpm_busy_ratio",
+        "wsgi_fpm_requests_total",
+        "wsgi_fpm_request_duration_seconds_bucket",
+        "wsgi_fpm_queue_time_seconds_bucket",
+        "wsgi_fpm_gil_wait_seconds_bucket",
+        "wsgi_fpm_processes",
+        "wsgi_fpm_restarts_total",
+        "wsgi_fpm_listen_queue",
+    ] {
+        assert!(used.contains(name), "the dashboard does not show {name}");
+    }
+}
