@@ -6,6 +6,17 @@
 //! comes (the scoreboards are read then, so numbers are fresh). Nothing
 //! here waits on a worker: a read is a few hundred atomic loads per worker
 //! and one or two syscalls per listening socket.
+//!
+//! Wiring, in the master:
+//! 1. per pool, `Arc::new(Scoreboard::create(2 * max(processes,
+//!    max-processes), threads)?)` and `Arc::new(ListenQueueProbe::new(
+//!    listeners.iter().map(AsFd::as_fd)))`;
+//! 2. per worker started, `board.claim()` → its slot; pass `board.fd()`
+//!    (inherited, like the nonce table) and the slot in its `WorkerConfig`;
+//! 3. per worker reaped, `board.take(slot, now_ms)` (its counters stay in
+//!    the pool's totals) and count the restart's cause in `restarts`;
+//! 4. keep the `PoolSource`s in an `Arc<Mutex<Vec<PoolSource>>>`, and give
+//!    `serve::spawn_thread` a closure that locks it and calls [`snapshot`].
 
 use super::sockets::ListenQueueProbe;
 use super::RESTART_CAUSES;
