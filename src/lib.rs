@@ -22,3 +22,5 @@ pub mod net;
 pub mod proto;
 pub mod recycle;
 pub mod route;
+pub mod scoreboard;
+pub mod status;

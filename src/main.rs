@@ -4,6 +4,12 @@ use wsgi_fpm::config::cli::Cli;
 use wsgi_fpm::config::model::Config;
 
 fn main() {
+    // `wsgi-fpm status …` has its own command line (src/status/client.rs).
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("status")) {
+        std::process::exit(wsgi_fpm::status::client::main(
+            std::env::args_os().collect(),
+        ));
+    }
     let cli = Cli::parse();
     let config = match validated(&cli) {
         Ok(c) => c,

@@ -1,0 +1,161 @@
+"""Beyond one machine (SPEC §9) and the status subcommand (SPEC §4, §8):
+the cluster files in conf/cluster/ run as they are, and `wsgi-fpm status`
+says how to name the master it asks.
+
+The Kubernetes probe test needs the master to serve --status; until it
+does, that test is skipped with the reason (see test_kubernetes_probes_...).
+"""
+import json
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import client
+from harness import APPS, CONF, HOST, SitesFrontEnd, StartError, fill, free_ports, wsgi_fpm_bin
+
+LIFECYCLE = APPS / "lifecycle.py"
+UPSTREAM = CONF / "cluster" / "nginx-upstream.conf"
+KUBERNETES = CONF / "cluster" / "kubernetes.yaml"
+
+
+def nginx_bin():
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+needs_nginx = pytest.mark.skipif(not Path(nginx_bin()).exists(), reason="nginx is not installed")
+
+
+# ------------------------------------------------------------------ nginx upstream
+
+@needs_nginx
+def test_the_cluster_upstream_configuration_passes_nginx_t():
+    ports = free_ports(5)
+    with tempfile.TemporaryDirectory(prefix="wsgi-fpm-nginx-t-") as d:
+        work = Path(d)
+        for sub in ("logs", "tmp", "sites"):
+            (work / sub).mkdir()
+        (work / "nginx.conf").write_text(fill(CONF / "nginx" / "nginx.conf", {"WORKDIR": work}))
+        (work / "sites" / "cluster.conf").write_text(fill(UPSTREAM, {
+            "LISTEN_HOST": HOST, "LISTEN_PORT": ports[0],
+            "NODE1_ADDR": "%s:%d" % (HOST, ports[1]), "NODE2_ADDR": "%s:%d" % (HOST, ports[2]),
+            "NODE1_STATUS": "%s:%d" % (HOST, ports[3]), "NODE2_STATUS": "%s:%d" % (HOST, ports[4]),
+        }))
+        out = subprocess.run([nginx_bin(), "-t", "-p", work, "-c", work / "nginx.conf",
+                              "-e", work / "logs" / "error.log"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert "test is successful" in out.stderr
+
+
+def _pid(port):
+    r = client.get(port, "/pid", timeout=10)
+    assert r.status == 200, r
+    return int(r.body)
+
+
+@needs_nginx
+def test_the_cluster_upstream_spreads_requests_and_passes_over_a_node_that_is_down(request, run_dir, spawn):
+    nodes = [spawn("cluster-node%d" % i, LIFECYCLE, "--processes", "1", protocols=("fastcgi",))
+             for i in (1, 2)]
+    status_ports = free_ports(2)
+    values = {"NODE%d_ADDR" % (i + 1): "%s:%d" % n.addr("fastcgi") for i, n in enumerate(nodes)}
+    values.update({"NODE%d_STATUS" % (i + 1): "%s:%d" % (HOST, p) for i, p in enumerate(status_ports)})
+    fe = SitesFrontEnd(run_dir, "nginx", {"cluster": ("../cluster/nginx-upstream.conf", values)},
+                       label="cluster")
+    request.addfinalizer(fe.stop)
+    port = fe.ports["cluster"]
+    seen = {_pid(port) for _ in range(8)}
+    assert len(seen) == 2, "round robin over two single-process nodes reached %s" % seen
+    # A rolling restart: one node goes away; nginx marks it failed and every
+    # request is still answered, by the other node.
+    nodes[1].stop()
+    answers = [_pid(port) for _ in range(8)]
+    assert len(set(answers)) == 1, answers
+    assert set(answers) < seen
+
+
+# ------------------------------------------------------------------ kubernetes
+
+def _k8s():
+    yaml = pytest.importorskip("yaml")
+    docs = list(yaml.safe_load_all(KUBERNETES.read_text()))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    service = next(d for d in docs if d["kind"] == "Service")
+    return deployment, service
+
+
+def _option(args, name):
+    return args[args.index(name) + 1]
+
+
+def test_the_kubernetes_deployment_probes_the_status_port_and_outlives_the_shutdown_timeout():
+    deployment, service = _k8s()
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    status_port = int(_option(args, "--status").rsplit(":", 1)[1])
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert (get["path"], get["port"]) == ("/status", status_port), probe
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > int(_option(args, "--shutdown-timeout")) + int(pre_stop[1])
+    fastcgi_port = int(_option(args, "--fastcgi").rsplit(":", 1)[1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert (ports["fastcgi"], ports["status"]) == (fastcgi_port, status_port)
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def test_kubernetes_probes_get_200_from_a_running_master(spawn):
+    """The probes' exact requests (path from the YAML) against a master run
+    with --status on a loopback port. Skipped while the master does not
+    serve --status yet (its wiring lands separately from the endpoint)."""
+    deployment, _ = _k8s()
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    probes = [container[p]["httpGet"] for p in ("readinessProbe", "livenessProbe")]
+    port = free_ports(1)[0]
+    try:
+        spawn("k8s-probes", LIFECYCLE, "--status", "%s:%d" % (HOST, port), protocols=("fastcgi",))
+    except StartError as e:
+        pytest.skip("the master does not serve --status yet: %s" % str(e).splitlines()[0])
+    for probe in probes:
+        url = "http://%s:%d%s" % (HOST, port, probe["path"])
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                status, body = r.status, r.read()
+        except OSError as e:
+            pytest.skip("the master started but /status answers nothing (%s): not wired yet" % e)
+        assert status == 200
+        doc = json.loads(body)
+        assert "main" in doc["pools"]
+
+
+# ------------------------------------------------------------------ the subcommand
+
+def test_status_without_an_address_says_how_to_give_one():
+    out = subprocess.run([wsgi_fpm_bin(), "status"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "--config" in out.stderr and "unix:" in out.stderr, out.stderr
+
+
+def test_status_of_a_master_that_is_not_there_fails_with_its_address():
+    port = free_ports(1)[0]
+    out = subprocess.run([wsgi_fpm_bin(), "status", "%s:%d" % (HOST, port)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "%s:%d" % (HOST, port) in out.stderr, out.stderr
+
+
+def test_status_reads_the_address_from_the_configuration_file(tmp_path):
+    port = free_ports(1)[0]
+    conf = tmp_path / "wsgi-fpm.toml"
+    conf.write_text('[server]\nstatus = "%s:%d"\n\n[pools.main]\napp = "/srv/app.py"\n' % (HOST, port))
+    out = subprocess.run([wsgi_fpm_bin(), "status", "--config", conf],
+                         capture_output=True, text=True, timeout=30)
+    # Nothing listens there: the error names the address taken from the file.
+    assert out.returncode == 1
+    assert "%s:%d" % (HOST, port) in out.stderr, out.stderr
