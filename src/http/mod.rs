@@ -196,7 +196,7 @@ async fn into_response(mut out_rx: mpsc::Receiver<(u16, Output)>) -> hyper::Resp
     let code = head.code().unwrap_or(500);
     *response.status_mut() =
         http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    let reason = head.status.get(4..).unwrap_or(b"");
+    let reason = head.status().get(4..).unwrap_or(b"");
     if Some(reason) != response.status().canonical_reason().map(str::as_bytes) && !reason.is_empty()
     {
         response.extensions_mut().insert(

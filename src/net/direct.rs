@@ -146,7 +146,7 @@ impl DirectConn {
             fd,
             peer,
             protocol,
-            buf: BytesMut::new(),
+            buf: spare_buffer(),
             session: Session::new(kind, settings.limits, settings.fastcgi),
             deferred: VecDeque::new(),
             first_byte: None,
@@ -385,6 +385,7 @@ impl DirectConn {
 
     /// After the response: whether the connection goes on, and how.
     pub fn after_response(&mut self, retiring: bool) -> After {
+        self.take_buffered_body();
         let Some(cur) = self.current.take() else {
             return After::Close;
         };
@@ -401,17 +402,78 @@ impl DirectConn {
         })
     }
 
+    /// Consumes what has already arrived of the current request's body
+    /// (the application left it unread): usually its end, which front ends
+    /// send with the head. No system call: only what is buffered.
+    fn take_buffered_body(&mut self) {
+        let Some(cur) = self.current else { return };
+        if cur.body_done || self.broken {
+            return;
+        }
+        loop {
+            match self.session.poll_event(&mut self.buf) {
+                Ok(Some(Event::BodyEnd { id })) if id == cur.id => {
+                    if let Some(c) = self.current.as_mut() {
+                        c.body_done = true;
+                    }
+                    return;
+                }
+                Ok(Some(Event::Body { id, .. })) if id == cur.id => {}
+                Ok(Some(Event::Abort { id })) if id == cur.id => {}
+                Ok(Some(other)) => self.deferred.push_back(other),
+                Ok(None) => return,
+                Err(e) => {
+                    self.refuse(&e);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Whether a complete request is already buffered (the front end sent
     /// it before our answer, or it waits among the deferred events).
     pub fn has_buffered_input(&self) -> bool {
         !self.deferred.is_empty() || !self.buf.is_empty()
     }
 
-    /// The response is over and the connection will not be reused: shut
-    /// the write side, so the front end sees the end at once.
+    /// Closes the connection; its read buffer goes back to this thread's
+    /// spares for the next connection.
     pub fn close(self: Box<Self>) {
-        drop(self);
+        let this = *self;
+        keep_spare(this.buf);
     }
+}
+
+thread_local! {
+    /// Read buffers of closed connections, for the next ones this thread
+    /// accepts: a connection per request (nginx without keep-conn) then
+    /// costs no buffer allocation.
+    static SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare buffers kept per thread, and the largest kept.
+const SPARES_MAX: usize = 4;
+const SPARE_CAPACITY_MAX: usize = 64 * 1024;
+
+fn spare_buffer() -> BytesMut {
+    SPARES
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn keep_spare(mut buf: BytesMut) {
+    buf.clear();
+    if buf.capacity() == 0 || buf.capacity() > SPARE_CAPACITY_MAX {
+        return;
+    }
+    let _ = SPARES.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARES_MAX {
+            s.push(buf);
+        }
+    });
 }
 
 /// What the multiplexing driver takes over.
@@ -564,10 +626,10 @@ impl Exchange for DirectConn {
                 if inline {
                     w.extend_from_slice(body);
                 }
-                let mut header = BytesMut::with_capacity(8);
-                let padding = self.session.frame(cur.id, content, &mut header);
-                w[..8].copy_from_slice(&header);
-                w.extend_from_slice(&[0u8; 8][..padding]);
+                if let Some((header, padding)) = self.session.record_header(cur.id, content) {
+                    w[..8].copy_from_slice(&header);
+                    w.extend_from_slice(&[0u8; 8][..padding]);
+                }
             } else {
                 // A head this large is rare: frame it on its own.
                 let text = w.split_off(8);
@@ -733,10 +795,8 @@ fn send_file(
         } else {
             (end - at).min(1 << 20)
         };
-        if fastcgi {
-            let mut header = BytesMut::with_capacity(8);
+        if let Some((header, padding)) = session.record_header(id, n as usize).filter(|_| fastcgi) {
             // MAX_FRAME is a multiple of 8; only the last piece pads.
-            let padding = session.frame(id, n as usize, &mut header);
             sys::send_all(fd, &mut [io::IoSlice::new(&header)], timeout, &mut |f| f())?;
             sendfile_all(fd, file, at, n, timeout)?;
             if padding > 0 {

@@ -514,7 +514,10 @@ impl Hub {
                 self.park(conn, true);
                 None
             }
-            After::Close => None,
+            After::Close => {
+                conn.close();
+                None
+            }
             After::Linger => {
                 self.to_io(IoTask::Linger(conn));
                 None

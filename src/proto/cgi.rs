@@ -60,6 +60,21 @@ impl CgiVars {
         vars
     }
 
+    /// An empty set over `block` with room for `pairs` pairs.
+    pub fn with_capacity(block: Bytes, pairs: usize) -> Self {
+        CgiVars {
+            block,
+            entries: Vec::with_capacity(pairs),
+        }
+    }
+
+    /// Records one pair by offsets a decoder has already checked against
+    /// the block (no re-check: this is the per-pair hot path).
+    pub(crate) fn push_checked(&mut self, name: (u32, u32), value: (u32, u32)) {
+        debug_assert!(name.1 as usize <= self.block.len() && value.1 as usize <= self.block.len());
+        self.entries.push(Entry { name, value });
+    }
+
     /// Records one pair as ranges of the block.
     ///
     /// # Panics
@@ -196,32 +211,39 @@ pub fn parse_decimal(v: &[u8]) -> Option<u64> {
 /// The status and headers of a response, already validated by the layer
 /// that produced them (the WSGI bridge checks `start_response` input).
 ///
-/// The headers are kept packed, as the wire carries them
-/// (`Name: value\r\n` lines in one buffer), so that a response head costs
-/// one buffer however many headers it has, and encoding it is two copies.
+/// Kept packed in one buffer, as the wire carries it: the status, then
+/// `Name: value\r\n` for each header. A response head costs one buffer
+/// however many headers it has, and encoding it is two copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
-    /// The status as WSGI gives it: `200 OK`.
-    pub status: Bytes,
-    /// `Name: value\r\n` for each header, in order.
-    block: BytesMut,
+    buf: BytesMut,
+    status_len: usize,
 }
 
 impl ResponseHead {
-    pub fn new(status: impl Into<Bytes>) -> Self {
+    /// `status` as WSGI gives it: `200 OK`.
+    pub fn new(status: impl AsRef<[u8]>) -> Self {
+        Self::with_capacity(status, 0)
+    }
+
+    /// A head with room for `capacity` bytes of header lines.
+    pub fn with_capacity(status: impl AsRef<[u8]>, capacity: usize) -> Self {
+        let status = status.as_ref();
+        let mut buf = BytesMut::with_capacity(status.len() + capacity);
+        buf.put_slice(status);
         ResponseHead {
-            status: status.into(),
-            block: BytesMut::new(),
+            buf,
+            status_len: status.len(),
         }
     }
 
-    /// A head whose header lines will be appended with
-    /// [`ResponseHead::push_header`]; `capacity` bytes reserved for them.
-    pub fn with_capacity(status: impl Into<Bytes>, capacity: usize) -> Self {
-        ResponseHead {
-            status: status.into(),
-            block: BytesMut::with_capacity(capacity),
-        }
+    /// The status line's text: `200 OK`.
+    pub fn status(&self) -> &[u8] {
+        &self.buf[..self.status_len]
+    }
+
+    fn block(&self) -> &[u8] {
+        &self.buf[self.status_len..]
     }
 
     pub fn header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
@@ -232,21 +254,21 @@ impl ResponseHead {
     /// Appends one header. The caller has checked that neither part holds
     /// CR or LF and that the name is a token.
     pub fn push_header(&mut self, name: &[u8], value: &[u8]) {
-        self.block.reserve(name.len() + value.len() + 4);
-        self.block.put_slice(name);
-        self.block.put_slice(b": ");
-        self.block.put_slice(value);
-        self.block.put_slice(b"\r\n");
+        self.buf.reserve(name.len() + value.len() + 4);
+        self.buf.put_slice(name);
+        self.buf.put_slice(b": ");
+        self.buf.put_slice(value);
+        self.buf.put_slice(b"\r\n");
     }
 
     /// Appends every header of `other`.
     pub fn extend_headers(&mut self, other: &ResponseHead) {
-        self.block.extend_from_slice(&other.block);
+        self.buf.extend_from_slice(other.block());
     }
 
     /// The headers in order, as (name, value).
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.block[..]
+        self.block()
             .split(|&b| b == b'\n')
             .filter(|line| !line.is_empty())
             .map(|line| {
@@ -259,8 +281,9 @@ impl ResponseHead {
 
     /// The three-digit code, if the status starts with one.
     pub fn code(&self) -> Option<u16> {
-        let digits = self.status.get(..3)?;
-        if self.status.len() > 3 && self.status[3] != b' ' {
+        let status = self.status();
+        let digits = status.get(..3)?;
+        if status.len() > 3 && status[3] != b' ' {
             return None;
         }
         parse_decimal(digits).and_then(|c| u16::try_from(c).ok())
@@ -268,28 +291,27 @@ impl ResponseHead {
 
     /// Bytes [`ResponseHead::encode_cgi`] writes (HTTP form: one more).
     pub fn encoded_len(&self) -> usize {
-        self.status.len() + self.block.len() + 12
+        self.buf.len() + 12
     }
 
     /// CGI form (`Status: 200 OK`), the only form every FastCGI and SCGI
     /// front end accepts (Apache answers 500 to an `HTTP/1.1` line).
     pub fn encode_cgi(&self, out: &mut BytesMut) {
-        out.reserve(self.encoded_len());
-        out.put_slice(b"Status: ");
-        out.put_slice(&self.status);
-        out.put_slice(b"\r\n");
-        out.put_slice(&self.block);
-        out.put_slice(b"\r\n");
+        self.encode(b"Status: ", out)
     }
 
     /// HTTP form (`HTTP/1.1 200 OK`), the only form Apache mod_proxy_uwsgi
     /// accepts (a `Status:` line gives 502).
     pub fn encode_http(&self, out: &mut BytesMut) {
-        out.reserve(self.encoded_len() + 1);
-        out.put_slice(b"HTTP/1.1 ");
-        out.put_slice(&self.status);
+        self.encode(b"HTTP/1.1 ", out)
+    }
+
+    fn encode(&self, lead: &[u8], out: &mut BytesMut) {
+        out.reserve(self.encoded_len());
+        out.put_slice(lead);
+        out.put_slice(self.status());
         out.put_slice(b"\r\n");
-        out.put_slice(&self.block);
+        out.put_slice(self.block());
         out.put_slice(b"\r\n");
     }
 }

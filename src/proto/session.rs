@@ -226,8 +226,21 @@ impl Session {
     /// Ends request `id` with a protocol status (FastCGI).
     pub fn end_with(&mut self, id: u16, status: ProtocolStatus, out: &mut BytesMut) {
         if let Session::FastCgi(conn) = self {
-            conn.end_request(RequestId(id), 0, status);
-            self.take_transmit(out);
+            conn.end_request_into(RequestId(id), 0, status, out);
+        }
+    }
+
+    /// The FastCGI record header for `len` bytes of request `id`'s output
+    /// and the padding to write after them; `None` for the stream
+    /// protocols, which frame nothing.
+    pub fn record_header(&self, id: u16, len: usize) -> Option<([u8; 8], usize)> {
+        match self {
+            Session::FastCgi(_) => {
+                let (header, padding) =
+                    stdout_record_header(RequestId(id), len.min(MAX_FRAME) as u16);
+                Some((header, usize::from(padding)))
+            }
+            _ => None,
         }
     }
 }

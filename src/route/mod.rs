@@ -110,8 +110,8 @@ pub fn rule(name: &[u8], rules: &EnvironRules) -> NameRule {
 /// pass over them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Derived<'a> {
-    pub script_name: Vec<u8>,
-    pub path_info: Vec<u8>,
+    pub script_name: Cow<'a, [u8]>,
+    pub path_info: Cow<'a, [u8]>,
     pub https: bool,
     /// The client's method was HEAD (the body is never sent).
     pub is_head: bool,
@@ -129,7 +129,7 @@ pub struct Derived<'a> {
 pub fn derive<'a>(
     vars: &'a CgiVars,
     role: Role,
-    rules: &EnvironRules,
+    rules: &'a EnvironRules,
 ) -> Result<Derived<'a>, EnvironError> {
     let mut uri = None;
     let mut script = None;
@@ -192,7 +192,7 @@ pub fn derive<'a>(
 pub fn build<'a>(
     vars: &'a CgiVars,
     role: Role,
-    rules: &EnvironRules,
+    rules: &'a EnvironRules,
 ) -> Result<CgiEnviron<'a>, EnvironError> {
     let derived = derive(vars, role, rules)?;
     let mut out: Vec<Var<'a>> = Vec::with_capacity(vars.len() + 8);
@@ -230,9 +230,9 @@ pub fn build<'a>(
     }
     out.push((
         Cow::Borrowed(b"SCRIPT_NAME"),
-        Cow::Owned(derived.script_name),
+        derived.script_name,
     ));
-    out.push((Cow::Borrowed(b"PATH_INFO"), Cow::Owned(derived.path_info)));
+    out.push((Cow::Borrowed(b"PATH_INFO"), derived.path_info));
     Ok(CgiEnviron {
         vars: out,
         https: derived.https,
@@ -248,49 +248,74 @@ pub fn split_path(vars: &CgiVars, mount: Option<&str>) -> Result<(Vec<u8>, Vec<u
         vars.get(b"PATH_INFO"),
         mount,
     )
+    .map(|(s, p)| (s.into_owned(), p.into_owned()))
 }
 
-fn split(
-    uri: Option<&[u8]>,
-    script: Option<&[u8]>,
-    path_info: Option<&[u8]>,
-    mount: Option<&str>,
-) -> Result<(Vec<u8>, Vec<u8>), EnvironError> {
-    let path = match uri {
+/// The split, borrowing from the request wherever nothing had to change
+/// (no dot segment, no `%`: the usual path costs no copy).
+fn split<'a>(
+    uri: Option<&'a [u8]>,
+    script: Option<&'a [u8]>,
+    path_info: Option<&'a [u8]>,
+    mount: Option<&'a str>,
+) -> Result<(Cow<'a, [u8]>, Cow<'a, [u8]>), EnvironError> {
+    let path: Cow<'a, [u8]> = match uri {
         Some(uri) if !uri.is_empty() => {
-            let raw = uri.split(|&b| b == b'?').next().unwrap_or(b"");
-            let raw = strip_scheme_and_authority(raw);
+            let end = uri.iter().position(|&b| b == b'?').unwrap_or(uri.len());
+            let raw = strip_scheme_and_authority(&uri[..end]);
             let resolved =
                 remove_dot_segments(raw).ok_or_else(|| EnvironError::PathEscapesRoot {
                     path: String::from_utf8_lossy(raw).into_owned(),
                 })?;
-            let decoded = percent_decode(&resolved);
-            // `/a/%2e%2e/b` or `/public/..%2fadmin`: the front end routed
-            // on the encoded path, the application would act on another.
-            if has_dot_segment(&decoded) {
-                return Err(EnvironError::EncodedDotSegment {
-                    path: String::from_utf8_lossy(raw).into_owned(),
-                });
+            match resolved {
+                Cow::Borrowed(r) => match percent_decode_cow(r) {
+                    Cow::Borrowed(b) => Cow::Borrowed(b),
+                    Cow::Owned(decoded) => checked_decoded(decoded, raw)?,
+                },
+                Cow::Owned(r) => checked_decoded(percent_decode(&r), raw)?,
             }
-            decoded
         }
-        _ => {
-            let mut p = script.unwrap_or(b"").to_vec();
-            p.extend_from_slice(path_info.unwrap_or(b""));
-            p
-        }
+        _ => match (script, path_info) {
+            (Some(s), None) => Cow::Borrowed(s),
+            (None, Some(p)) => Cow::Borrowed(p),
+            (None, None) => Cow::Borrowed(&b""[..]),
+            (Some(s), Some(p)) => {
+                let mut joined = s.to_vec();
+                joined.extend_from_slice(p);
+                Cow::Owned(joined)
+            }
+        },
     };
     let Some(mount) = mount else {
-        return Ok((Vec::new(), path));
+        return Ok((Cow::Borrowed(&b""[..]), path));
     };
     let m = mount.as_bytes();
-    match path.strip_prefix(m) {
-        Some(rest) if rest.is_empty() || rest.starts_with(b"/") => Ok((m.to_vec(), rest.to_vec())),
-        _ => Err(EnvironError::OutsideMount {
+    let rest_ok = path
+        .strip_prefix(m)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"));
+    if !rest_ok {
+        return Err(EnvironError::OutsideMount {
             path: String::from_utf8_lossy(&path).into_owned(),
             mount: mount.to_owned(),
-        }),
+        });
     }
+    let rest = match path {
+        Cow::Borrowed(p) => Cow::Borrowed(&p[m.len()..]),
+        Cow::Owned(p) => Cow::Owned(p[m.len()..].to_vec()),
+    };
+    Ok((Cow::Borrowed(m), rest))
+}
+
+/// A path percent-decoding changed: refused if decoding revealed a dot
+/// segment (`/a/%2e%2e/b`, `/public/..%2fadmin`) — the front end routed on
+/// the encoded path, the application would act on another.
+fn checked_decoded<'a>(decoded: Vec<u8>, raw: &[u8]) -> Result<Cow<'a, [u8]>, EnvironError> {
+    if has_dot_segment(&decoded) {
+        return Err(EnvironError::EncodedDotSegment {
+            path: String::from_utf8_lossy(raw).into_owned(),
+        });
+    }
+    Ok(Cow::Owned(decoded))
 }
 
 /// Whether a path has a `.` or `..` segment.
@@ -317,9 +342,9 @@ fn strip_scheme_and_authority(raw: &[u8]) -> &[u8] {
 
 /// RFC 3986 §5.2.4 on an absolute path; `None` when `..` would climb above
 /// the root (SPEC: such a request is a 400, never a guess).
-pub fn remove_dot_segments(path: &[u8]) -> Option<Vec<u8>> {
-    if !path.split(|&b| b == b'/').any(|s| s == b"." || s == b"..") {
-        return Some(path.to_vec());
+pub fn remove_dot_segments(path: &[u8]) -> Option<Cow<'_, [u8]>> {
+    if !has_dot_segment(path) {
+        return Some(Cow::Borrowed(path));
     }
     let mut segments: Vec<&[u8]> = Vec::new();
     let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
@@ -348,7 +373,16 @@ pub fn remove_dot_segments(path: &[u8]) -> Option<Vec<u8>> {
     if out.is_empty() {
         out.push(b'/');
     }
-    Some(out)
+    Some(Cow::Owned(out))
+}
+
+/// [`percent_decode`] that borrows when there is no `%` at all.
+pub fn percent_decode_cow(input: &[u8]) -> Cow<'_, [u8]> {
+    if input.contains(&b'%') {
+        Cow::Owned(percent_decode(input))
+    } else {
+        Cow::Borrowed(input)
+    }
 }
 
 /// Decodes `%XX` once; a `%` not followed by two hex digits stays as it is.

@@ -283,13 +283,13 @@ impl EnvCache {
             }
             env.set_item(slot.key.bind(py), latin1(py, value)?)?;
         }
-        if template.script_name != derived.script_name {
+        if template.script_name[..] != derived.script_name[..] {
             env.set_item(
                 self.consts.k_script_name.bind(py),
                 latin1(py, &derived.script_name)?,
             )?;
         }
-        if template.path_info != derived.path_info {
+        if template.path_info[..] != derived.path_info[..] {
             env.set_item(
                 self.consts.k_path_info.bind(py),
                 latin1(py, &derived.path_info)?,
@@ -353,8 +353,8 @@ impl EnvCache {
         self.template = Some(Template {
             dict: env.copy()?.unbind(),
             shape: shape.clone(),
-            script_name: derived.script_name.clone(),
-            path_info: derived.path_info.clone(),
+            script_name: derived.script_name.to_vec(),
+            path_info: derived.path_info.to_vec(),
         });
         Ok(Some(env))
     }
@@ -380,8 +380,9 @@ impl EnvCache {
         env.set_item(c.k_queue_start.bind(py), queue_start)?;
         env.set_item(c.k_request_start.bind(py), seconds(SystemTime::now()))?;
         // mod_wsgi's key, read by APM agents: integer microseconds as a string.
-        let micros = crate::start_response::itoa((queue_start * 1e6) as u64);
-        env.set_item(c.k_mod_wsgi_queue_start.bind(py), micros)?;
+        let mut digits = [0u8; 20];
+        let micros = crate::start_response::decimal((queue_start * 1e6) as u64, &mut digits);
+        env.set_item(c.k_mod_wsgi_queue_start.bind(py), PyString::new(py, micros))?;
         Ok(())
     }
 }

@@ -13,6 +13,13 @@ pub struct ErrorLog {
 }
 
 impl ErrorLog {
+    /// Tags a reused log with a new request (what was left unflushed of the
+    /// last one is written first, under its own id).
+    pub fn reset(&mut self, request_id: RequestId) {
+        self.flush();
+        self.request_id = request_id;
+    }
+
     pub fn new(request_id: RequestId) -> Self {
         ErrorLog {
             request_id,

@@ -24,6 +24,17 @@ struct State {
 }
 
 impl Input {
+    /// Points a reused input at a new request's body.
+    pub fn reset(&self, link: SharedLink) {
+        if let Ok(mut st) = self.state.lock() {
+            *st = State {
+                link,
+                done: false,
+                pending: Bytes::new(),
+            };
+        }
+    }
+
     pub fn new(link: SharedLink) -> Self {
         Input {
             state: Mutex::new(State {

@@ -25,6 +25,7 @@ mod link;
 mod load;
 mod pystr;
 mod response;
+mod reuse;
 mod start_response;
 mod template;
 mod threads;

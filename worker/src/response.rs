@@ -4,12 +4,11 @@
 //! handed over: both are behind the request's [`SharedLink`].
 
 use crate::environ::EnvCache;
-use crate::errors::ErrorLog;
 use crate::file_wrapper::FileWrapper;
-use crate::input::Input;
 use crate::link::{ReleaseGil, SharedLink};
 use crate::load::format_exception;
-use crate::start_response::{itoa, Ending, Responder, StartResponse};
+use crate::reuse::Reuse;
+use crate::start_response::{itoa, Ending, Responder};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::os::fd::AsFd;
@@ -30,6 +29,12 @@ pub struct AppContext {
     pub auth: Option<crate::auth::AuthContext>,
 }
 
+/// What a Python thread keeps from one request to the next.
+pub struct PerThread {
+    pub env: EnvCache,
+    pub reuse: Reuse,
+}
+
 /// How a request ended, for the access log.
 pub struct Served {
     pub status: Option<u16>,
@@ -41,7 +46,7 @@ pub struct Served {
 pub fn serve(
     py: Python<'_>,
     ctx: &AppContext,
-    cache: &mut EnvCache,
+    cache: &mut PerThread,
     head: &RequestHead,
     meta: &RequestMeta,
     link: &SharedLink,
@@ -92,7 +97,7 @@ pub fn text_head(line: &str) -> (ResponseHead, String) {
 fn serve_app(
     py: Python<'_>,
     ctx: &AppContext,
-    cache: &mut EnvCache,
+    cache: &mut PerThread,
     head: &RequestHead,
     meta: &RequestMeta,
     link: &SharedLink,
@@ -150,7 +155,7 @@ fn log_access(head: &RequestHead, meta: &RequestMeta, called: SystemTime, served
 fn run_app(
     py: Python<'_>,
     ctx: &AppContext,
-    cache: &mut EnvCache,
+    cache: &mut PerThread,
     head: &RequestHead,
     derived: &route::Derived<'_>,
     meta: &RequestMeta,
@@ -158,10 +163,10 @@ fn run_app(
     responder: &Arc<Responder>,
 ) -> Ending {
     let mut call = || -> PyResult<Option<Bound<'_, PyAny>>> {
-        let input = Bound::new(py, Input::new(link.clone()))?.into_any();
-        let errors = Bound::new(py, ErrorLog::new(meta.request_id))?.into_any();
+        let input = cache.reuse.input(py, link)?.into_any();
+        let errors = cache.reuse.errors(py, meta.request_id)?.into_any();
         let wrapper = py.get_type::<FileWrapper>().into_any();
-        let environ = cache.build(
+        let environ = cache.env.build(
             py,
             &ctx.shared,
             &ctx.rules,
@@ -177,12 +182,7 @@ fn run_app(
                 return Ok(None);
             }
         }
-        let start_response = Bound::new(
-            py,
-            StartResponse {
-                responder: responder.clone(),
-            },
-        )?;
+        let start_response = cache.reuse.start_response(py, responder)?;
         ctx.app.bind(py).call1((environ, start_response)).map(Some)
     };
     let result = match call() {

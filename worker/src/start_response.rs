@@ -324,32 +324,40 @@ impl Responder {
     }
 }
 
-/// A decimal number as text, without the formatting machinery.
-pub fn itoa(mut n: u64) -> String {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// A decimal number as text in `buf`, without the formatting machinery.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    String::from_utf8_lossy(&digits[i..]).into_owned()
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// [`decimal`], owned.
+pub fn itoa(n: u64) -> String {
+    decimal(n, &mut [0u8; 20]).to_owned()
 }
 
 /// The `start_response` callable handed to the application.
 #[pyclass(module = "wsgi_fpm_worker")]
 pub struct StartResponse {
     pub responder: Arc<Responder>,
+    /// The `write` callable last returned, reused when nothing else holds
+    /// it (most applications drop it at once).
+    pub write: Option<Py<Write>>,
 }
 
 /// The `write` callable `start_response` returns (PEP 3333's legacy
 /// imperative output: each call reaches the front end before it returns).
 #[pyclass(module = "wsgi_fpm_worker")]
 pub struct Write {
-    responder: Arc<Responder>,
+    pub responder: Arc<Responder>,
 }
 
 #[pymethods]
@@ -366,11 +374,12 @@ impl Write {
 impl StartResponse {
     #[pyo3(signature = (status, headers, exc_info=None))]
     fn __call__(
-        &self,
+        &mut self,
+        py: Python<'_>,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Write> {
+    ) -> PyResult<Py<Write>> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         if let Some(info) = exc_info {
             if self.responder.head_sent() {
@@ -382,9 +391,18 @@ impl StartResponse {
         let (head, declared_len) = validate(status, headers)?;
         self.responder
             .start(head, declared_len, exc_info.is_some())?;
-        Ok(Write {
-            responder: self.responder.clone(),
-        })
+        if let Some(write) = self.write.as_ref().filter(|w| crate::reuse::sole(w)) {
+            write.bind(py).borrow_mut().responder = self.responder.clone();
+            return Ok(write.clone_ref(py));
+        }
+        let write = Py::new(
+            py,
+            Write {
+                responder: self.responder.clone(),
+            },
+        )?;
+        self.write = Some(write.clone_ref(py));
+        Ok(write)
     }
 }
 

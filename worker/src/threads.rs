@@ -9,7 +9,7 @@
 
 use crate::environ::EnvCache;
 use crate::link::{Link, SharedLink};
-use crate::response::{self, AppContext};
+use crate::response::{self, AppContext, PerThread};
 use pyo3::prelude::*;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -46,7 +46,10 @@ pub fn start(
 fn run(pool: &Pool) {
     Python::attach(|py| {
         let mut cache = match EnvCache::new(py, &pool.ctx.shared) {
-            Ok(c) => c,
+            Ok(env) => PerThread {
+                env,
+                reuse: Default::default(),
+            },
             Err(e) => {
                 error!("cannot prepare a request thread: {e}");
                 return;
@@ -78,7 +81,7 @@ fn run(pool: &Pool) {
 }
 
 /// Serves a connection's request, then every request it already holds.
-fn serve_conn(py: Python<'_>, pool: &Pool, cache: &mut EnvCache, ready: Ready) {
+fn serve_conn(py: Python<'_>, pool: &Pool, cache: &mut PerThread, ready: Ready) {
     let mut next = Some(ready);
     while let Some(Ready { conn, head, meta }) = next.take() {
         let link = SharedLink::new(Link::Direct(conn));

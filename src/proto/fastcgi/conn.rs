@@ -37,7 +37,7 @@ use crate::proto::cgi::{
 };
 use crate::proto::limits::Limits;
 use bytes::{Bytes, BytesMut};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// What this application answers to `FCGI_GET_VALUES` (fastcgi.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,13 +151,50 @@ impl ParamsBuf {
     }
 }
 
+/// The live request ids of a connection. A handful at most (front ends use
+/// one; `max_requests_per_conn` bounds it), so a vector searched in order
+/// beats hashing.
+#[derive(Debug, Default)]
+struct SlotMap(Vec<(RequestId, Slot)>);
+
+impl SlotMap {
+    fn get_mut(&mut self, id: &RequestId) -> Option<&mut Slot> {
+        self.0.iter_mut().find(|(i, _)| i == id).map(|(_, s)| s)
+    }
+
+    fn get(&self, id: &RequestId) -> Option<&Slot> {
+        self.0.iter().find(|(i, _)| i == id).map(|(_, s)| s)
+    }
+
+    fn contains_key(&self, id: &RequestId) -> bool {
+        self.get(id).is_some()
+    }
+
+    fn remove(&mut self, id: &RequestId) -> Option<Slot> {
+        let at = self.0.iter().position(|(i, _)| i == id)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    fn insert(&mut self, id: RequestId, slot: Slot) {
+        self.0.push((id, slot));
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The server side of one FastCGI connection. See the module docs for the
 /// call order.
 #[derive(Debug)]
 pub struct ServerConn {
     limits: Limits,
     settings: Settings,
-    slots: HashMap<RequestId, Slot>,
+    slots: SlotMap,
     events: VecDeque<Event>,
     out: BytesMut,
     /// A request without `FCGI_KEEP_CONN` ended: close once no other
@@ -172,7 +209,7 @@ impl ServerConn {
         ServerConn {
             limits,
             settings,
-            slots: HashMap::new(),
+            slots: SlotMap::default(),
             events: VecDeque::new(),
             out: BytesMut::new(),
             close_pending: false,
@@ -238,6 +275,21 @@ impl ServerConn {
         if let Some(slot) = self.slots.remove(&id) {
             self.finish(id, slot.keep_conn, slot.stderr_sent, app_status, status);
         }
+    }
+
+    /// [`ServerConn::end_request`], with the closing records appended to
+    /// `out` (after what it holds) instead of the codec's own queue: a
+    /// response and its end leave in one write.
+    pub fn end_request_into(
+        &mut self,
+        id: RequestId,
+        app_status: u32,
+        status: ProtocolStatus,
+        out: &mut BytesMut,
+    ) {
+        std::mem::swap(&mut self.out, out);
+        self.end_request(id, app_status, status);
+        std::mem::swap(&mut self.out, out);
     }
 
     /// All queued outbound bytes, or `None`.
@@ -592,8 +644,46 @@ impl ServerConn {
     }
 }
 
-/// Decodes the complete PARAMS block into vars over the same bytes.
+/// Decodes the complete PARAMS block into vars over the same bytes. Pairs
+/// whose lengths fit one byte each (all of them, in practice) take a short
+/// path; anything else goes through the general decoder, which also names
+/// what is wrong.
 fn decode_params(id: RequestId, block: Bytes, max_pairs: usize) -> Result<CgiVars, ConnError> {
+    // The block is at most `max_params_bytes`, itself capped at u32::MAX
+    // where it is buffered, so offsets fit u32.
+    let mut vars = CgiVars::with_capacity(block.clone(), block.len() / 24 + 4);
+    let b: &[u8] = &block;
+    let mut pos = 0usize;
+    while pos < b.len() {
+        let short = match (b.get(pos), b.get(pos + 1)) {
+            (Some(&n), Some(&v)) if n < 0x80 && v < 0x80 => Some((usize::from(n), usize::from(v))),
+            _ => None,
+        };
+        let Some((n, v)) = short else {
+            return decode_params_general(id, block, max_pairs);
+        };
+        let name_at = pos + 2;
+        let value_at = name_at + n;
+        let end = value_at + v;
+        if end > b.len() {
+            return decode_params_general(id, block, max_pairs);
+        }
+        if vars.len() == max_pairs {
+            return Err(ConnError::TooManyParams {
+                id,
+                limit: max_pairs,
+            });
+        }
+        vars.push_checked(
+            (name_at as u32, value_at as u32),
+            (value_at as u32, end as u32),
+        );
+        pos = end;
+    }
+    Ok(vars)
+}
+
+fn decode_params_general(id: RequestId, block: Bytes, max_pairs: usize) -> Result<CgiVars, ConnError> {
     let mut vars = CgiVars::over(block.clone());
     for pair in nv::pairs(&block) {
         let (name, value) = pair.map_err(|source| ConnError::MalformedParams { id, source })?;
