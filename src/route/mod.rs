@@ -122,6 +122,8 @@ pub struct Derived<'a> {
     /// The front end's own split, kept visible as `wsgi_fpm.orig_*`.
     pub orig_script_name: Option<&'a [u8]>,
     pub orig_path_info: Option<&'a [u8]>,
+    /// The front end's `X-Request-Start` header, as sent.
+    pub request_start: Option<&'a [u8]>,
 }
 
 /// One pass over the front end's variables: the path split, the scheme,
@@ -137,34 +139,44 @@ pub fn derive<'a>(
     let mut method = None;
     let mut https = false;
     let mut length: Option<&[u8]> = None;
+    let mut request_start = None;
     let mut missing = [true; DEFAULTS.len()];
     for (name, value) in vars.iter() {
-        match name {
-            b"REQUEST_URI" => uri = Some(value),
-            b"SCRIPT_NAME" => script = Some(value),
-            b"PATH_INFO" => path = Some(value),
-            b"REQUEST_METHOD" => {
-                method = Some(value);
-                missing[0] = false;
-            }
-            b"SERVER_NAME" => missing[1] = false,
-            b"SERVER_PORT" => missing[2] = false,
-            b"SERVER_PROTOCOL" => missing[3] = false,
-            b"QUERY_STRING" => missing[4] = false,
-            b"HTTPS" => https |= value.eq_ignore_ascii_case(b"on") || value == b"1",
-            b"REQUEST_SCHEME" => https |= value.eq_ignore_ascii_case(b"https"),
-            // nginx's auth_request recipe sends CONTENT_LENGTH twice, the
-            // stock one and an empty one: equal or empty repeats are fine,
-            // two different numbers are a bad request.
-            b"CONTENT_LENGTH" if !value.is_empty() => match length {
-                Some(first) if first != value => {
-                    return Err(EnvironError::ConflictingContentLength {
-                        first: String::from_utf8_lossy(first).into_owned(),
-                        second: String::from_utf8_lossy(value).into_owned(),
-                    })
-                }
-                _ => length = Some(value),
+        // Dispatched on the length first: most names are none of these,
+        // and are passed over without a byte compare.
+        match name.len() {
+            5 if name == b"HTTPS" => https |= value.eq_ignore_ascii_case(b"on") || value == b"1",
+            9 if name == b"PATH_INFO" => path = Some(value),
+            11 => match name {
+                b"REQUEST_URI" => uri = Some(value),
+                b"SCRIPT_NAME" => script = Some(value),
+                b"SERVER_NAME" => missing[1] = false,
+                b"SERVER_PORT" => missing[2] = false,
+                _ => {}
             },
+            12 if name == b"QUERY_STRING" => missing[4] = false,
+            14 => match name {
+                b"REQUEST_METHOD" => {
+                    method = Some(value);
+                    missing[0] = false;
+                }
+                b"REQUEST_SCHEME" => https |= value.eq_ignore_ascii_case(b"https"),
+                // nginx's auth_request recipe sends CONTENT_LENGTH twice,
+                // the stock one and an empty one: equal or empty repeats
+                // are fine, two different numbers are a bad request.
+                b"CONTENT_LENGTH" if !value.is_empty() => match length {
+                    Some(first) if first != value => {
+                        return Err(EnvironError::ConflictingContentLength {
+                            first: String::from_utf8_lossy(first).into_owned(),
+                            second: String::from_utf8_lossy(value).into_owned(),
+                        })
+                    }
+                    _ => length = Some(value),
+                },
+                _ => {}
+            },
+            15 if name == b"SERVER_PROTOCOL" => missing[3] = false,
+            20 if name == b"HTTP_X_REQUEST_START" => request_start = Some(value),
             _ => {}
         }
     }
@@ -182,6 +194,7 @@ pub fn derive<'a>(
         missing,
         orig_script_name: script,
         orig_path_info: path,
+        request_start,
     })
 }
 

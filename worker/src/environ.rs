@@ -247,7 +247,7 @@ impl EnvCache {
                 None => plain_cgi(py, &self.consts, shared, head, rules, file_wrapper)?,
             },
         };
-        self.per_request(py, &env, vars, meta, input, errors)?;
+        self.per_request(py, &env, derived, meta, input, errors)?;
         Ok(env)
     }
 
@@ -363,7 +363,7 @@ impl EnvCache {
         &self,
         py: Python<'py>,
         env: &Bound<'py, PyDict>,
-        vars: &CgiVars,
+        derived: &Derived<'_>,
         meta: &RequestMeta,
         input: Bound<'py, PyAny>,
         errors: Bound<'py, PyAny>,
@@ -376,7 +376,10 @@ impl EnvCache {
             c.k_request_id.bind(py),
             PyString::new(py, meta.request_id.write_hex(&mut id)),
         )?;
-        let queue_start = front_end_stamp(vars).unwrap_or_else(|| seconds(meta.queue_start));
+        let queue_start = derived
+            .request_start
+            .and_then(parse_stamp)
+            .unwrap_or_else(|| seconds(meta.queue_start));
         env.set_item(c.k_queue_start.bind(py), queue_start)?;
         env.set_item(c.k_request_start.bind(py), seconds(SystemTime::now()))?;
         // mod_wsgi's key, read by APM agents: integer microseconds as a string.
@@ -458,7 +461,10 @@ fn seconds(t: SystemTime) -> f64 {
 /// The front end's own stamp, `X-Request-Start: t=…` in seconds,
 /// milliseconds or microseconds since the epoch (nginx `t=${msec}`).
 pub fn front_end_stamp(vars: &CgiVars) -> Option<f64> {
-    let raw = vars.get(b"HTTP_X_REQUEST_START")?;
+    parse_stamp(vars.get(b"HTTP_X_REQUEST_START")?)
+}
+
+fn parse_stamp(raw: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(raw).ok()?;
     let value: f64 = text.trim().trim_start_matches("t=").parse().ok()?;
     let secs = if value > 1e14 {
