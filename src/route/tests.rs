@@ -3,6 +3,12 @@
 use super::*;
 use crate::proto::Role;
 
+const NO_RULES: EnvironRules = EnvironRules {
+    mount: None,
+    pass_authorization: false,
+    map_head_to_get: false,
+};
+
 fn vars(pairs: &[(&str, &str)]) -> CgiVars {
     CgiVars::from_pairs(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
 }
@@ -153,7 +159,7 @@ fn repeated_headers_join_and_meta_variables_keep_the_last() {
         ("CONTENT_LENGTH", "5"),
         ("CONTENT_LENGTH", "5"),
     ]);
-    let env = build(&v, Role::Responder, &EnvironRules::default()).unwrap();
+    let env = build(&v, Role::Responder, &NO_RULES).unwrap();
     assert_eq!(get(&env, "HTTP_X_DUP"), Some(&b"a, b"[..]));
     assert_eq!(get(&env, "HTTP_COOKIE"), Some(&b"c=1; d=2"[..]));
     assert_eq!(get(&env, "REMOTE_USER"), Some(&b"alice"[..]));
@@ -167,7 +173,7 @@ fn two_different_content_lengths_are_a_bad_request() {
         ("CONTENT_LENGTH", "5"),
         ("CONTENT_LENGTH", "6"),
     ]);
-    let e = build(&v, Role::Responder, &EnvironRules::default()).unwrap_err();
+    let e = build(&v, Role::Responder, &NO_RULES).unwrap_err();
     assert_eq!(e.status(), "400 Bad Request");
     assert!(e.to_string().contains("\"5\""), "{e}");
 }
@@ -181,7 +187,7 @@ fn authorization_and_content_header_duplicates_are_hidden() {
         ("HTTP_CONTENT_TYPE", "text/plain"),
         ("CONTENT_TYPE", "text/plain"),
     ]);
-    let env = build(&v, Role::Responder, &EnvironRules::default()).unwrap();
+    let env = build(&v, Role::Responder, &NO_RULES).unwrap();
     assert_eq!(get(&env, "HTTP_AUTHORIZATION"), None);
     assert_eq!(get(&env, "HTTP_CONTENT_LENGTH"), None);
     assert_eq!(get(&env, "HTTP_CONTENT_TYPE"), None);
@@ -207,7 +213,7 @@ fn https_scheme_and_required_defaults() {
         (vec![], false),
     ] {
         let sent_vars = vars(&sent);
-        let env = build(&sent_vars, Role::Authorizer, &EnvironRules::default()).unwrap();
+        let env = build(&sent_vars, Role::Authorizer, &NO_RULES).unwrap();
         assert_eq!(env.https, https, "{sent:?}");
         for key in [
             "REQUEST_METHOD",
@@ -225,7 +231,7 @@ fn https_scheme_and_required_defaults() {
 #[test]
 fn head_can_be_mapped_to_get_but_stays_head_for_the_response() {
     let v = vars(&[("REQUEST_METHOD", "HEAD")]);
-    let env = build(&v, Role::Responder, &EnvironRules::default()).unwrap();
+    let env = build(&v, Role::Responder, &NO_RULES).unwrap();
     assert_eq!(get(&env, "REQUEST_METHOD"), Some(&b"HEAD"[..]));
     assert!(env.is_head);
     let rules = EnvironRules {
@@ -271,10 +277,10 @@ fn percent_encoded_dot_segments_are_refused_not_resolved() {
 fn a_responder_request_without_a_method_is_refused_but_an_authorizer_gets_get() {
     let v = vars(&[("REQUEST_URI", "/x")]);
     assert_eq!(
-        build(&v, Role::Responder, &EnvironRules::default()).unwrap_err(),
+        build(&v, Role::Responder, &NO_RULES).unwrap_err(),
         EnvironError::NoMethod
     );
-    let env = build(&v, Role::Authorizer, &EnvironRules::default()).unwrap();
+    let env = build(&v, Role::Authorizer, &NO_RULES).unwrap();
     assert_eq!(get(&env, "REQUEST_METHOD"), Some(&b"GET"[..]));
 }
 
@@ -286,7 +292,7 @@ fn an_empty_or_equal_repeated_content_length_is_no_conflict() {
             ("CONTENT_LENGTH", pair.0),
             ("CONTENT_LENGTH", pair.1),
         ]);
-        let env = build(&v, Role::Responder, &EnvironRules::default());
+        let env = build(&v, Role::Responder, &NO_RULES);
         assert!(env.is_ok(), "{pair:?}: {env:?}");
         // The last one is what the application sees, as for any meta-variable.
         assert_eq!(
@@ -303,7 +309,7 @@ fn a_header_repeated_many_times_is_joined_once_in_order() {
         pairs.push(("HTTP_X_MANY".to_owned(), i.to_string()));
     }
     let v = CgiVars::from_pairs(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
-    let env = build(&v, Role::Responder, &EnvironRules::default()).unwrap();
+    let env = build(&v, Role::Responder, &NO_RULES).unwrap();
     let joined = get(&env, "HTTP_X_MANY").unwrap();
     assert!(joined.starts_with(b"0, 1, 2, "));
     assert!(joined.ends_with(b", 19998, 19999"));
@@ -325,7 +331,7 @@ fn derive_finds_the_split_the_scheme_and_the_missing_defaults_in_one_pass() {
     };
     let d = derive(&v, Role::Responder, &rules).unwrap();
     assert_eq!(
-        (d.script_name.as_slice(), d.path_info.as_slice()),
+        (&d.script_name[..], &d.path_info[..]),
         (&b"/mnt"[..], &b"/x y"[..])
     );
     assert!(d.https && d.is_head && d.method_to_get);
