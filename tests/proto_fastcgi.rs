@@ -816,7 +816,7 @@ fn params_over_limit_is_a_connection_error_naming_the_limit() {
     };
     let mut bytes = begin(1, 1, true);
     bytes.extend(rec(4, 1, &[b'x'; 60]));
-    bytes.extend(rec(4, 1, &[b'x'; 41]));
+    bytes.extend(rec(4, 1, &[b'x'; 33]));
     let run = feed_pieces(&[&bytes], limits, settings());
     let err = run.result.unwrap_err();
     assert_eq!(
@@ -856,19 +856,71 @@ fn params_of_exactly_the_limit_are_accepted() {
 }
 
 #[test]
-fn params_trickled_in_too_many_records_is_a_connection_error() {
+fn params_trickled_in_tiny_records_count_their_headers_against_the_limit() {
     let limits = Limits {
-        max_params_records: 3,
+        max_params_bytes: 30,
         ..Limits::default()
     };
+    // Four 1-byte records cost 1 + 3 × 9 = 28 bytes: within the limit.
+    let mut ok = begin(1, 1, false);
+    for b in [1u8, 1, b'A', b'b'] {
+        ok.extend(rec(4, 1, &[b]));
+    }
+    ok.extend(rec(4, 1, &[]));
+    assert_eq!(feed_pieces(&[&ok], limits, settings()).result, Ok(()));
+    // A fifth makes 37.
     let mut bytes = begin(1, 1, false);
-    for _ in 0..4 {
+    for _ in 0..5 {
         bytes.extend(rec(4, 1, &[0]));
     }
     let run = feed_pieces(&[&bytes], limits, settings());
     assert_eq!(
         run.result,
-        Err(ConnError::TooManyParamsRecords { id: ID1, limit: 3 })
+        Err(ConnError::ParamsTooLarge {
+            id: ID1,
+            size: 37,
+            limit: 30
+        })
+    );
+}
+
+#[test]
+fn a_split_params_stream_of_legal_size_is_accepted_however_many_records_it_uses() {
+    // 2,000 records of 100 bytes: far more records than any front end
+    // uses, but 216 KB on the wire, under the 1 MiB default.
+    let value = vec![b'v'; 199_900];
+    let mut block = vec![0x80u8 | 0, 0, 0, 8, 0x80, 0x03, 0x0c, 0xdc];
+    block.extend(b"HTTP_X_A");
+    block.extend(&value);
+    let mut bytes = begin(1, 1, false);
+    for piece in block.chunks(100) {
+        bytes.extend(rec(4, 1, piece));
+    }
+    bytes.extend(rec(4, 1, &[]));
+    let run = feed_pieces(&[&bytes], Limits::default(), settings());
+    assert_eq!(run.result, Ok(()));
+}
+
+#[test]
+fn many_live_ids_cannot_each_hold_a_block_just_under_the_limit() {
+    let limits = Limits {
+        max_params_bytes: 1000,
+        max_connection_params_bytes: 2500,
+        ..Limits::default()
+    };
+    let mut bytes = Vec::new();
+    for id in 1..=3u16 {
+        bytes.extend(begin(id, 1, true));
+        bytes.extend(rec(4, id, &[7u8; 900]));
+    }
+    let run = feed_pieces(&[&bytes], limits, settings());
+    assert!(
+        matches!(
+            run.result,
+            Err(ConnError::ConnectionParamsTooLarge { limit: 2500, .. })
+        ),
+        "{:?}",
+        run.result
     );
 }
 

@@ -97,7 +97,7 @@ fn request_stream() -> impl Strategy<Value = Vec<u8>> {
             }
             let block = pairs(&kv);
             out.extend(begin(id, 1, true));
-            // Stay under the default max_params_records (1024).
+            // Few records: each costs its 8-byte header against the limit.
             let cut = cut.max(block.len() / 1000 + 1);
             for piece in block.chunks(cut) {
                 out.extend(rec(4, id, piece));

@@ -195,7 +195,18 @@ fn authenticate_and_authorize(
     ctx: &Context<'_>,
     script: &mut dyn AuthScript,
 ) -> Result<Answer, Answer> {
-    let who = authenticate(Credentials::from_header(vars), vars, ctx, script)?;
+    // A generic authorizer gets the credentials as REMOTE_USER and
+    // REMOTE_PASSWD when the front end decoded them (Apache's authnz type
+    // named in AuthBasicProvider sends no Authorization header and no
+    // FCGI_APACHE_ROLE); otherwise from the header.
+    let credentials = match (question, var(vars, b"REMOTE_PASSWD")) {
+        (Question::Authorizer, Some(password)) => Credentials::Basic(BasicCredentials {
+            user: var(vars, b"REMOTE_USER").unwrap_or_default(),
+            password,
+        }),
+        _ => Credentials::from_header(vars),
+    };
+    let who = authenticate(credentials, vars, ctx, script)?;
     let groups =
         check_groups(vars, ctx, script, &who.user).map_err(|reason| Answer::new(403, reason))?;
     if question == Question::Authorizer {
@@ -437,9 +448,13 @@ fn authenticate_digest(
         .filter_map(|n| vars.get(n))
         .any(|u| u == c.uri.as_bytes());
     if !asked {
-        return Err(Answer::new(
-            400,
+        // 401 with a fresh challenge, not 400: nginx's auth_request turns
+        // any status but 2xx/401/403 into a 500 for the client.
+        return Err(challenge(
+            ctx,
+            401,
             format!("Digest uri {:?} is not the request's URI", c.uri),
+            false,
         ));
     }
     let method = var(vars, b"X_ORIGINAL_METHOD")

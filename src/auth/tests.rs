@@ -179,6 +179,40 @@ fn classify_follows_role_apache_role_mount_and_flag() {
 }
 
 #[test]
+fn a_generic_authorizer_takes_remote_user_and_remote_passwd_when_the_password_is_sent() {
+    // Apache mod_authnz_fcgi's authnz type named in AuthBasicProvider: no
+    // FCGI_APACHE_ROLE, no Authorization header, the decoded credentials.
+    let mut s = Script::default();
+    let a = ask(
+        Question::Authorizer,
+        &[("REMOTE_USER", "alice"), ("REMOTE_PASSWD", "secret")],
+        &config(),
+        &mut s,
+    );
+    assert_eq!(a.status, 200, "{}", a.reason);
+    assert_eq!(header(&a, "Variable-REMOTE_USER"), Some("alice"));
+    let wrong = ask(
+        Question::Authorizer,
+        &[("REMOTE_USER", "alice"), ("REMOTE_PASSWD", "nope")],
+        &config(),
+        &mut s,
+    );
+    assert_eq!(wrong.status, 401);
+    // Without REMOTE_PASSWD the header still counts (lighttpd).
+    let basic = ask(
+        Question::Authorizer,
+        &[
+            ("REMOTE_USER", "mallory"),
+            ("HTTP_AUTHORIZATION", "Basic YWxpY2U6c2VjcmV0"),
+        ],
+        &config(),
+        &mut s,
+    );
+    assert_eq!(basic.status, 200, "{}", basic.reason);
+    assert_eq!(header(&basic, "Variable-REMOTE_USER"), Some("alice"));
+}
+
+#[test]
 fn apache_authenticator_grants_with_only_variable_headers() {
     let mut s = Script::default();
     let a = ask(
@@ -397,14 +431,22 @@ fn generic_authorizer_checks_host_then_credentials_then_groups() {
         &mut s,
     );
     assert_eq!(wrong.status, 401);
-    // An unverified REMOTE_USER from the front end counts for nothing.
+    // A REMOTE_USER without a password to check counts for nothing.
     let forged = ask(
         Question::Authorizer,
-        &[("REMOTE_USER", "alice"), ("REMOTE_PASSWD", "secret")],
+        &[("REMOTE_USER", "alice")],
         &c,
         &mut s,
     );
     assert_eq!(forged.status, 401);
+    // With REMOTE_PASSWD (SPEC §6) the pair is checked like a header's.
+    let decoded = ask(
+        Question::Authorizer,
+        &[("REMOTE_USER", "alice"), ("REMOTE_PASSWD", "x")],
+        &c,
+        &mut s,
+    );
+    assert_eq!(decoded.status, 401);
 }
 
 #[test]
@@ -595,10 +637,13 @@ fn digest_round_trip_replay_and_stale() {
     let late_wrong = digest_header(&n, 1, "/private/x", Algorithm::Md5, "guess");
     let a = digest_ask(&store, 1000 + 301, &late_wrong, "/private/x");
     assert!(!header(&a, "WWW-Authenticate").unwrap().contains("stale"));
-    // Signed for another URI than the one asked for.
+    // Signed for another URI than the one asked for: 401 with a fresh
+    // challenge (nginx auth_request makes any other status a 500).
     let elsewhere = digest_header(&n, 5, "/other", Algorithm::Md5, "secret");
-    assert_eq!(
-        digest_ask(&store, 1001, &elsewhere, "/private/x").status,
-        400
-    );
+    let a = digest_ask(&store, 1001, &elsewhere, "/private/x");
+    assert_eq!(a.status, 401);
+    assert!(header(&a, "WWW-Authenticate")
+        .unwrap()
+        .starts_with("Digest "));
+    assert!(a.reason.contains("/other"), "{}", a.reason);
 }

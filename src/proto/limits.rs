@@ -4,19 +4,24 @@
 /// Bounds the decoders enforce before they allocate or hand anything on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Total bytes of one request's parameter block (names, values and their
-    /// length prefixes). SPEC §2: 1 MiB by default (`--max-params-size`).
+    /// Total bytes of one request's parameter block as it arrives (names,
+    /// values, their length prefixes and, for FastCGI, the header of each
+    /// record after the first: a block trickled in 1-byte records costs
+    /// nine times its size). SPEC §2: 1 MiB by default
+    /// (`--max-params-size`).
     pub max_params_bytes: usize,
     /// Number of name/value pairs in one request. Real requests carry 20–60;
     /// the bound stops a block of millions of empty pairs from costing a
     /// vector entry each.
     pub max_params_count: usize,
-    /// FastCGI: PARAMS records one request may use. Front ends send one; the
-    /// bound stops a peer from trickling a block in 1-byte records.
-    pub max_params_records: usize,
+    /// FastCGI: the parameter blocks of every request still arriving on one
+    /// connection, together (`--max-connection-params-size`), so that many
+    /// live request ids cannot each hold a block just under the limit.
+    pub max_connection_params_bytes: usize,
     /// FastCGI: concurrent request ids on one connection (multiplexing); a
-    /// new id beyond it gets `FCGI_CANT_MPX_CONN`. `FCGI_GET_VALUES` answers
-    /// from `fastcgi::Settings`, which describes the whole process.
+    /// new id beyond it gets `FCGI_CANT_MPX_CONN`
+    /// (`--max-requests-per-connection`). `FCGI_GET_VALUES` answers from
+    /// `fastcgi::Settings`, which describes the whole process.
     pub max_requests_per_conn: usize,
 }
 
@@ -24,8 +29,8 @@ impl Limits {
     /// SPEC §2 default for the parameter block.
     pub const DEFAULT_MAX_PARAMS_BYTES: usize = 1024 * 1024;
     pub const DEFAULT_MAX_PARAMS_COUNT: usize = 10_000;
-    pub const DEFAULT_MAX_PARAMS_RECORDS: usize = 1024;
-    pub const DEFAULT_MAX_REQUESTS_PER_CONN: usize = 64;
+    pub const DEFAULT_MAX_CONNECTION_PARAMS_BYTES: usize = 4 * 1024 * 1024;
+    pub const DEFAULT_MAX_REQUESTS_PER_CONN: usize = 16;
 }
 
 impl Default for Limits {
@@ -33,7 +38,7 @@ impl Default for Limits {
         Limits {
             max_params_bytes: Self::DEFAULT_MAX_PARAMS_BYTES,
             max_params_count: Self::DEFAULT_MAX_PARAMS_COUNT,
-            max_params_records: Self::DEFAULT_MAX_PARAMS_RECORDS,
+            max_connection_params_bytes: Self::DEFAULT_MAX_CONNECTION_PARAMS_BYTES,
             max_requests_per_conn: Self::DEFAULT_MAX_REQUESTS_PER_CONN,
         }
     }

@@ -241,10 +241,7 @@ pub fn build<'a>(
             out[i].1 = Cow::Borrowed(b"GET");
         }
     }
-    out.push((
-        Cow::Borrowed(b"SCRIPT_NAME"),
-        derived.script_name,
-    ));
+    out.push((Cow::Borrowed(b"SCRIPT_NAME"), derived.script_name));
     out.push((Cow::Borrowed(b"PATH_INFO"), derived.path_info));
     Ok(CgiEnviron {
         vars: out,

@@ -29,7 +29,11 @@ pub struct Reuse {
 }
 
 impl Reuse {
-    pub fn input<'py>(&mut self, py: Python<'py>, link: &SharedLink) -> PyResult<Bound<'py, Input>> {
+    pub fn input<'py>(
+        &mut self,
+        py: Python<'py>,
+        link: &SharedLink,
+    ) -> PyResult<Bound<'py, Input>> {
         if let Some(obj) = self.input.as_ref().filter(|o| sole(o)) {
             obj.bind(py).borrow().reset(link.clone());
             return Ok(obj.bind(py).clone());
@@ -39,7 +43,11 @@ impl Reuse {
         Ok(obj)
     }
 
-    pub fn errors<'py>(&mut self, py: Python<'py>, id: RequestId) -> PyResult<Bound<'py, ErrorLog>> {
+    pub fn errors<'py>(
+        &mut self,
+        py: Python<'py>,
+        id: RequestId,
+    ) -> PyResult<Bound<'py, ErrorLog>> {
         if let Some(obj) = self.errors.as_ref().filter(|o| sole(o)) {
             obj.bind(py).borrow_mut().reset(id);
             return Ok(obj.bind(py).clone());

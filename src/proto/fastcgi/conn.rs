@@ -111,7 +111,9 @@ struct Slot {
 struct ParamsBuf {
     chunks: Chunks,
     size: usize,
-    records: usize,
+    /// What the limits count: the block's bytes so far, plus the header of
+    /// each record after the first.
+    wire: usize,
 }
 
 #[derive(Debug, Default)]
@@ -124,8 +126,13 @@ enum Chunks {
 
 impl ParamsBuf {
     fn push(&mut self, content: Bytes) {
+        let header = if self.wire == 0 {
+            0
+        } else {
+            record::HEADER_LEN
+        };
         self.size += content.len();
-        self.records += 1;
+        self.wire += content.len() + header;
         self.chunks = match std::mem::take(&mut self.chunks) {
             Chunks::Empty => Chunks::One(content),
             Chunks::One(first) => {
@@ -181,6 +188,17 @@ impl SlotMap {
 
     fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Wire bytes of the PARAMS streams still arriving, all ids together.
+    fn params_buffered(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(_, s)| match &s.phase {
+                Phase::Params(b) => b.wire,
+                _ => 0,
+            })
+            .sum()
     }
 
     fn is_empty(&self) -> bool {
@@ -473,20 +491,28 @@ impl ServerConn {
             }
         };
         if !content.is_empty() {
-            // CgiVars ranges are u32: never buffer a block past that, even
-            // if configured higher.
+            // Counted as it arrives, the header of every record after the
+            // first included: a block in one record (what front ends send)
+            // costs its size, one trickled in tiny records costs what it
+            // costs. CgiVars ranges are u32: never buffer a block past
+            // that, even if configured higher.
             let limit = self.limits.max_params_bytes.min(u32::MAX as usize);
-            let size = buf.size.saturating_add(content.len());
+            let header = if buf.wire == 0 { 0 } else { record::HEADER_LEN };
+            let cost = content.len() + header;
+            let size = buf.wire.saturating_add(cost);
             if size > limit {
                 return Err(ConnError::ParamsTooLarge { id, size, limit });
             }
-            if buf.records >= self.limits.max_params_records {
-                return Err(ConnError::TooManyParamsRecords {
+            buf.push(content);
+            let buffered: usize = self.slots.params_buffered();
+            let limit = self.limits.max_connection_params_bytes;
+            if buffered > limit {
+                return Err(ConnError::ConnectionParamsTooLarge {
                     id,
-                    limit: self.limits.max_params_records,
+                    buffered,
+                    limit,
                 });
             }
-            buf.push(content);
             return Ok(());
         }
         // The empty record: the stream is complete.
@@ -683,7 +709,11 @@ fn decode_params(id: RequestId, block: Bytes, max_pairs: usize) -> Result<CgiVar
     Ok(vars)
 }
 
-fn decode_params_general(id: RequestId, block: Bytes, max_pairs: usize) -> Result<CgiVars, ConnError> {
+fn decode_params_general(
+    id: RequestId,
+    block: Bytes,
+    max_pairs: usize,
+) -> Result<CgiVars, ConnError> {
     let mut vars = CgiVars::over(block.clone());
     for pair in nv::pairs(&block) {
         let (name, value) = pair.map_err(|source| ConnError::MalformedParams { id, source })?;

@@ -83,9 +83,14 @@ pub enum ConnError {
     /// More name/value pairs than `Limits::max_params_count`.
     #[error("request {id}: more than {limit} parameters")]
     TooManyParams { id: RequestId, limit: usize },
-    /// The PARAMS stream used more records than `Limits::max_params_records`.
-    #[error("request {id}: PARAMS split over more than {limit} records")]
-    TooManyParamsRecords { id: RequestId, limit: usize },
+    /// The PARAMS streams still arriving on this connection hold more than
+    /// `Limits::max_connection_params_bytes` together.
+    #[error("request {id}: the connection's unfinished PARAMS streams would hold {buffered} bytes, over the limit of {limit}")]
+    ConnectionParamsTooLarge {
+        id: RequestId,
+        buffered: usize,
+        limit: usize,
+    },
     /// The concatenated PARAMS stream is not a valid name/value block.
     #[error("request {id}: malformed PARAMS: {source}")]
     MalformedParams {
@@ -133,7 +138,7 @@ impl ConnError {
             | ConnError::DuplicateBegin { id }
             | ConnError::ParamsTooLarge { id, .. }
             | ConnError::TooManyParams { id, .. }
-            | ConnError::TooManyParamsRecords { id, .. }
+            | ConnError::ConnectionParamsTooLarge { id, .. }
             | ConnError::MalformedParams { id, .. }
             | ConnError::UnexpectedRecord { id, .. }
             | ConnError::BodyTooLong { id, .. }
@@ -161,7 +166,7 @@ impl ConnError {
         match self {
             ConnError::ParamsTooLarge { .. }
             | ConnError::TooManyParams { .. }
-            | ConnError::TooManyParamsRecords { .. } => Some(431),
+            | ConnError::ConnectionParamsTooLarge { .. } => Some(431),
             ConnError::MalformedParams { .. } => Some(400),
             ConnError::UnsupportedVersion { .. }
             | ConnError::MalformedGetValues { .. }

@@ -66,7 +66,7 @@ pub fn fuzz_limits() -> Limits {
     Limits {
         max_params_bytes: 4096,
         max_params_count: 64,
-        max_params_records: 8,
+        max_connection_params_bytes: 8192,
         max_requests_per_conn: 4,
     }
 }
