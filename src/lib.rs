@@ -15,6 +15,7 @@ pub mod auth;
 pub mod busy;
 pub mod config;
 pub mod http;
+pub mod identity;
 pub mod log;
 pub mod master;
 pub mod net;

@@ -76,9 +76,6 @@ fn main() {
 /// (SPEC §4: a master started as root without --user refuses to start).
 fn validated(cli: &Cli) -> Result<Config, String> {
     let config = cli.config()?;
-    if config.server.status.is_some() {
-        return Err("server.status: the /status endpoint is not supported yet".into());
-    }
     if nix::unistd::geteuid().is_root() && !cli.allow_root {
         if let Some(p) = config.pools.iter().find(|p| p.process.user.is_none()) {
             return Err(format!(

@@ -72,71 +72,7 @@ pub struct SpawnRequest<'a> {
     pub cwd: &'a Path,
 }
 
-/// Who a worker runs as, resolved in the master before the fork.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups (the user's, as `initgroups` would give).
-    pub groups: Vec<u32>,
-    /// The home directory from the password database (it may not exist).
-    pub home: Option<PathBuf>,
-    pub name: String,
-}
-
-impl Identity {
-    /// Resolves `user` (name or number) and `group` (default: the user's).
-    pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, String> {
-        use nix::unistd::{Gid, Group, Uid, User};
-        let found = match user.parse::<u32>() {
-            Ok(n) => User::from_uid(Uid::from_raw(n)),
-            Err(_) => User::from_name(user),
-        }
-        .map_err(|e| format!("user `{user}`: {e}"))?
-        .ok_or_else(|| format!("user `{user}` does not exist"))?;
-        let gid = match group {
-            None => found.gid,
-            Some(g) => match g.parse::<u32>() {
-                Ok(n) => Gid::from_raw(n),
-                Err(_) => {
-                    Group::from_name(g)
-                        .map_err(|e| format!("group `{g}`: {e}"))?
-                        .ok_or_else(|| format!("group `{g}` does not exist"))?
-                        .gid
-                }
-            },
-        };
-        let cname = std::ffi::CString::new(found.name.as_str())
-            .map_err(|_| format!("user `{user}`: bad name"))?;
-        let mut groups: Vec<u32> = nix::unistd::getgrouplist(&cname, gid)
-            .map_err(|e| format!("groups of `{user}`: {e}"))?
-            .into_iter()
-            .map(|g| g.as_raw())
-            .collect();
-        groups.sort_unstable();
-        groups.dedup();
-        Ok(Identity {
-            uid: found.uid.as_raw(),
-            gid: gid.as_raw(),
-            groups,
-            home: Some(found.dir),
-            name: found.name,
-        })
-    }
-
-    /// The identity this process already has (no switch).
-    pub fn current() -> Identity {
-        let uid = nix::unistd::getuid();
-        let user = nix::unistd::User::from_uid(uid).ok().flatten();
-        Identity {
-            uid: uid.as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            groups: Vec::new(),
-            home: user.as_ref().map(|u| u.dir.clone()),
-            name: user.map(|u| u.name).unwrap_or_default(),
-        }
-    }
-}
+pub use crate::identity::Identity;
 
 /// The environment a worker starts with (SPEC §4 `--clear-env`,
 /// `--pass-env`, `env`, `--lang`, `--locale`; `HOME` is the user's home).

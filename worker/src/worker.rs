@@ -166,15 +166,15 @@ pub fn serve_loaded(
             max_params_bytes: pool.max_params_bytes,
             ..Limits::default()
         },
-        socket_timeout: Duration::from_secs_f64(pool.socket_timeout),
+        socket_timeout: wsgi_fpm::config::model::seconds(pool.socket_timeout),
         max_conns: 1024,
         max_reqs: u32::try_from(pool.threads).unwrap_or(u32::MAX),
         allowed_clients: pool.process.allowed_clients.clone(),
         accept_gate: load.clone(),
     });
     let graces = Graces {
-        retire: Duration::from_secs_f64(pool.graceful_timeout),
-        stop: Duration::from_secs_f64(pool.shutdown_timeout),
+        retire: wsgi_fpm::config::model::seconds(pool.graceful_timeout),
+        stop: wsgi_fpm::config::model::seconds(pool.shutdown_timeout),
     };
     let mut status = StatusPipe(status_pipe);
     status.send("ready");
