@@ -24,6 +24,7 @@ mod preload;
 mod process;
 mod scale;
 pub mod spawn;
+pub mod state;
 
 use crate::busy::Load;
 use crate::config::model::{LogConfig, PoolConfig};
