@@ -29,20 +29,20 @@ def test_no_listener_says_which_options_give_one():
     assert "--fastcgi" in r.stderr and "--http" in r.stderr, r.stderr
 
 
-def test_application_that_fails_to_import_exits_with_its_traceback(tmp_path):
+def test_with_need_app_an_application_that_fails_to_import_exits_with_its_traceback(tmp_path):
     app = tmp_path / "broken.py"
     app.write_text("import os\n\ndef helper():\n    raise ImportError('no module named frobnicate')\n\nhelper()\n")
-    r = run("--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
+    r = run("--need-app", "--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "Traceback" in r.stderr and str(app) in r.stderr, r.stderr
     assert "no module named frobnicate" in r.stderr, r.stderr
     assert "could not be loaded" in r.stderr, r.stderr
 
 
-def test_missing_callable_is_named(tmp_path):
+def test_with_need_app_a_missing_callable_is_named(tmp_path):
     app = tmp_path / "nocallable.py"
     app.write_text("x = 1\n")
-    r = run("--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
+    r = run("--need-app", "--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
     assert r.returncode == 1
     assert "no callable named 'application'" in r.stderr, r.stderr
 

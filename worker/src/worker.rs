@@ -176,8 +176,7 @@ pub fn serve_loaded(
         retire: wsgi_fpm::config::model::seconds(pool.graceful_timeout),
         stop: wsgi_fpm::config::model::seconds(pool.shutdown_timeout),
     };
-    let mut status = StatusPipe(status_pipe);
-    status.send("ready");
+    let status = StatusPipe(status_pipe);
     info!("serving {} with {} threads", pool.app, pool.threads);
 
     let error_log = cfg.log.error_log.clone();
@@ -284,6 +283,12 @@ fn serve(
             signal(SignalKind::hangup())?,
         );
         let mut usr1 = signal(SignalKind::user_defined1())?;
+        // SIGUSR2 asks for the Python stacks; until that is built, a
+        // worker must at least survive it (its default action is to die).
+        let mut usr2 = signal(SignalKind::user_defined2())?;
+        // Ready only now that every signal the master sends has a handler:
+        // the master signals only workers that said ready.
+        status.send("ready");
         let mut asked_recycle = false;
         let parent = nix::unistd::getppid();
         let mut server = tokio::spawn(serve_all(listeners, ctx, stop_rx));
@@ -313,6 +318,9 @@ fn serve(
                         status.send(&format!("load {}", now.name()));
                         last_load = now;
                     }
+                }
+                _ = usr2.recv() => {
+                    info!("SIGUSR2: Python stack dumps are not available in this worker yet");
                 }
                 _ = usr1.recv() => {
                     wsgi_fpm::log::reopen_error_log(error_log.as_deref());

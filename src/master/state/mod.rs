@@ -587,6 +587,11 @@ impl State {
             .collect()
     }
 
+    /// Whether `id` is a worker or template it still tracks.
+    pub fn knows(&self, id: ProcId) -> bool {
+        self.workers.contains_key(&id) || self.templates.contains_key(&id)
+    }
+
     /// Whether it has decided to exit.
     pub fn exited(&self) -> bool {
         self.exited
