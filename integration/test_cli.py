@@ -2,6 +2,7 @@
 it; an import error shows the Python traceback")."""
 import socket
 import subprocess
+import time
 
 from harness import APPS, HOST, free_ports, wsgi_fpm_bin
 
@@ -100,3 +101,61 @@ def test_check_twice_imports_the_application_as_its_user(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "pool main:" in r.stdout and "hello.py" in r.stdout, r.stdout
     assert "loaded; not serving (check)" in r.stderr, r.stderr
+
+
+def test_check_runs_each_interpreter_once_and_prints_its_version_and_prefix():
+    python = "/usr/bin/python3.11"
+    truth = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0]); print(sys.prefix)"],
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    r = run("--check", "--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], "--python", python, APPS / "hello.py")
+    assert r.returncode == 0, r.stderr
+    assert "pool main: %s is Python %s, sys.prefix %s" % (python, truth[0], truth[1]) in r.stdout, r.stdout
+
+
+def test_check_runs_the_interpreter_as_the_pools_user_only():
+    import os
+    import shutil
+    if os.geteuid() != 0:
+        return
+    d = "/tmp/wsgi-fpm-check-%d" % os.getpid()
+    shutil.rmtree(d, ignore_errors=True)
+    os.mkdir(d)
+    os.chmod(d, 0o777)
+    record = os.path.join(d, "uids")
+    open(record, "w").close()
+    os.chmod(record, 0o666)
+    wrapper = os.path.join(d, "python")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nid -u >> %s\nexec /usr/bin/python3.11 "$@"\n' % record)
+    os.chmod(wrapper, 0o755)
+    try:
+        r = run("--check", "--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], "--user", "nobody",
+                "--python", wrapper, APPS / "hello.py")
+        assert r.returncode == 0, r.stderr
+        assert "is Python 3.11" in r.stdout, r.stdout
+        assert open(record).read().split() == ["65534"], "ran once, as nobody"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_status_address_is_accepted_and_bound():
+    port, status = free_ports(2)
+    p = subprocess.Popen([str(wsgi_fpm_bin()), "--allow-root", "--fastcgi", "127.0.0.1:%d" % port,
+                          "--status", "127.0.0.1:%d" % status, str(APPS / "hello.py")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert p.poll() is None, p.stdout.read().decode(errors="replace")
+            try:
+                with socket.create_connection((HOST, status), timeout=2) as c:
+                    c.settimeout(5)
+                    # Nothing is served there yet: the connection is closed.
+                    assert c.recv(1) == b""
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the status address was never bound"
+                time.sleep(0.1)
+    finally:
+        p.terminate()
+        p.wait(15)
