@@ -17,7 +17,7 @@ use super::preload;
 use super::process::{self, Handle};
 use super::spawn::{self, WorkerSetup};
 use super::state::{Action, Event, Level, LogLine, ProcId, Signal, State, View};
-use super::{notify, ondemand, sockets, Reloader};
+use super::{notify, ondemand, sockets};
 use crate::config::model::{LogConfig, PoolConfig, WorkerConfig};
 use crate::net::listen;
 use std::collections::{HashMap, VecDeque};
@@ -28,6 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+/// Re-reads the configuration for SIGHUP, on a blocking thread.
+pub type Reloader = Arc<dyn Fn() -> Result<Vec<PoolConfig>, String> + Send + Sync>;
 
 /// How often timers are looked at (startup timeouts, scaling, back-off,
 /// script mtimes, the stop's deadline).

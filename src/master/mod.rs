@@ -39,14 +39,11 @@ pub mod spawn;
 pub mod state;
 pub mod status_endpoint;
 
-use crate::config::model::{Config, LogConfig, PoolConfig};
-use std::sync::Arc;
+use crate::config::model::{Config, LogConfig};
 use tracing::error;
 
-/// Re-reads the configuration for SIGHUP, on a blocking thread.
-pub type Reloader = Arc<dyn Fn() -> Result<Vec<PoolConfig>, String> + Send + Sync>;
-
 pub use check::check_imports;
+pub use driver::Reloader;
 
 /// Runs the master until it is told to stop. Returns the process exit code.
 pub fn run(config: Config, log: LogConfig, reloader: Reloader) -> i32 {

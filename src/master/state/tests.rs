@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::config::model::{ListenAddr, ListenSpec, ProcessOptions, Protocol};
+use std::collections::VecDeque;
 
 const MASTER_PID: u32 = 100;
 
@@ -1191,4 +1192,193 @@ fn the_view_shows_pools_workers_and_limits() {
         ]
     );
     assert_eq!(p.workers[0].age, Duration::from_secs(2));
+}
+
+// ------------------------------------------------------------------ any event in any state
+
+mod sequences {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    /// One thing that may happen, with indexes into what has been seen.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Tick(u8),
+        Line(usize, u8),
+        Exit(usize, i32),
+        Signal(u8),
+        Answer(usize, u32, bool),
+        Adopted(usize),
+        Refused(usize),
+        Reloaded(bool),
+        Touch(u8),
+        Connection,
+        FailNextSpawn,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..40).prop_map(Op::Tick),
+            6 => (any::<usize>(), 0u8..9).prop_map(|(i, l)| Op::Line(i, l)),
+            3 => (any::<usize>(), -2i32..5).prop_map(|(i, c)| Op::Exit(i, c)),
+            2 => (0u8..8).prop_map(Op::Signal),
+            2 => (any::<usize>(), prop_oneof![Just(0u32), Just(1), Just(u32::MAX), Just(MASTER_PID), 2000u32..2100], any::<bool>())
+                .prop_map(|(i, p, ok)| Op::Answer(i, p, ok)),
+            2 => any::<usize>().prop_map(Op::Adopted),
+            1 => any::<usize>().prop_map(Op::Refused),
+            1 => any::<bool>().prop_map(Op::Reloaded),
+            1 => (0u8..3).prop_map(Op::Touch),
+            1 => Just(Op::Connection),
+            1 => Just(Op::FailNextSpawn),
+        ]
+    }
+
+    const LINES: [&str; 9] = [
+        "ready",
+        "recycle maximum-requests",
+        "recycle inactivity-timeout",
+        "load busy",
+        "load idle",
+        "requests 7",
+        "ready\u{0}junk",
+        "",
+        "TOO LONG",
+    ];
+
+    fn pools() -> Vec<PoolConfig> {
+        let mut a = pool("a", 2);
+        a.process.startup_timeout = 3.0;
+        vec![a, dynamic("d", 0, 3), preload("p", 1)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever happens in whatever order: only processes the driver
+        /// holds are signalled, no claimed pid that no new worker can
+        /// have is verified, pools stay within their caps, and the
+        /// master exits at most once and then does nothing more.
+        #[test]
+        fn any_sequence_of_events_keeps_the_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut state = State::new(MASTER_PID, false, pools());
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut seen: Vec<ProcId> = Vec::new();
+            let mut held: BTreeSet<ProcId> = BTreeSet::new();
+            let mut claimed: BTreeSet<ProcId> = BTreeSet::new();
+            let mut forking: Vec<ProcId> = Vec::new();
+            let mut next_pid = 5000u32;
+            let mut fail_next = false;
+            let mut exits = 0;
+            let mut queue: VecDeque<Event> = VecDeque::new();
+            for op in ops {
+                let pick = |i: usize| (!seen.is_empty()).then(|| seen[i % seen.len()]);
+                let event = match op {
+                    Op::Tick(d) => {
+                        now += Duration::from_millis(u64::from(d) * 100);
+                        Some(Event::Tick)
+                    }
+                    Op::Line(i, l) => pick(i).map(|id| Event::Line {
+                        id,
+                        line: if LINES[l as usize] == "TOO LONG" {
+                            Line::TooLong
+                        } else {
+                            Line::Text(LINES[l as usize].into())
+                        },
+                    }),
+                    Op::Exit(i, c) => pick(i).filter(|id| held.contains(id)).map(|id| Event::Exited {
+                        id,
+                        exit: if c < 0 { Exit::Signal(9) } else { Exit::Code(c) },
+                    }),
+                    Op::Signal(s) => Some(Event::Signal(
+                        [Signal::Hup, Signal::Term, Signal::Quit, Signal::Int, Signal::Usr1, Signal::Usr2, Signal::Ttin, Signal::Ttou][s as usize],
+                    )),
+                    Op::Answer(i, pid, ok) => (!forking.is_empty()).then(|| {
+                        let worker = forking[i % forking.len()];
+                        Event::ForkAnswer {
+                            worker,
+                            answer: if ok { Ok(pid.to_string()) } else { Err("no answer".into()) },
+                        }
+                    }),
+                    Op::Adopted(i) => pick(i).filter(|id| claimed.contains(id)).map(|worker| Event::Adopted { worker }),
+                    Op::Refused(i) => pick(i).filter(|id| claimed.contains(id)).map(|worker| Event::AdoptRefused {
+                        worker,
+                        reason: "its parent is 1, not this master".into(),
+                    }),
+                    Op::Reloaded(ok) => Some(Event::Reloaded(if ok { Ok(pools()) } else { Err("bad".into()) })),
+                    Op::Touch(p) => Some(Event::ScriptChanged { pool: ["a", "d", "p"][p as usize].into() }),
+                    Op::Connection => Some(Event::ConnectionWaiting { pool: "d".into() }),
+                    Op::FailNextSpawn => {
+                        fail_next = true;
+                        None
+                    }
+                };
+                queue.extend(event);
+                while let Some(event) = queue.pop_front() {
+                    match &event {
+                        Event::Exited { id, .. } => {
+                            held.remove(id);
+                        }
+                        Event::Adopted { worker } => {
+                            claimed.remove(worker);
+                            held.insert(*worker);
+                        }
+                        Event::AdoptRefused { worker, .. } => {
+                            claimed.remove(worker);
+                        }
+                        Event::ForkAnswer { worker, .. } => forking.retain(|w| w != worker),
+                        _ => {}
+                    }
+                    let actions = state.handle(now, event);
+                    if exits > 0 {
+                        prop_assert!(actions.is_empty(), "acted after exiting: {actions:?}");
+                    }
+                    for a in actions {
+                        match a {
+                            Action::Spawn { id, .. } => {
+                                seen.push(id);
+                                if std::mem::take(&mut fail_next) {
+                                    queue.push_back(Event::StartFailed { id, error: "no".into() });
+                                } else {
+                                    next_pid += 1;
+                                    held.insert(id);
+                                    queue.push_back(Event::Started { id, pid: next_pid });
+                                }
+                            }
+                            Action::Fork { worker, .. } => {
+                                seen.push(worker);
+                                forking.push(worker);
+                            }
+                            Action::Verify { worker, pid, .. } => {
+                                prop_assert!(pid > 1 && pid <= i32::MAX as u32 && pid != MASTER_PID, "{pid}");
+                                claimed.insert(worker);
+                            }
+                            Action::Signal { id, .. } => {
+                                prop_assert!(held.contains(&id), "signalled {id}, which the driver does not hold");
+                            }
+                            Action::Exit(_) => exits += 1,
+                            _ => {}
+                        }
+                    }
+                    prop_assert!(exits <= 1);
+                    let view = state.view(now);
+                    for p in &view.pools {
+                        let cap = match p.name.as_str() {
+                            "a" => 4,
+                            "d" => 3,
+                            _ => 2,
+                        };
+                        let active = p
+                            .workers
+                            .iter()
+                            .filter(|w| w.generation == p.generation && matches!(w.state, "starting" | "ready" | "verifying"))
+                            .count();
+                        prop_assert!(active <= cap, "pool {} has {active} active workers", p.name);
+                        prop_assert!(p.processes + p.extra <= cap);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -2,11 +2,9 @@
 //! (SPEC §8): pools, their workers with pid, generation, phase, age and
 //! the requests they reported, restarts by cause, how often a pool hit its
 //! cap, and the configured limits. Plain owned data: the status server
-//! renders it without touching the state machine. Nothing here renders
-//! JSON or Prometheus text.
+//! renders it without touching the state machine (`State::view` fills it
+//! in). Nothing here renders JSON or Prometheus text.
 
-use super::{Pool, State, TemplatePhase, WorkerPhase};
-use crate::busy::Load;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -90,85 +88,4 @@ pub struct TemplateView {
     /// `loading`, `ready` or `stopping`.
     pub state: &'static str,
     pub age: Duration,
-}
-
-impl State {
-    /// A copy of what the master knows, at `now`.
-    pub fn view(&self, now: Instant) -> View {
-        View {
-            at: now,
-            ready: self.ready_notified,
-            reloading: self.reloading,
-            stopping: self.stopping.is_some(),
-            pools: self.pools.iter().map(|p| self.pool_view(p, now)).collect(),
-        }
-    }
-
-    fn pool_view(&self, p: &Pool, now: Instant) -> PoolView {
-        let c = &p.config;
-        let mut workers: Vec<WorkerView> = self
-            .workers
-            .values()
-            .filter(|w| w.pool == c.name && w.phase != WorkerPhase::Forking)
-            .map(|w| WorkerView {
-                // A claimed pid is shown only once verified.
-                pid: w.pid.filter(|_| w.signalable),
-                generation: w.generation,
-                slot: w.slot,
-                state: w.phase.name(),
-                started: w.started,
-                age: now.saturating_duration_since(w.started),
-                requests: w.requests,
-                load: w.load.map(Load::name),
-                recycle: w.recycle.map(|c| c.name()),
-            })
-            .collect();
-        workers.sort_by_key(|w| (w.generation, w.slot, w.started));
-        let template = self
-            .templates
-            .values()
-            .filter(|t| t.pool == c.name)
-            .max_by_key(|t| t.generation)
-            .map(|t| TemplateView {
-                pid: t.pid,
-                generation: t.generation,
-                state: match t.phase {
-                    TemplatePhase::Loading => "loading",
-                    TemplatePhase::Ready => "ready",
-                    TemplatePhase::Killed => "stopping",
-                },
-                age: now.saturating_duration_since(t.started),
-            });
-        PoolView {
-            name: c.name.clone(),
-            app: c.app.clone(),
-            generation: p.generation,
-            reloading: p.previous.is_some(),
-            processes_configured: c.processes,
-            processes: p.processes,
-            extra: p.extra,
-            max_processes: c.max_processes,
-            threads: c.threads,
-            backoff: p.backoff,
-            restarts: p.restarts.iter().map(|(c, n)| (c.name(), *n)).collect(),
-            max_processes_reached: p.max_processes_reached,
-            limits: Limits {
-                maximum_requests: c.process.maximum_requests,
-                restart_interval: c.process.restart_interval,
-                max_rss_mb: c.process.max_rss_mb,
-                rss_samples: c.process.rss_samples,
-                inactivity_timeout: c.process.inactivity_timeout,
-                startup_timeout: c.process.startup_timeout,
-                request_timeout: c.request_timeout,
-                deadlock_timeout: c.deadlock_timeout,
-                queue_timeout: c.queue_timeout,
-                slow_log_timeout: c.slow_log_timeout,
-                max_queue: c.max_queue,
-                graceful_timeout: c.graceful_timeout,
-                shutdown_timeout: c.shutdown_timeout,
-            },
-            workers,
-            template,
-        }
-    }
 }
