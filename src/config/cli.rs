@@ -22,7 +22,10 @@ pub use super::validate::resolve_python;
     version,
     about = "Hosts a Python WSGI application behind nginx, Apache httpd or lighttpd over FastCGI, SCGI or uwsgi",
     after_help = "APP is a WSGI script file (.wsgi or .py; callable `application` unless --callable) or package.module:callable.\n\
-                  ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N."
+                  ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N. Durations are seconds, at most 10000000.\n\n\
+                  Signals to the master: HUP reload; TERM, QUIT graceful stop; INT fast stop; USR1 reopen logs;\n\
+                  USR2 log the workers' Python stacks; TTIN / TTOU one more / one fewer worker per pool (a pool\n\
+                  grows to --max-processes at most, or to twice --processes without it)."
 )]
 pub struct Cli {
     /// Which options were given rather than defaulted (see [`Given`]); the
