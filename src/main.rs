@@ -130,5 +130,10 @@ fn check_runtime(config: &Config) -> Vec<String> {
             }
         }
     }
+    if let Some(ListenAddr::Tcp(addr)) = config.server.status {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            problems.push(format!("cannot listen on the status address {addr}: {e}"));
+        }
+    }
     problems
 }

@@ -29,12 +29,16 @@ pub fn interpreter(pool: &PoolConfig) -> Result<Interpreter, String> {
         .env_clear()
         .envs(setup.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&setup.cwd);
-    if let Some(id) = &setup.switch_to {
-        crate::identity::switch_before_exec(&mut cmd, id);
-    }
-    let who = setup
+    // As the pool's user when this process may switch (root); otherwise as
+    // whoever runs the check, who is not root either.
+    let switch = setup
         .switch_to
         .as_ref()
+        .filter(|_| nix::unistd::geteuid().is_root());
+    if let Some(id) = switch {
+        crate::identity::switch_before_exec(&mut cmd, id);
+    }
+    let who = switch
         .map(|id| format!(" as {}", id.name))
         .unwrap_or_default();
     let out = crate::identity::output_within(&mut cmd, PROBE_TIMEOUT)
