@@ -368,7 +368,10 @@ impl Hub {
             match conn.fill() {
                 Ok(Fill::Data) => continue,
                 Ok(Fill::WouldBlock) => {
-                    let idle = !conn.has_partial_head();
+                    // Between requests of a kept connection: the idle
+                    // deadline. A new connection, or a head half there: the
+                    // head's.
+                    let idle = conn.served > 0 && !conn.has_partial_head();
                     self.park(conn, idle);
                     return None;
                 }
@@ -444,7 +447,7 @@ impl Hub {
         };
         for p in expired {
             if !p.idle {
-                warn!(peer = %p.conn.peer, proto = %p.conn.protocol, "closing a connection that sent no complete request head within --header-timeout");
+                warn!(peer = %p.conn.peer, proto = %p.conn.protocol, "closing a connection that sent no complete request head in time (--socket-timeout, --header-timeout)");
             }
             let _ = self.epoll.delete(p.conn.fd());
         }
