@@ -17,6 +17,7 @@ pub mod config;
 pub mod http;
 pub mod log;
 pub mod master;
+pub mod migrate;
 pub mod net;
 pub mod proto;
 pub mod recycle;

@@ -4,6 +4,9 @@ use wsgi_fpm::config::cli::Cli;
 use wsgi_fpm::config::model::Config;
 
 fn main() {
+    if let Some(code) = wsgi_fpm::migrate::run_if_asked(std::env::args_os()) {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let config = match validated(&cli) {
         Ok(c) => c,

@@ -1,0 +1,1 @@
+//! Table tests of the three sources (fixtures in tests/migrate/).
