@@ -176,8 +176,7 @@ impl Conf {
                 args: args.to_vec(),
                 section: current,
             };
-            let is_include =
-                directive.is("Include") || directive.is("IncludeOptional");
+            let is_include = directive.is("Include") || directive.is("IncludeOptional");
             if is_include && depth < MAX_INCLUDE_DEPTH {
                 let found = args
                     .first()
@@ -185,7 +184,8 @@ impl Conf {
                     .unwrap_or_default();
                 if !found.is_empty() {
                     for included in found {
-                        let canonical = std::fs::canonicalize(&included).unwrap_or(included.clone());
+                        let canonical =
+                            std::fs::canonicalize(&included).unwrap_or(included.clone());
                         if visited.contains(&canonical) {
                             continue;
                         }
@@ -234,7 +234,11 @@ fn expand_include(from: &Path, pattern: &str) -> Vec<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if !name.contains(['*', '?']) {
-        return if full.is_file() { vec![full] } else { Vec::new() };
+        return if full.is_file() {
+            vec![full]
+        } else {
+            Vec::new()
+        };
     }
     let dir = full.parent().unwrap_or(Path::new("."));
     let Ok(entries) = std::fs::read_dir(dir) else {

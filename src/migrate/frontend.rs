@@ -41,18 +41,18 @@ pub fn nginx_pass(proto: Proto, addr: &Addr, indent: &str) -> String {
         Addr::Unix(path) => format!("unix:{path}"),
     };
     match proto {
-        Proto::FastCgi => format!(
-            "{indent}include /etc/nginx/fastcgi_params;\n{indent}fastcgi_pass {target};\n"
-        ),
+        Proto::FastCgi => {
+            format!("{indent}include /etc/nginx/fastcgi_params;\n{indent}fastcgi_pass {target};\n")
+        }
         Proto::Scgi => {
             format!("{indent}include /etc/nginx/scgi_params;\n{indent}scgi_pass {target};\n")
         }
         Proto::Uwsgi => {
             format!("{indent}include /etc/nginx/uwsgi_params;\n{indent}uwsgi_pass {target};\n")
         }
-        Proto::Http => format!(
-            "{indent}proxy_set_header Host $host;\n{indent}proxy_pass http://{target};\n"
-        ),
+        Proto::Http => {
+            format!("{indent}proxy_set_header Host $host;\n{indent}proxy_pass http://{target};\n")
+        }
     }
 }
 
@@ -102,7 +102,11 @@ pub fn apache_proxy_pass(mount: &str, proto: Proto, addr: &Addr, indent: &str) -
     } else {
         ""
     };
-    format!("{indent}ProxyPass {} {}{flush}\n", apache_quote(from), apache_quote(&url))
+    format!(
+        "{indent}ProxyPass {} {}{flush}\n",
+        apache_quote(from),
+        apache_quote(&url)
+    )
 }
 
 /// An Apache argument in double quotes (`"` and `\` escaped).

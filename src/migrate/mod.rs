@@ -122,7 +122,12 @@ pub fn run_if_asked<I: IntoIterator<Item = OsString>>(args: I) -> Option<i32> {
 
 /// Migrates as `args` says, prints the reports and returns the exit status.
 pub fn run(args: &Args) -> i32 {
-    let base = match args.listen_base.as_deref().map(ListenBase::parse).transpose() {
+    let base = match args
+        .listen_base
+        .as_deref()
+        .map(ListenBase::parse)
+        .transpose()
+    {
         Ok(b) => b,
         Err(e) => {
             eprintln!("wsgi-fpm migrate: --listen-base: {e}");
@@ -269,7 +274,15 @@ pub fn detect(text: &str) -> Option<Format> {
             || word.starts_with("<directory")
             || word.starts_with("<location")
             || word.starts_with("<ifmodule")
-            || matches!(word, "loadmodule" | "servername" | "documentroot" | "listen")
+            || matches!(
+                word,
+                "loadmodule"
+                    | "servername"
+                    | "documentroot"
+                    | "listen"
+                    | "include"
+                    | "includeoptional"
+            )
         {
             apache = true;
         }
@@ -293,7 +306,10 @@ pub struct Migration {
 
 impl Migration {
     pub fn unmapped_count(&self) -> usize {
-        self.reports.iter().filter(|r| r.kind == ReportKind::NotMapped).count()
+        self.reports
+            .iter()
+            .filter(|r| r.kind == ReportKind::NotMapped)
+            .count()
     }
 
     /// The pool called `name`.

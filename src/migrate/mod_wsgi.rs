@@ -25,9 +25,7 @@
 
 use super::apache::{self, Conf, Directive};
 use super::frontend::{self, Proto};
-use super::{
-    pool_name, Addr, Addresses, Error, FrontendKind, Options, Origin, Plan, Pool, Value,
-};
+use super::{pool_name, Addr, Addresses, Error, FrontendKind, Options, Origin, Plan, Pool, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -296,7 +294,8 @@ impl Migrator<'_> {
             let app = self.apps[a].clone();
             let alias_origin = self.directive_origin(app.directive);
             // The process group: the alias's option, else WSGIProcessGroup.
-            let (group, group_origin) = match app.options.iter().find(|(k, _)| k == "process-group") {
+            let (group, group_origin) = match app.options.iter().find(|(k, _)| k == "process-group")
+            {
                 Some((_, v)) => (Some(v.clone()), alias_origin.clone()),
                 None => {
                     let (eff, partial) = self.effective("WSGIProcessGroup", &app);
@@ -401,15 +400,16 @@ impl Migrator<'_> {
             let o = Origin::new(&origin.file, origin.line, format!("WSGIScriptAlias {k}"));
             match k.as_str() {
                 "process-group" => {}
-                "application-group" => self.plan.not_needed(
-                    &o,
-                    "each pool runs its application in its own interpreter",
-                ),
+                "application-group" => self
+                    .plan
+                    .not_needed(&o, "each pool runs its application in its own interpreter"),
                 "callable-object" => pool.set("callable", Value::Str(v.clone()), o),
                 "pass-authorization" => {
                     pool.set("pass-authorization", Value::Bool(on(v)), o);
                 }
-                _ => self.plan.not_mapped(&o, "not a WSGIScriptAlias option this tool knows"),
+                _ => self
+                    .plan
+                    .not_mapped(&o, "not a WSGIScriptAlias option this tool knows"),
             }
         }
     }
@@ -672,7 +672,8 @@ impl Migrator<'_> {
                 let arg = self.conf.directives[i].args.join(",");
                 let value = if directive == "WSGIDontWriteBytecode" {
                     if !on(&arg) {
-                        self.plan.not_needed(&o, "Python writes bytecode unless told not to");
+                        self.plan
+                            .not_needed(&o, "Python writes bytecode unless told not to");
                         continue;
                     }
                     "1".to_owned()
@@ -734,7 +735,9 @@ impl Migrator<'_> {
                     let name = self.plan.pools[p].name.clone();
                     self.plan.not_mapped(
                         &o,
-                        format!("pool {name} already has an import-script; wsgi-fpm runs one per pool"),
+                        format!(
+                            "pool {name} already has an import-script; wsgi-fpm runs one per pool"
+                        ),
                     );
                 } else {
                     self.plan.pools[p].set("import-script", Value::Str(script.clone()), o.clone());
@@ -824,7 +827,9 @@ impl Migrator<'_> {
             let Some(s) = d.section else { continue };
             let here = d.is("WSGIAuthUserScript") || d.is("WSGIAuthGroupScript");
             let via_alias = (d.is("AuthBasicProvider") || d.is("AuthDigestProvider"))
-                && d.args.iter().any(|a| provider_alias.contains_key(&a.to_ascii_lowercase()));
+                && d.args
+                    .iter()
+                    .any(|a| provider_alias.contains_key(&a.to_ascii_lowercase()));
             let in_alias = self.conf.sections[s].is("AuthnProviderAlias");
             if (here || via_alias) && !in_alias && !sections.contains(&s) {
                 sections.push(s);
@@ -839,7 +844,11 @@ impl Migrator<'_> {
         let sec = self.conf.sections[s].clone();
         let vhost = self.conf.vhost_of(Some(s));
         let here = self.in_section(s);
-        let find = |name: &str| here.iter().copied().filter(|&i| self.conf.directives[i].is(name)).last();
+        let find = |name: &str| {
+            here.iter()
+                .copied()
+                .rfind(|&i| self.conf.directives[i].is(name))
+        };
         let user_here = find("WSGIAuthUserScript");
         let group_script = find("WSGIAuthGroupScript");
         let providers: Vec<String> = here
@@ -853,7 +862,11 @@ impl Migrator<'_> {
                 .find_map(|p| aliases.get(&p.to_ascii_lowercase()).copied())
         });
         let section_origin = Origin::new(
-            self.conf.files.get(sec.file).map(String::as_str).unwrap_or("?"),
+            self.conf
+                .files
+                .get(sec.file)
+                .map(String::as_str)
+                .unwrap_or("?"),
             sec.line,
             format!("<{}>", sec.name),
         );
@@ -865,12 +878,17 @@ impl Migrator<'_> {
             (Some(arg.clone()), "Location")
         } else if sec.is("Directory") && sec.args.len() == 1 {
             let dir = arg.trim_end_matches('/');
-            match self
-                .apps
-                .iter()
-                .find(|a| a.script.starts_with(&format!("{dir}/")) && (a.vhost == vhost || vhost.is_none()))
-            {
-                Some(a) => (Some(if a.mount.is_empty() { "/".into() } else { a.mount.clone() }), "Location"),
+            match self.apps.iter().find(|a| {
+                a.script.starts_with(&format!("{dir}/")) && (a.vhost == vhost || vhost.is_none())
+            }) {
+                Some(a) => (
+                    Some(if a.mount.is_empty() {
+                        "/".into()
+                    } else {
+                        a.mount.clone()
+                    }),
+                    "Location",
+                ),
                 None => (None, "Directory"),
             }
         } else {
@@ -910,15 +928,26 @@ impl Migrator<'_> {
         let pool_ident = self.plan.pools[p].name.replace('-', "_");
         // The auth script: the user script, else the group script.
         let script_directive = user_script.or(group_script);
-        let Some(script_i) = script_directive else { return };
+        let Some(script_i) = script_directive else {
+            return;
+        };
         self.used[script_i] = true;
-        let script = self.conf.directives[script_i].args.first().cloned().unwrap_or_default();
+        let script = self.conf.directives[script_i]
+            .args
+            .first()
+            .cloned()
+            .unwrap_or_default();
         let script_origin = self.directive_origin(script_i);
         for a in self.conf.directives[script_i].args.iter().skip(1) {
             let (k, _) = apache::option(a);
-            let o = Origin::new(&script_origin.file, script_origin.line, format!("{} {k}", self.conf.directives[script_i].name));
+            let o = Origin::new(
+                &script_origin.file,
+                script_origin.line,
+                format!("{} {k}", self.conf.directives[script_i].name),
+            );
             if k == "application-group" {
-                self.plan.not_needed(&o, "the auth script runs in the pool's own interpreter");
+                self.plan
+                    .not_needed(&o, "the auth script runs in the pool's own interpreter");
             } else {
                 self.plan.not_mapped(&o, "not an option this tool knows");
             }
@@ -929,7 +958,11 @@ impl Migrator<'_> {
         };
         match existing {
             None => {
-                self.plan.pools[p].set("auth-script", Value::Str(script.clone()), script_origin.clone());
+                self.plan.pools[p].set(
+                    "auth-script",
+                    Value::Str(script.clone()),
+                    script_origin.clone(),
+                );
                 if let Some(Directive { args, .. }) = here
                     .iter()
                     .map(|&i| &self.conf.directives[i])
@@ -958,8 +991,16 @@ impl Migrator<'_> {
         }
         if let (Some(u), Some(g)) = (user_script, group_script) {
             self.used[g] = true;
-            let gs = self.conf.directives[g].args.first().cloned().unwrap_or_default();
-            let us = self.conf.directives[u].args.first().cloned().unwrap_or_default();
+            let gs = self.conf.directives[g]
+                .args
+                .first()
+                .cloned()
+                .unwrap_or_default();
+            let us = self.conf.directives[u]
+                .args
+                .first()
+                .cloned()
+                .unwrap_or_default();
             if gs != us {
                 let o = self.directive_origin(g);
                 self.plan.not_mapped(
@@ -1029,21 +1070,33 @@ impl Migrator<'_> {
                     format!("AuthType {t}")
                 });
             } else if lower == "require" {
-                let what = d.args.first().map(|a| a.to_ascii_lowercase()).unwrap_or_default();
+                let what = d
+                    .args
+                    .first()
+                    .map(|a| a.to_ascii_lowercase())
+                    .unwrap_or_default();
                 if group_script.is_some() && (what == "group" || what == "wsgi-group") {
                     groups.extend(d.args.iter().skip(1).cloned());
                 } else {
                     requires += 1;
                     lines.push(format!(
                         "Require {}",
-                        d.args.iter().map(|a| quote_if_needed(a)).collect::<Vec<_>>().join(" ")
+                        d.args
+                            .iter()
+                            .map(|a| quote_if_needed(a))
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     ));
                 }
             } else if lower.starts_with("auth") && !lower.starts_with("authnz") {
                 lines.push(format!(
                     "{} {}",
                     d.name,
-                    d.args.iter().map(|a| quote_if_needed(a)).collect::<Vec<_>>().join(" ")
+                    d.args
+                        .iter()
+                        .map(|a| quote_if_needed(a))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ));
             }
         }
@@ -1125,10 +1178,9 @@ impl Migrator<'_> {
             };
             let vhost = self.conf.vhost_of(d.section);
             // The application it guards: one its section covers whole.
-            let app = self
-                .apps
-                .iter()
-                .position(|a| matches!(self.cover(d.section, a), Cover::Whole(_)) && d.section.is_some());
+            let app = self.apps.iter().position(|a| {
+                matches!(self.cover(d.section, a), Cover::Whole(_)) && d.section.is_some()
+            });
             let app = match app {
                 Some(a) => a,
                 None => {
@@ -1155,9 +1207,11 @@ impl Migrator<'_> {
                 let (k, _) = apache::option(a);
                 let oo = Origin::new(&o.file, o.line, format!("WSGIAccessScript {k}"));
                 if k == "application-group" {
-                    self.plan.not_needed(&oo, "the access script runs in the pool's own interpreter");
+                    self.plan
+                        .not_needed(&oo, "the access script runs in the pool's own interpreter");
                 } else {
-                    self.plan.not_mapped(&oo, "not a WSGIAccessScript option this tool knows");
+                    self.plan
+                        .not_mapped(&oo, "not a WSGIAccessScript option this tool knows");
                 }
             }
             if let Some(Cover::Partial) = Some(self.cover(d.section, &self.apps[app])) {
@@ -1216,7 +1270,8 @@ impl Migrator<'_> {
                 }
             } else if lower.starts_with("wsgi") && !self.is_known(&lower) {
                 self.used[i] = true;
-                self.plan.not_mapped(&o, "not a mod_wsgi directive this tool knows");
+                self.plan
+                    .not_mapped(&o, "not a mod_wsgi directive this tool knows");
             }
             let _ = arg;
         }
@@ -1268,11 +1323,17 @@ impl Migrator<'_> {
                 .section
                 .map(|s| {
                     let sec = &self.conf.sections[s];
-                    format!(" (inside <{} {}> at line {})", sec.name, sec.args.join(" "), sec.line)
+                    format!(
+                        " (inside <{} {}> at line {})",
+                        sec.name,
+                        sec.args.join(" "),
+                        sec.line
+                    )
                 })
                 .unwrap_or_default();
             let reason = if lower == "wsgidaemonprocess" {
-                "no WSGIScriptAlias is delegated to this process group: a pool needs an application".to_owned()
+                "no WSGIScriptAlias is delegated to this process group: a pool needs an application"
+                    .to_owned()
             } else {
                 format!("applies to no migrated application{where_}")
             };
@@ -1305,9 +1366,18 @@ impl Migrator<'_> {
         self.conf
             .directives
             .iter()
-            .filter(|d| (d.is("Alias") || d.is("ScriptAlias")) && self.conf.vhost_of(d.section) == vhost && d.section.is_none_or(|s| self.conf.sections[s].is("VirtualHost")))
+            .filter(|d| {
+                (d.is("Alias") || d.is("ScriptAlias"))
+                    && self.conf.vhost_of(d.section) == vhost
+                    && d.section
+                        .is_none_or(|s| self.conf.sections[s].is("VirtualHost"))
+            })
             .filter_map(|d| d.args.first().cloned())
-            .filter(|url| mounts.iter().any(|m| m.is_empty() || url.starts_with(&format!("{m}/"))))
+            .filter(|url| {
+                mounts
+                    .iter()
+                    .any(|m| m.is_empty() || url.starts_with(&format!("{m}/")))
+            })
             .collect()
     }
 
@@ -1343,7 +1413,12 @@ impl Migrator<'_> {
         let mut mods = vec!["proxy", "proxy_fcgi"];
         if !self.providers.is_empty() {
             mods.extend(["authnz_fcgi", "auth_basic", "authz_user"]);
-            if self.auth_lines.values().flatten().any(|b| b.contains("SetEnvIf")) {
+            if self
+                .auth_lines
+                .values()
+                .flatten()
+                .any(|b| b.contains("SetEnvIf"))
+            {
                 mods.push("setenvif");
             }
         }
@@ -1374,10 +1449,19 @@ impl Migrator<'_> {
             for a in &apps {
                 let pool = &self.plan.pools[a.pool];
                 let _ = writeln!(body, "    # pool {} ({})", pool.name, a.script);
-                body.push_str(&frontend::apache_proxy_pass(&a.mount, Proto::FastCgi, &a.addr, "    "));
+                body.push_str(&frontend::apache_proxy_pass(
+                    &a.mount,
+                    Proto::FastCgi,
+                    &a.addr,
+                    "    ",
+                ));
             }
             for a in &apps {
-                let loc = if a.mount.is_empty() { "/" } else { a.mount.as_str() };
+                let loc = if a.mount.is_empty() {
+                    "/"
+                } else {
+                    a.mount.as_str()
+                };
                 let _ = writeln!(
                     body,
                     "    <Location {}>\n        # Apache passes Authorization on only when told to.\n        CGIPassAuth On\n    </Location>",
@@ -1394,7 +1478,11 @@ impl Migrator<'_> {
                     let _ = writeln!(
                         out,
                         "# {}:{}",
-                        self.conf.files.get(sec.file).map(String::as_str).unwrap_or("?"),
+                        self.conf
+                            .files
+                            .get(sec.file)
+                            .map(String::as_str)
+                            .unwrap_or("?"),
                         sec.line
                     );
                     let _ = writeln!(out, "<VirtualHost {}>", args.join(" "));
@@ -1406,7 +1494,13 @@ impl Migrator<'_> {
                 }
                 None => {
                     out.push_str("# Server level (outside any VirtualHost):\n");
-                    out.push_str(&body.lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n"));
+                    out.push_str(
+                        &body
+                            .lines()
+                            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    );
                     out.push_str("\n\n");
                 }
             }
@@ -1416,9 +1510,13 @@ impl Migrator<'_> {
 
     fn nginx_frontend(&self) -> String {
         let mut out = String::new();
-        out.push_str("# nginx front end for wsgi-fpm, generated by `wsgi-fpm migrate`: one server\n");
+        out.push_str(
+            "# nginx front end for wsgi-fpm, generated by `wsgi-fpm migrate`: one server\n",
+        );
         out.push_str("# block per Apache VirtualHost that ran WSGI applications. Static files,\n");
-        out.push_str("# TLS and logs of the VirtualHost are yours to add. The Apache lines it replaces:\n");
+        out.push_str(
+            "# TLS and logs of the VirtualHost are yours to add. The Apache lines it replaces:\n",
+        );
         out.push_str(&self.removed_lines());
         out.push('\n');
         for site in self.sites() {
@@ -1430,7 +1528,10 @@ impl Migrator<'_> {
             let (listens, names) = match site {
                 Some(v) => {
                     let (args, names) = self.vhost_head(v);
-                    (args.iter().map(|a| nginx_listen(a)).collect::<Vec<_>>(), names)
+                    (
+                        args.iter().map(|a| nginx_listen(a)).collect::<Vec<_>>(),
+                        names,
+                    )
                 }
                 None => (vec!["80".to_owned()], Vec::new()),
             };
@@ -1439,7 +1540,12 @@ impl Migrator<'_> {
             }
             let server_names: Vec<String> = names
                 .iter()
-                .flat_map(|n| n.split_whitespace().skip(1).map(str::to_owned).collect::<Vec<_>>())
+                .flat_map(|n| {
+                    n.split_whitespace()
+                        .skip(1)
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             if !server_names.is_empty() {
                 let _ = writeln!(out, "    server_name {};", server_names.join(" "));
@@ -1447,7 +1553,12 @@ impl Migrator<'_> {
             for a in apps {
                 let pool = &self.plan.pools[a.pool];
                 let _ = writeln!(out, "    # pool {} ({})", pool.name, a.script);
-                out.push_str(&frontend::nginx_locations(&a.mount, Proto::FastCgi, &a.addr, "    "));
+                out.push_str(&frontend::nginx_locations(
+                    &a.mount,
+                    Proto::FastCgi,
+                    &a.addr,
+                    "    ",
+                ));
             }
             out.push_str("}\n\n");
         }

@@ -59,7 +59,8 @@ pub fn render_checked(plan: &mut Plan, source: &str, format: Format) -> Result<S
 
 /// Reports in source order: by file, then line.
 pub fn sort_reports(plan: &mut Plan) {
-    plan.reports.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    plan.reports
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
 }
 
 /// The TOML text of a plan.
@@ -69,7 +70,9 @@ pub fn render(plan: &Plan, source: &str, format: Format) -> String {
         out,
         "# wsgi-fpm configuration migrated from {source} ({format}) by `wsgi-fpm migrate`."
     );
-    out.push_str("# Check it on the machine that runs it: wsgi-fpm --config wsgi-fpm.toml --check\n");
+    out.push_str(
+        "# Check it on the machine that runs it: wsgi-fpm --config wsgi-fpm.toml --check\n",
+    );
     out.push_str("# Each key's comment names the source line it came from.\n");
     for kind in [ReportKind::NotMapped, ReportKind::NotNeeded] {
         let reports: Vec<_> = plan.reports.iter().filter(|r| r.kind == kind).collect();
@@ -78,7 +81,9 @@ pub fn render(plan: &Plan, source: &str, format: Format) -> String {
         }
         out.push_str("#\n");
         out.push_str(match kind {
-            ReportKind::NotMapped => "# Not mapped (no wsgi-fpm equivalent, or not supported yet):\n",
+            ReportKind::NotMapped => {
+                "# Not mapped (no wsgi-fpm equivalent, or not supported yet):\n"
+            }
             ReportKind::NotNeeded => "# Not needed with wsgi-fpm:\n",
         });
         for r in reports {

@@ -14,9 +14,7 @@
 //! `targets`, ASGI applications) is reported.
 
 use super::frontend::{self, Proto};
-use super::{
-    pool_name, Addr, Addresses, Error, FrontendKind, Options, Origin, Plan, Pool, Value,
-};
+use super::{pool_name, Addr, Addresses, Error, FrontendKind, Options, Origin, Plan, Pool, Value};
 use serde_json::{Map, Value as Json};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -50,7 +48,10 @@ pub fn locate(text: &str, path: &[&str]) -> usize {
         while let Some(at) = text.get(from..).and_then(|t| t.find(&needle)) {
             let start = from + at;
             let after = start + needle.len();
-            if text.get(after..).is_some_and(|t| t.trim_start().starts_with(':')) {
+            if text
+                .get(after..)
+                .is_some_and(|t| t.trim_start().starts_with(':'))
+            {
                 found = Some(start);
                 break;
             }
@@ -67,26 +68,28 @@ pub fn locate(text: &str, path: &[&str]) -> usize {
 /// Reads a Unit configuration and plans the migration.
 pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error> {
     let file = source.display().to_string();
-    let json: Json = serde_json::from_str(text).map_err(|e| {
-        Error(format!(
-            "{file}:{}: not valid JSON: {e}",
-            e.line()
-        ))
-    })?;
+    let json: Json = serde_json::from_str(text)
+        .map_err(|e| Error(format!("{file}:{}: not valid JSON: {e}", e.line())))?;
     let Some(top) = json.as_object() else {
-        return Err(Error(format!("{file}: not a Unit configuration: the JSON is not an object")));
+        return Err(Error(format!(
+            "{file}: not a Unit configuration: the JSON is not an object"
+        )));
     };
     // A `GET /` dump holds the configuration under "config".
-    let (config, prefix): (&Map<String, Json>, Vec<&str>) = match top.get("config").and_then(Json::as_object) {
-        Some(c) if !top.contains_key("applications") => (c, vec!["config"]),
-        _ => (top, Vec::new()),
-    };
+    let (config, prefix): (&Map<String, Json>, Vec<&str>) =
+        match top.get("config").and_then(Json::as_object) {
+            Some(c) if !top.contains_key("applications") => (c, vec!["config"]),
+            _ => (top, Vec::new()),
+        };
     let Some(apps) = config.get("applications").and_then(Json::as_object) else {
         return Err(Error(format!(
             "{file}: not a Unit configuration with applications: no \"applications\" object"
         )));
     };
-    let r = Reader { text, file: file.clone() };
+    let r = Reader {
+        text,
+        file: file.clone(),
+    };
     let at = |rest: &[&str]| {
         let mut p = prefix.clone();
         p.extend_from_slice(rest);
@@ -108,11 +111,20 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
         };
         let kind = app.get("type").and_then(Json::as_str).unwrap_or("");
         if !kind.starts_with("python") {
-            plan.not_mapped(&o, format!("a {} application, not Python", if kind.is_empty() { "typeless" } else { kind }));
+            plan.not_mapped(
+                &o,
+                format!(
+                    "a {} application, not Python",
+                    if kind.is_empty() { "typeless" } else { kind }
+                ),
+            );
             continue;
         }
         if app.get("protocol").and_then(Json::as_str) == Some("asgi") {
-            plan.not_mapped(&at(&["applications", name, "protocol"]), "an ASGI application: wsgi-fpm serves WSGI applications only");
+            plan.not_mapped(
+                &at(&["applications", name, "protocol"]),
+                "an ASGI application: wsgi-fpm serves WSGI applications only",
+            );
             continue;
         }
         if app.contains_key("targets") {
@@ -126,16 +138,27 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
             pool.notes.push(format!("Unit application {name}"));
         }
         let module = app.get("module").and_then(Json::as_str);
-        let callable = app.get("callable").and_then(Json::as_str).unwrap_or("application");
+        let callable = app
+            .get("callable")
+            .and_then(Json::as_str)
+            .unwrap_or("application");
         match module {
-            Some(m) => pool.set("app", Value::Str(format!("{m}:{callable}")), at(&["applications", name, "module"])),
+            Some(m) => pool.set(
+                "app",
+                Value::Str(format!("{m}:{callable}")),
+                at(&["applications", name, "module"]),
+            ),
             None => {
                 plan.not_mapped(&o, "no module: nothing to serve");
                 continue;
             }
         }
         let addr = addresses.next(&pname);
-        pool.set("listen", Value::List(vec![frontend::listen_url(Proto::FastCgi, &addr)]), o.clone());
+        pool.set(
+            "listen",
+            Value::List(vec![frontend::listen_url(Proto::FastCgi, &addr)]),
+            o.clone(),
+        );
         for (key, value) in app {
             let ko = at(&["applications", name, key]);
             let s = value.as_str().map(str::to_owned);
@@ -233,7 +256,9 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
         plan.pools.push(pool);
     }
     if plan.pools.is_empty() {
-        return Err(Error(format!("{file}: no Python WSGI application to migrate")));
+        return Err(Error(format!(
+            "{file}: no Python WSGI application to migrate"
+        )));
     }
     for key in config.keys() {
         let ko = at(&[key]);
@@ -259,7 +284,10 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
     }
     for (key, _) in top.iter().filter(|_| !prefix.is_empty()) {
         if key != "config" {
-            plan.not_mapped(&r.origin(&[key]), "not part of Unit's configuration (certificates and status stay with Unit)");
+            plan.not_mapped(
+                &r.origin(&[key]),
+                "not part of Unit's configuration (certificates and status stay with Unit)",
+            );
         }
     }
 
@@ -268,7 +296,8 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
     let mut servers = String::new();
     let listeners = config.get("listeners").and_then(Json::as_object);
     if listeners.is_none() {
-        plan.notes.push("The Unit configuration has no listeners: frontend.conf has none either.".into());
+        plan.notes
+            .push("The Unit configuration has no listeners: frontend.conf has none either.".into());
     }
     for (listen, l) in listeners.into_iter().flatten() {
         let lo = at(&["listeners", listen]);
@@ -286,16 +315,33 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
             }
         }
         if locations.is_empty() {
-            plan.not_mapped(&lo, "passes to no migrated application: no server block written for it");
+            plan.not_mapped(
+                &lo,
+                "passes to no migrated application: no server block written for it",
+            );
             continue;
         }
-        render_server(&mut servers, plan.frontend_kind, listen, &lo, &locations, &plan);
+        render_server(
+            &mut servers,
+            plan.frontend_kind,
+            listen,
+            &lo,
+            &locations,
+            &plan,
+        );
     }
     let mut out = String::new();
-    let _ = writeln!(out, "# Front end for wsgi-fpm, generated by `wsgi-fpm migrate` from {file} (NGINX Unit).");
+    let _ = writeln!(
+        out,
+        "# Front end for wsgi-fpm, generated by `wsgi-fpm migrate` from {file} (NGINX Unit)."
+    );
     match plan.frontend_kind {
-        FrontendKind::Nginx => out.push_str("# One server block per Unit listener, on the same address (stop Unit first).\n"),
-        FrontendKind::Apache => out.push_str(&frontend::apache_modules_comment(&["proxy", "proxy_fcgi"])),
+        FrontendKind::Nginx => out.push_str(
+            "# One server block per Unit listener, on the same address (stop Unit first).\n",
+        ),
+        FrontendKind::Apache => {
+            out.push_str(&frontend::apache_modules_comment(&["proxy", "proxy_fcgi"]))
+        }
     }
     out.push('\n');
     out.push_str(&servers);
@@ -330,7 +376,10 @@ fn resolve(
 ) {
     if let Some(app) = target.strip_prefix("applications/") {
         if app.contains('/') {
-            plan.not_mapped(o, "passes to an application's target; targets are not migrated");
+            plan.not_mapped(
+                o,
+                "passes to an application's target; targets are not migrated",
+            );
             return;
         }
         match pools.iter().find(|(n, _, _)| n == app) {
@@ -351,7 +400,10 @@ fn resolve(
             }
         }
         _ => {
-            plan.not_mapped(o, format!("passes to {target}: only applications and routes are migrated"));
+            plan.not_mapped(
+                o,
+                format!("passes to {target}: only applications and routes are migrated"),
+            );
             return;
         }
     };
@@ -378,7 +430,10 @@ fn resolve(
                     None
                 }
             });
-        let Some(app) = pass.and_then(|p| p.strip_prefix("applications/")).filter(|a| !a.contains('/')) else {
+        let Some(app) = pass
+            .and_then(|p| p.strip_prefix("applications/"))
+            .filter(|a| !a.contains('/'))
+        else {
             plan.not_mapped(&so, "an action other than passing to an application (share, proxy, return, a target …) belongs to the front end: write it by hand");
             continue;
         };
@@ -439,7 +494,14 @@ fn nginx_listen(addr: &str) -> String {
     addr.strip_prefix("*:").unwrap_or(addr).to_owned()
 }
 
-fn render_server(out: &mut String, kind: FrontendKind, listen: &str, o: &Origin, locations: &[(Match, usize, Addr)], plan: &Plan) {
+fn render_server(
+    out: &mut String,
+    kind: FrontendKind,
+    listen: &str,
+    o: &Origin,
+    locations: &[(Match, usize, Addr)],
+    plan: &Plan,
+) {
     let _ = writeln!(out, "# {}:{}: listener {listen}", o.file, o.line);
     match kind {
         FrontendKind::Nginx => {
@@ -475,7 +537,12 @@ fn render_server(out: &mut String, kind: FrontendKind, listen: &str, o: &Origin,
                 match m {
                     Match::Prefix(path) => {
                         let url = frontend::apache_url(Proto::FastCgi, addr, path);
-                        let _ = writeln!(out, "    ProxyPass {} {} flushpackets=auto", frontend::apache_quote(path), frontend::apache_quote(&url));
+                        let _ = writeln!(
+                            out,
+                            "    ProxyPass {} {} flushpackets=auto",
+                            frontend::apache_quote(path),
+                            frontend::apache_quote(&url)
+                        );
                     }
                     Match::Exact(path) => {
                         let url = frontend::apache_url(Proto::FastCgi, addr, path);

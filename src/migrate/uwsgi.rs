@@ -29,6 +29,10 @@ pub struct Entry {
     pub value: String,
 }
 
+/// The `[uwsgi]` entries, and the other sections (line, name), which
+/// uWSGI does not read unless told to.
+pub type Read = (Vec<Entry>, Vec<(usize, String)>);
+
 /// Short options of the uWSGI command line that a migration may meet.
 const SHORT: &[(char, &str)] = &[
     ('s', "socket"),
@@ -87,7 +91,7 @@ const FLAGS: &[&str] = &[
 ];
 
 /// Reads `text` as an ini (it has a `[section]` line) or a command line.
-pub fn read(source: &Path, text: &str) -> Result<(Vec<Entry>, Vec<(usize, String)>), Error> {
+pub fn read(source: &Path, text: &str) -> Result<Read, Error> {
     let is_ini = text.lines().any(|l| l.trim_start().starts_with('['));
     if is_ini {
         read_ini(source, text)
@@ -97,7 +101,7 @@ pub fn read(source: &Path, text: &str) -> Result<(Vec<Entry>, Vec<(usize, String
 }
 
 /// The `[uwsgi]` section's entries, and the other sections (line, name).
-fn read_ini(source: &Path, text: &str) -> Result<(Vec<Entry>, Vec<(usize, String)>), Error> {
+fn read_ini(source: &Path, text: &str) -> Result<Read, Error> {
     let label = source.display();
     let mut entries = Vec::new();
     let mut others = Vec::new();
@@ -138,7 +142,9 @@ fn read_ini(source: &Path, text: &str) -> Result<(Vec<Entry>, Vec<(usize, String
             None => (t, "true"),
         };
         if key.is_empty() {
-            return Err(Error(format!("{label}:{line}: an option without a name: {t}")));
+            return Err(Error(format!(
+                "{label}:{line}: an option without a name: {t}"
+            )));
         }
         entries.push(Entry {
             line,
@@ -150,7 +156,11 @@ fn read_ini(source: &Path, text: &str) -> Result<(Vec<Entry>, Vec<(usize, String
         let names: Vec<String> = others.iter().map(|(_, n)| format!("[{n}]")).collect();
         return Err(Error(format!(
             "{label}: no [uwsgi] section (found {}); uWSGI reads [uwsgi] unless told another",
-            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
         )));
     }
     Ok((entries, others))
@@ -173,7 +183,10 @@ fn read_command_line(source: &Path, text: &str) -> Result<Vec<Entry>, Error> {
         let words = apache::words(t).map_err(|e| Error(format!("{label}:{line}: {e}")))?;
         tokens.extend(words.into_iter().map(|w| (line, w)));
     }
-    if tokens.first().is_some_and(|(_, w)| w == "uwsgi" || w.ends_with("/uwsgi")) {
+    if tokens
+        .first()
+        .is_some_and(|(_, w)| w == "uwsgi" || w.ends_with("/uwsgi"))
+    {
         tokens.remove(0);
     }
     if tokens.is_empty() {
@@ -379,6 +392,20 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
             "uWSGI reads the [uwsgi] section unless started with --ini FILE:SECTION; migrate that section on its own if it is used",
         );
     }
+    // Keys that other values name as %(key): uWSGI lets any key serve as
+    // a placeholder.
+    let referenced: Vec<String> = entries
+        .iter()
+        .flat_map(|e| {
+            e.value
+                .match_indices("%(")
+                .filter_map(|(at, _)| {
+                    let rest = &e.value[at + 2..];
+                    rest.find(')').map(|end| normalize(&rest[..end]))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for (line, key, why) in expand(source, &mut entries) {
         plan.not_mapped(&Origin::new(&file, line, key), why);
     }
@@ -578,7 +605,9 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
             "(argument)" => plan.not_mapped(&o, format!("`{v}`: a bare argument (a configuration file or script) is not followed")),
             "https" | "https-socket" | "http2" | "ssl-socket" => plan.not_mapped(&o, "TLS belongs to the front end"),
             "shared-socket" | "raw-socket" | "fastcgi-nph-socket" | "scgi-nph-socket" | "undeferred-shared-socket" => plan.not_mapped(&o, "wsgi-fpm listens with fastcgi, scgi, uwsgi or http only"),
-            k if k.starts_with("if-") || k.starts_with("if") && ["ifenv", "ifexists", "ifdir", "ifplugin"].contains(&k) || ["for", "for-glob", "for-times", "endfor", "end-for", "endif", "end-if"].contains(&k) => {
+            k if k.starts_with("if-")
+                || ["ifenv", "ifexists", "ifdir", "ifplugin", "for", "for-glob", "for-times", "endfor", "end-for", "endif", "end-if"].contains(&k) =>
+            {
                 plan.not_mapped(&o, "uWSGI's option logic is not evaluated: the options inside were read as if it held")
             }
             k if k.starts_with("log") || k.starts_with("req-log") || k == "logger" || k == "threaded-logger" => {
@@ -593,6 +622,9 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
             k if k.starts_with("cheaper-busyness") => plan.not_mapped(&o, "wsgi-fpm has one scaling rule (one more worker while all are busy)"),
             k if ["attach-daemon", "smart-attach-daemon", "mule", "spooler", "cron", "unique-cron", "cache", "sharedarea", "signal", "timer", "rbtimer", "emperor", "vassal", "subscribe", "legion", "fastrouter", "corerouter", "http-", "rpc", "queue", "farm", "lock"].iter().any(|p| k.starts_with(p)) => {
                 plan.not_mapped(&o, "a uWSGI service that wsgi-fpm does not offer")
+            }
+            k if referenced.iter().any(|r| r == k) => {
+                plan.not_needed(&o, "a placeholder of this file, expanded while migrating")
             }
             _ => plan.not_mapped(&o, "not a uWSGI option this tool maps"),
         }
@@ -664,7 +696,10 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
                     && std::path::absolute(s).ok() == std::path::absolute(t).ok()
         });
         if same {
-            plan.not_needed(o, "touching the application script restarts the pool's workers");
+            plan.not_needed(
+                o,
+                "touching the application script restarts the pool's workers",
+            );
         } else {
             plan.not_mapped(o, "wsgi-fpm restarts a pool when its application script is touched; it cannot watch another file (touch the script instead, or send SIGHUP)");
         }
@@ -674,10 +709,18 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
     match (processes, cheaper) {
         (Some((p, po)), Some((c, co))) => {
             pool.set("processes", Value::Int(c), co);
-            pool.set_noted("max-processes", Value::Int(p), po, Some("uWSGI's processes with cheaper: the most it starts".into()));
+            pool.set_noted(
+                "max-processes",
+                Value::Int(p),
+                po,
+                Some("uWSGI's processes with cheaper: the most it starts".into()),
+            );
         }
         (Some((p, po)), None) => pool.set("processes", Value::Int(p), po),
-        (None, Some((_, co))) => plan.not_mapped(&co, "cheaper without processes: uWSGI needs processes for the maximum"),
+        (None, Some((_, co))) => plan.not_mapped(
+            &co,
+            "cheaper without processes: uWSGI needs processes for the maximum",
+        ),
         (None, None) => {}
     }
     match lazy {
@@ -717,18 +760,32 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
         let addr = addresses.next(&pool.name);
         listen.push(frontend::listen_url(Proto::Uwsgi, &addr));
         backends.push((Proto::Uwsgi, addr.clone(), addr));
-        pool.notes.push("uWSGI had no socket wsgi-fpm can use: the pool listens on a new one.".into());
+        pool.notes
+            .push("uWSGI had no socket wsgi-fpm can use: the pool listens on a new one.".into());
     }
     if addresses.has_base() {
-        pool.set_noted("listen", Value::List(listen), listen_origin, Some("--listen-base".into()));
+        pool.set_noted(
+            "listen",
+            Value::List(listen),
+            listen_origin,
+            Some("--listen-base".into()),
+        );
     } else {
         pool.set("listen", Value::List(listen), listen_origin);
     }
     if let Some((mode, o)) = chmod {
         if backends.iter().any(|(_, _, a)| matches!(a, Addr::Unix(_))) {
             // A bare chmod-socket is 666 in uWSGI.
-            let mode = if mode.is_empty() || mode == "true" { "666".to_owned() } else { mode };
-            pool.set("socket-mode", Value::Str(format!("0{}", mode.trim_start_matches('0'))), o);
+            let mode = if mode.is_empty() || mode == "true" {
+                "666".to_owned()
+            } else {
+                mode
+            };
+            pool.set(
+                "socket-mode",
+                Value::Str(format!("0{}", mode.trim_start_matches('0'))),
+                o,
+            );
         } else {
             plan.not_needed(&o, "no Unix socket to set the mode of");
         }
@@ -746,17 +803,33 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
 
 /// frontend.conf for uWSGI: nothing to change while wsgi-fpm keeps uWSGI's
 /// sockets; an equivalent location, commented, for reference.
-fn reference_frontend(kind: FrontendKind, backends: &[(Proto, Addr, Addr)], mount: &str, moved: bool) -> String {
+fn reference_frontend(
+    kind: FrontendKind,
+    backends: &[(Proto, Addr, Addr)],
+    mount: &str,
+    moved: bool,
+) -> String {
     let mut out = String::new();
-    out.push_str("# Front end for wsgi-fpm, generated by `wsgi-fpm migrate` from a uWSGI configuration.\n");
+    out.push_str(
+        "# Front end for wsgi-fpm, generated by `wsgi-fpm migrate` from a uWSGI configuration.\n",
+    );
     if moved {
-        out.push_str("# The pool listens on new addresses (--listen-base): point the front end's\n");
+        out.push_str(
+            "# The pool listens on new addresses (--listen-base): point the front end's\n",
+        );
         out.push_str("# pass directive at them, as in the reference below. Before -> after:\n");
         for (p, before, after) in backends {
-            let _ = writeln!(out, "#   {} -> {}", frontend::listen_url(*p, before), frontend::listen_url(*p, after));
+            let _ = writeln!(
+                out,
+                "#   {} -> {}",
+                frontend::listen_url(*p, before),
+                frontend::listen_url(*p, after)
+            );
         }
     } else {
-        out.push_str("# Nothing to change: wsgi-fpm listens where uWSGI did, with the same protocol,\n");
+        out.push_str(
+            "# Nothing to change: wsgi-fpm listens where uWSGI did, with the same protocol,\n",
+        );
         out.push_str("# so the front end's uwsgi_pass (or ProxyPass) stays as it is:\n");
         for (p, _, after) in backends {
             let _ = writeln!(out, "#   {}", frontend::listen_url(*p, after));
