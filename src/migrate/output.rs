@@ -134,7 +134,7 @@ pub fn render(plan: &Plan, source: &str, format: Format) -> String {
 }
 
 /// Keys written first in a pool's table, in this order.
-const FIRST_KEYS: [&str; 11] = [
+const FIRST_KEYS: [&str; 12] = [
     "app",
     "callable",
     "listen",
@@ -146,6 +146,7 @@ const FIRST_KEYS: [&str; 11] = [
     "max-processes",
     "threads",
     "user",
+    "group",
 ];
 
 fn setting(out: &mut String, s: &Setting) {
