@@ -20,9 +20,10 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import sys
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -327,6 +328,8 @@ def test_a_migrated_mod_wsgi_site_answers_as_before_behind_apache(run_dir, place
         finally:
             fe.stop()
     else:
+        warnings.warn("mod_wsgi is not installed (apt-get install libapache2-mod-wsgi-py3): "
+                      "'before' is the answer the WSGI contract requires")
         before = contract_answers(None)
     old_server = "mod_wsgi" if MOD_WSGI_SO.exists() else "the WSGI contract"
 
@@ -412,6 +415,8 @@ def test_a_migrated_uwsgi_app_answers_as_before_behind_the_same_nginx(run_dir, p
             finally:
                 uw.stop(sig=signal.SIGINT)
         else:
+            warnings.warn("uWSGI is not installed (pip install uwsgi): "
+                          "'before' is the answer the WSGI contract requires")
             before = {k: v for k, v in contract_answers("hello").items() if k[1] != "/app"}
         old_server = "uWSGI" if uwsgi_binary() else "the WSGI contract"
 

@@ -838,6 +838,20 @@ impl Migrator<'_> {
         for s in sections {
             self.auth_section(s, &provider_alias);
         }
+        // An alias that no AuthBasicProvider names guards nothing.
+        for (alias, &i) in &provider_alias {
+            let named = self.conf.directives.iter().any(|d| {
+                (d.is("AuthBasicProvider") || d.is("AuthDigestProvider"))
+                    && d.args.iter().any(|a| a.eq_ignore_ascii_case(alias))
+            });
+            if !named {
+                let o = self.directive_origin(i);
+                self.plan.not_mapped(
+                    &o,
+                    format!("no AuthBasicProvider names the provider {alias}: it guards nothing"),
+                );
+            }
+        }
     }
 
     fn auth_section(&mut self, s: usize, aliases: &BTreeMap<String, usize>) {
@@ -1214,7 +1228,7 @@ impl Migrator<'_> {
                         .not_mapped(&oo, "not a WSGIAccessScript option this tool knows");
                 }
             }
-            if let Some(Cover::Partial) = Some(self.cover(d.section, &self.apps[app])) {
+            if self.cover(d.section, &self.apps[app]) == Cover::Partial {
                 let note = Some("guarded part of the application only; wsgi-fpm calls it for every request of the pool".to_owned());
                 self.plan.pools[p].set_noted("access-script", Value::Str(script), o, note);
             } else {
@@ -1233,7 +1247,6 @@ impl Migrator<'_> {
             let d = self.conf.directives[i].clone();
             let lower = d.name.to_ascii_lowercase();
             let o = self.directive_origin(i);
-            let arg = d.args.first().cloned().unwrap_or_default();
             let reason: Option<(bool, &str)> = match lower.as_str() {
                 "wsgirestrictsignal" => Some((false, "workers always ignore an application's signal.signal() with a warning")),
                 "wsgirestrictembedded" => Some((false, "nothing runs inside the web server")),
@@ -1273,7 +1286,6 @@ impl Migrator<'_> {
                 self.plan
                     .not_mapped(&o, "not a mod_wsgi directive this tool knows");
             }
-            let _ = arg;
         }
     }
 

@@ -509,6 +509,18 @@ fn render_server(
             for (m, p, addr) in locations {
                 let pool = &plan.pools[*p];
                 let _ = writeln!(out, "    # pool {}", pool.name);
+                // An application with a prefix (mount) answers under it only.
+                if let (Match::Prefix(path), Some(Value::Str(mount))) = (m, pool.get("mount")) {
+                    if path == "/" {
+                        out.push_str(&frontend::nginx_locations(
+                            mount,
+                            Proto::FastCgi,
+                            addr,
+                            "    ",
+                        ));
+                        continue;
+                    }
+                }
                 let head = match m {
                     Match::Prefix(p) => format!("location {}", frontend::nginx_quote(p)),
                     Match::Exact(p) => format!("location = {}", frontend::nginx_quote(p)),
