@@ -561,7 +561,7 @@ impl Migrator<'_> {
                 "memory-limit" => match int(&value) {
                     // mod_wsgi takes bytes, wsgi-fpm megabytes; both set RLIMIT_DATA.
                     Some(n) if n > 0 => {
-                        let mb = (n + (1 << 20) - 1) >> 20;
+                        let mb = n.saturating_add((1 << 20) - 1) >> 20;
                         pool.set_noted(
                             "memory-limit",
                             Value::Int(mb),

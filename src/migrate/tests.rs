@@ -696,6 +696,23 @@ const TOKENS: &[&str] = &[
     "</AuthnProviderAlias>",
     "processes=2",
     "memory-limit=99999999999999999999",
+    "memory-limit=9223372036854775807",
+    "threads=0",
+    "stack-size=-5",
+    "python-path=::",
+    "user=#",
+    "Include",
+    "Require group",
+    "WSGIScriptAliasMatch",
+    "WSGIPythonPath",
+    "chmod-socket",
+    "touch-reload",
+    "lazy-apps",
+    "\"prefix\"",
+    "\"routes/x\"",
+    "\"match\"",
+    "\"uri\"",
+    "\"action\"",
     "process-group=a",
     "a",
     "/",
@@ -760,6 +777,15 @@ proptest! {
     fn random_bytes_never_panic_any_parser(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         for from in [None, Some(Format::ModWsgi), Some(Format::Uwsgi), Some(Format::Unit)] {
             if let Err(e) = migrate(Path::new("fuzz.conf"), &bytes, from, &Options::default()) {
+                prop_assert!(!e.0.contains("bug"), "{}", e.0);
+            }
+        }
+    }
+
+    #[test]
+    fn random_text_never_panics_any_parser(text in any::<String>()) {
+        for from in [None, Some(Format::ModWsgi), Some(Format::Uwsgi), Some(Format::Unit)] {
+            if let Err(e) = migrate(Path::new("fuzz.conf"), text.as_bytes(), from, &Options::default()) {
                 prop_assert!(!e.0.contains("bug"), "{}", e.0);
             }
         }
