@@ -35,33 +35,55 @@ pub fn listen_url(proto: Proto, addr: &Addr) -> String {
 /// params file and the `*_pass` line (wsgi-fpm recomputes `SCRIPT_NAME` and
 /// `PATH_INFO`, so nothing else is needed).
 pub fn nginx_pass(proto: Proto, addr: &Addr, indent: &str) -> String {
+    nginx_pass_with(proto, addr, indent, &[])
+}
+
+/// As [`nginx_pass`], with `params` lines after the params file (a later
+/// param wins in wsgi-fpm, so these override the stock ones).
+pub fn nginx_pass_with(proto: Proto, addr: &Addr, indent: &str, params: &[String]) -> String {
     let target = match addr {
         Addr::Tcp(h, p) if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{p}"),
         Addr::Tcp(h, p) => format!("{h}:{p}"),
         Addr::Unix(path) => format!("unix:{path}"),
     };
-    match proto {
-        Proto::FastCgi => {
-            format!("{indent}include /etc/nginx/fastcgi_params;\n{indent}fastcgi_pass {target};\n")
-        }
-        Proto::Scgi => {
-            format!("{indent}include /etc/nginx/scgi_params;\n{indent}scgi_pass {target};\n")
-        }
-        Proto::Uwsgi => {
-            format!("{indent}include /etc/nginx/uwsgi_params;\n{indent}uwsgi_pass {target};\n")
-        }
+    let (include, pass) = match proto {
+        Proto::FastCgi => ("include /etc/nginx/fastcgi_params;", "fastcgi_pass"),
+        Proto::Scgi => ("include /etc/nginx/scgi_params;", "scgi_pass"),
+        Proto::Uwsgi => ("include /etc/nginx/uwsgi_params;", "uwsgi_pass"),
         Proto::Http => {
-            format!("{indent}proxy_set_header Host $host;\n{indent}proxy_pass http://{target};\n")
+            return format!(
+                "{indent}proxy_set_header Host $host;\n{indent}proxy_pass http://{target};\n"
+            )
         }
+    };
+    let mut out = format!("{indent}{include}\n");
+    for p in params {
+        out.push_str(&format!("{indent}{p}\n"));
     }
+    out.push_str(&format!("{indent}{pass} {target};\n"));
+    out
 }
 
 /// nginx locations for an application mounted at `mount` ("" or "/" for
 /// the root): `location /app/` plus `location = /app`, so that `/app`
 /// itself reaches the application as it did, and `/appx` does not.
 pub fn nginx_locations(mount: &str, proto: Proto, addr: &Addr, indent: &str) -> String {
+    nginx_locations_with(mount, proto, addr, indent, &[], &[])
+}
+
+/// As [`nginx_locations`], with `first` lines at the top of each location
+/// (e.g. `auth_request`) and `params` after the params file.
+pub fn nginx_locations_with(
+    mount: &str,
+    proto: Proto,
+    addr: &Addr,
+    indent: &str,
+    first: &[String],
+    params: &[String],
+) -> String {
     let inner = format!("{indent}    ");
-    let body = nginx_pass(proto, addr, &inner);
+    let mut body: String = first.iter().map(|l| format!("{inner}{l}\n")).collect();
+    body.push_str(&nginx_pass_with(proto, addr, &inner, params));
     let mount = mount.trim_end_matches('/');
     if mount.is_empty() {
         return format!("{indent}location / {{\n{body}{indent}}}\n");

@@ -59,6 +59,20 @@ struct App {
     addr: Addr,
 }
 
+/// A URL space an auth script guards, for nginx's `auth_request`.
+#[derive(Debug, Clone)]
+struct NginxAuth {
+    vhost: Option<usize>,
+    /// The protected URL prefix, "/" for all.
+    url: String,
+    /// The application (index into `apps`) whose pool answers the checks
+    /// and serves the URLs.
+    app: usize,
+    /// Groups the location requires (`Require group`), sent as
+    /// `WSGI_FPM_REQUIRE_GROUP`.
+    groups: Vec<String>,
+}
+
 struct Migrator<'a> {
     conf: &'a Conf,
     plan: Plan,
@@ -73,6 +87,8 @@ struct Migrator<'a> {
     providers: Vec<String>,
     /// Per vhost (None: server level): auth sections and SetEnvIf lines.
     auth_lines: BTreeMap<Option<usize>, Vec<String>>,
+    /// nginx: the locations an auth script guards.
+    nginx_auth: Vec<NginxAuth>,
     frontend: FrontendKind,
 }
 
@@ -93,6 +109,7 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
         auth_tcp: BTreeMap::new(),
         providers: Vec::new(),
         auth_lines: BTreeMap::new(),
+        nginx_auth: Vec::new(),
         frontend,
     };
     m.collect_daemons();
@@ -1027,12 +1044,55 @@ impl Migrator<'_> {
             }
         }
         if self.frontend == FrontendKind::Nginx {
-            let o = section_origin.clone();
-            self.plan.not_mapped(
-                &o,
-                "the nginx front end gets no auth_request locations from this tool; write them as in \
-                 conf/nginx/auth.conf (auth-mount and the pool's auth-script are set)",
-            );
+            let url = match (&url, kind) {
+                (Some(u), "Location") => u.clone(),
+                _ => {
+                    self.plan.not_mapped(
+                        &section_origin,
+                        "a <Directory> of files Apache serves: write the nginx location with \
+                         auth_request by hand, as in conf/nginx/auth.conf (the pool's auth-script is set)",
+                    );
+                    return;
+                }
+            };
+            // nginx's auth_request passes the client's Authorization header
+            // to wsgi-fpm, so Digest works here too.
+            let digest = here.iter().any(|&i| {
+                let d = &self.conf.directives[i];
+                (d.is("AuthType")
+                    && d.args
+                        .first()
+                        .is_some_and(|a| a.eq_ignore_ascii_case("digest")))
+                    || d.is("AuthDigestProvider")
+            });
+            if digest {
+                self.plan.pools[p].set(
+                    "auth-scheme",
+                    Value::Str("digest".into()),
+                    section_origin.clone(),
+                );
+            }
+            let groups: Vec<String> = if group_script.is_some() {
+                here.iter()
+                    .map(|&i| &self.conf.directives[i])
+                    .filter(|d| {
+                        d.is("Require")
+                            && d.args.first().is_some_and(|a| {
+                                a.eq_ignore_ascii_case("group")
+                                    || a.eq_ignore_ascii_case("wsgi-group")
+                            })
+                    })
+                    .flat_map(|d| d.args.iter().skip(1).cloned())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            self.nginx_auth.push(NginxAuth {
+                vhost,
+                url,
+                app,
+                groups,
+            });
             return;
         }
         let addr = self.auth_addr(p, &script_origin);
@@ -1562,15 +1622,81 @@ impl Migrator<'_> {
             if !server_names.is_empty() {
                 let _ = writeln!(out, "    server_name {};", server_names.join(" "));
             }
-            for a in apps {
+            let guards: Vec<(usize, &NginxAuth)> = self
+                .nginx_auth
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.vhost == site)
+                .collect();
+            let auth_lines = |i: usize| {
+                (
+                    vec![
+                        format!("auth_request /_wsgi_fpm_auth_{i};"),
+                        "auth_request_set $wsgi_fpm_user $upstream_http_x_remote_user;".to_owned(),
+                    ],
+                    // The stock params send the user name as typed: the
+                    // checked one replaces it.
+                    vec!["fastcgi_param REMOTE_USER $wsgi_fpm_user;".to_owned()],
+                )
+            };
+            let same =
+                |url: &str, mount: &str| url.trim_end_matches('/') == mount.trim_end_matches('/');
+            for a in &apps {
                 let pool = &self.plan.pools[a.pool];
                 let _ = writeln!(out, "    # pool {} ({})", pool.name, a.script);
-                out.push_str(&frontend::nginx_locations(
+                let (first, params) = match guards.iter().find(|(_, g)| same(&g.url, &a.mount)) {
+                    Some((i, _)) => auth_lines(*i),
+                    None => (Vec::new(), Vec::new()),
+                };
+                out.push_str(&frontend::nginx_locations_with(
                     &a.mount,
                     Proto::FastCgi,
                     &a.addr,
                     "    ",
+                    &first,
+                    &params,
                 ));
+            }
+            for (i, g) in &guards {
+                let a = &self.apps[g.app];
+                if !apps.iter().any(|x| same(&g.url, &x.mount)) {
+                    let _ = writeln!(
+                        out,
+                        "    # {} guarded by pool {}'s auth-script",
+                        g.url, self.plan.pools[a.pool].name
+                    );
+                    let (first, params) = auth_lines(*i);
+                    out.push_str(&frontend::nginx_locations_with(
+                        &g.url,
+                        Proto::FastCgi,
+                        &a.addr,
+                        "    ",
+                        &first,
+                        &params,
+                    ));
+                }
+                // The check itself: wsgi-fpm answers it, never the application.
+                let mut check = vec!["internal;".to_owned()];
+                check.push("fastcgi_pass_request_body off;".into());
+                let mut params = vec![
+                    "fastcgi_param CONTENT_LENGTH \"\";".to_owned(),
+                    "fastcgi_param X_ORIGINAL_URI $request_uri;".to_owned(),
+                    "fastcgi_param WSGI_FPM_AUTH 1;".to_owned(),
+                ];
+                if !g.groups.is_empty() {
+                    params.push(format!(
+                        "fastcgi_param WSGI_FPM_REQUIRE_GROUP {};",
+                        frontend::nginx_quote(&g.groups.join(","))
+                    ));
+                }
+                let mut body: String = check.iter().map(|l| format!("        {l}\n")).collect();
+                body.push_str(&frontend::nginx_pass_with(
+                    Proto::FastCgi,
+                    &a.addr,
+                    "        ",
+                    &params,
+                ));
+                let _ = writeln!(out, "    location = /_wsgi_fpm_auth_{i} {{\n{body}    }}");
             }
             out.push_str("}\n\n");
         }

@@ -267,8 +267,22 @@ fn an_nginx_front_end_for_mod_wsgi_has_a_server_per_virtual_host() {
         f.contains("fastcgi_pass unix:/run/wsgi-fpm/trac.sock;"),
         "{f}"
     );
-    // Auth needs auth_request locations this tool does not write.
-    assert!(reported(&m, ReportKind::NotMapped).contains(&(24, "<Location>".to_owned())));
+    // The auth script guards /secret through auth_request, with the
+    // location's group; nginx reaches the pool's Unix socket directly.
+    for line in [
+        "location /secret/ {\n        auth_request /_wsgi_fpm_auth_0;",
+        "fastcgi_param REMOTE_USER $wsgi_fpm_user;",
+        "location = /_wsgi_fpm_auth_0 {\n        internal;",
+        "fastcgi_param WSGI_FPM_AUTH 1;",
+        "fastcgi_param WSGI_FPM_REQUIRE_GROUP secret-agents;",
+    ] {
+        assert!(f.contains(line), "{line} missing from\n{f}");
+    }
+    assert_eq!(
+        pool(&m, "www-site1-com").listen,
+        strs(&["fastcgi://unix:/run/wsgi-fpm/www-site1-com.sock"])
+    );
+    assert!(!reported(&m, ReportKind::NotMapped).contains(&(24, "<Location>".to_owned())));
 }
 
 #[test]
