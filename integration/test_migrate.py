@@ -245,27 +245,53 @@ CONTRACT = {
     "/app/form?z=2": ("/app", "/form", "z=2", "POST", "a=1&b=2"),
     "/app/a%20b/c": ("/app", "/a b/c", "", "GET", ""),
     "/app/missing": ("/app", "/missing", "", "GET", ""),
+    "/app/secret/x": ("/app", "/secret/x", "", "GET", ""),
 }
 
 
+#: A location guarded by an auth script (tests/apps/auth_script.py: alice
+#: is in admins, bob is not): (who, password) → the request's key.
+AUTH_REQUESTS = [
+    ("GET", "/app/secret/x", None, None),
+    ("GET", "/app/secret/x", None, ("alice", "pw-alice-8c1d")),
+    ("GET", "/app/secret/x", None, ("alice", "wrong")),
+    ("GET", "/app/secret/x", None, ("bob", "pw-bob-4f2a")),
+    ("GET", "/app/secret/x", None, ("nobody-such", "x")),
+]
+
+
 def ask(port, requests=None):
+    """(status, JSON body or None) per request; a request may carry Basic
+    credentials as a fourth item."""
+    import base64
     answers = {}
-    for method, path, body in requests or REQUESTS:
+    for method, path, body, *rest in requests or REQUESTS:
+        who = rest[0] if rest else None
         headers = [("Content-Type", "application/x-www-form-urlencoded")] if body else []
+        if who:
+            token = base64.b64encode(("%s:%s" % who).encode()).decode()
+            headers.append(("Authorization", "Basic " + token))
         r = client.request(port, method, path, headers=headers, body=body)
-        seen = r.json() if method != "HEAD" else None
-        answers[(method, path)] = (r.status, seen)
+        is_json = (r.header("Content-Type") or "").startswith("application/json")
+        seen = r.json() if method != "HEAD" and is_json else None
+        answers[(method, path, who)] = (r.status, seen)
     return answers
 
 
-def contract_answers(greeting):
+def contract_answers(greeting, requests=None):
     out = {}
-    for method, path, _ in REQUESTS:
+    for method, path, _, *rest in requests or REQUESTS:
+        who = rest[0] if rest else None
         if method == "HEAD":
-            out[(method, path)] = (200, None)
+            out[(method, path, who)] = (200, None)
+            continue
+        if path.startswith("/app/secret") and who != ("alice", "pw-alice-8c1d"):
+            # Apache's own 401 page: wrong password, unknown user, or a
+            # user outside the group (Apache asks again rather than 403).
+            out[(method, path, who)] = (401, None)
             continue
         script, info, query, meth, body = CONTRACT[path]
-        out[(method, path)] = (404 if info == "/missing" else 200, {
+        out[(method, path, who)] = (404 if info == "/missing" else 200, {
             "SCRIPT_NAME": script, "PATH_INFO": info, "QUERY_STRING": query,
             "REQUEST_METHOD": meth, "wsgi.url_scheme": "http", "body": body, "GREETING": greeting,
             "server": "the WSGI contract"})
@@ -303,8 +329,16 @@ def app_copy(place):
     return app
 
 
-def test_a_migrated_mod_wsgi_site_answers_as_before_behind_apache(run_dir, place):
+@pytest.mark.parametrize("frontend", ["apache", "nginx"])
+def test_a_migrated_mod_wsgi_site_answers_as_before(frontend, run_dir, place):
+    """Apache with mod_wsgi, then wsgi-fpm behind the generated Apache (or
+    nginx) configuration. One difference is by design: nginx's auth_request
+    gets wsgi-fpm's 403 for a user outside the required group, where Apache
+    asks again with 401."""
     app = app_copy(place)
+    auth = place / "auth.py"
+    shutil.copy(APPS / "auth_script.py", auth)
+    os.chmod(auth, 0o644)
     front, backend = free_ports(2)
     source = place / "site.conf"
     source.write_text(
@@ -318,34 +352,53 @@ def test_a_migrated_mod_wsgi_site_answers_as_before_behind_apache(run_dir, place
         "    <Directory {dir}>\n"
         "        Require all granted\n"
         "    </Directory>\n"
-        "</VirtualHost>\n".format(h=HOST, p=front, app=app, dir=place))
+        "    <Location /app/secret>\n"
+        "        AuthType Basic\n"
+        "        AuthName \"Staff only\"\n"
+        "        AuthBasicProvider wsgi\n"
+        "        WSGIAuthUserScript {auth}\n"
+        "        WSGIAuthGroupScript {auth}\n"
+        "        Require wsgi-group admins\n"
+        "    </Location>\n"
+        "</VirtualHost>\n".format(h=HOST, p=front, app=app, dir=place, auth=auth))
+    requests = REQUESTS + AUTH_REQUESTS
     if MOD_WSGI_SO.exists():
         before_site = "LoadModule wsgi_module %s\nWSGISocketPrefix logs/wsgi\nListen %s:%d\n%s" % (
             MOD_WSGI_SO, HOST, front, source.read_text())
         fe = Sites(run_dir, "apache", {"before": (before_site, front)}, "mod-wsgi-before")
         try:
-            before = harness.wait_for(lambda: _try_ask(front), timeout=20, what="mod_wsgi's first answer")
+            before = harness.wait_for(lambda: _try_ask(front, requests), timeout=20,
+                                      what="mod_wsgi's first answer")
         finally:
             fe.stop()
     else:
         warnings.warn("mod_wsgi is not installed (apt-get install libapache2-mod-wsgi-py3): "
                       "'before' is the answer the WSGI contract requires")
-        before = contract_answers(None)
+        before = contract_answers(None, requests)
     old_server = "mod_wsgi" if MOD_WSGI_SO.exists() else "the WSGI contract"
 
     out = place / "out"
-    r = migrate(source, "--out", out, "--listen-base", "%s:%d" % (HOST, backend))
+    r = migrate(source, "--out", out, "--listen-base", "%s:%d" % (HOST, backend), "--frontend", frontend)
     assert r.returncode == 0, r.stderr
     toml = out / "wsgi-fpm.toml"
     assert 'app = "%s"' % app in toml.read_text()
     snippet = (out / "frontend.conf").read_text()
-    assert 'ProxyPass "/app" "fcgi://%s:%d/app" flushpackets=auto' % (HOST, backend) in snippet, snippet
-    wsgi = start_wsgi_fpm(run_dir, toml, "migrated-mod-wsgi", backend)
+    if frontend == "apache":
+        assert 'ProxyPass "/app" "fcgi://%s:%d/app" flushpackets=auto' % (HOST, backend) in snippet, snippet
+        assert "AuthBasicProvider echo_authn" in snippet and "WSGI_FPM_REQUIRE_GROUP=admins" in snippet, snippet
+        site = "Listen %s:%d\n%s" % (HOST, front, snippet)
+    else:
+        assert "listen %s:%d;" % (HOST, front) in snippet and "auth_request" in snippet, snippet
+        site = snippet
+        bob = ("GET", "/app/secret/x", ("bob", "pw-bob-4f2a"))
+        assert before[bob][0] == 401
+        before[bob] = (403, None)
+    wsgi = start_wsgi_fpm(run_dir, toml, "migrated-mod-wsgi-" + frontend, backend)
     try:
-        fe = Sites(run_dir, "apache", {"after": ("Listen %s:%d\n%s" % (HOST, front, snippet), front)},
-                   "mod-wsgi-after")
+        fe = Sites(run_dir, frontend, {"after": (site, front)}, "mod-wsgi-after")
         try:
-            after = harness.wait_for(lambda: _try_ask(front), timeout=20, what="wsgi-fpm's first answer")
+            after = harness.wait_for(lambda: _try_ask(front, requests), timeout=20,
+                                     what="wsgi-fpm's first answer")
         finally:
             fe.stop()
     finally:
@@ -353,9 +406,9 @@ def test_a_migrated_mod_wsgi_site_answers_as_before_behind_apache(run_dir, place
     assert_same(before, after, old_server)
 
 
-def _try_ask(port):
+def _try_ask(port, requests):
     try:
-        answers = ask(port)
+        answers = ask(port, requests)
     except (OSError, ValueError):
         return None
     # Apache answers 503 until the daemon or backend is up.
@@ -417,7 +470,7 @@ def test_a_migrated_uwsgi_app_answers_as_before_behind_the_same_nginx(run_dir, p
         else:
             warnings.warn("uWSGI is not installed (pip install uwsgi): "
                           "'before' is the answer the WSGI contract requires")
-            before = {k: v for k, v in contract_answers("hello").items() if k[1] != "/app"}
+            before = contract_answers("hello", requests)
         old_server = "uWSGI" if uwsgi_binary() else "the WSGI contract"
 
         out = place / "out"
