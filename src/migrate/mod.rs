@@ -74,6 +74,7 @@ pub enum FrontendKind {
 #[derive(Debug, Parser)]
 #[command(
     name = "wsgi-fpm migrate",
+    bin_name = "wsgi-fpm migrate",
     about = "Turns a mod_wsgi (Apache), uWSGI or NGINX Unit configuration into wsgi-fpm.toml and frontend.conf",
     after_help = "The format is recognised from the content unless --from names it. \
                   Options that cannot be mapped are printed as SOURCE:LINE: OPTION: not mapped: reason \

@@ -548,6 +548,11 @@ fn render_server(
                 let _ = writeln!(out, "    # pool {}", pool.name);
                 match m {
                     Match::Prefix(path) => {
+                        // An application with a prefix (mount) answers under it only.
+                        let path = match (path.as_str(), pool.get("mount")) {
+                            ("/", Some(Value::Str(mount))) => mount,
+                            _ => path,
+                        };
                         let url = frontend::apache_url(Proto::FastCgi, addr, path);
                         let _ = writeln!(
                             out,
