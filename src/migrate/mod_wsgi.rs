@@ -23,7 +23,7 @@
 //! "Authentication for Apache"). Every `WSGI*` directive ends up mapped or
 //! reported: a last pass reports those that applied to no application.
 
-use super::apache::{self, Conf, Directive};
+use super::apache::{self, Conf};
 use super::frontend::{self, Proto};
 use super::{pool_name, Addr, Addresses, Error, FrontendKind, Options, Origin, Plan, Pool, Value};
 use std::collections::BTreeMap;
@@ -71,6 +71,25 @@ struct NginxAuth {
     /// Groups the location requires (`Require group`), sent as
     /// `WSGI_FPM_REQUIRE_GROUP`.
     groups: Vec<String>,
+}
+
+/// A section holding auth directives (`<Location>`, `<Directory>`).
+#[derive(Debug, Clone)]
+struct AuthUse {
+    vhost: Option<usize>,
+    /// The directives directly inside it.
+    here: Vec<usize>,
+    /// The section's name and first argument, as written.
+    name: String,
+    arg: String,
+    /// `WSGIAuthUserScript`, its own or a provider alias's.
+    user_script: Option<usize>,
+    group_script: Option<usize>,
+    origin: Origin,
+    /// The URL space it guards; None for a directory of files Apache serves.
+    url: Option<String>,
+    /// The section written for it: "Location" or "Directory".
+    kind: &'static str,
 }
 
 struct Migrator<'a> {
@@ -871,7 +890,8 @@ impl Migrator<'_> {
         }
     }
 
-    fn auth_section(&mut self, s: usize, aliases: &BTreeMap<String, usize>) {
+    /// What one section holding auth directives says, and what it guards.
+    fn auth_use(&mut self, s: usize, aliases: &BTreeMap<String, usize>) -> Option<AuthUse> {
         let sec = self.conf.sections[s].clone();
         let vhost = self.conf.vhost_of(Some(s));
         let here = self.in_section(s);
@@ -882,17 +902,14 @@ impl Migrator<'_> {
         };
         let user_here = find("WSGIAuthUserScript");
         let group_script = find("WSGIAuthGroupScript");
-        let providers: Vec<String> = here
-            .iter()
-            .filter(|&&i| self.conf.directives[i].is("AuthBasicProvider"))
-            .flat_map(|&i| self.conf.directives[i].args.clone())
-            .collect();
+        // A provider alias (<AuthnProviderAlias wsgi NAME>) named here.
         let user_script = user_here.or_else(|| {
-            providers
-                .iter()
+            here.iter()
+                .filter(|&&i| self.conf.directives[i].is("AuthBasicProvider"))
+                .flat_map(|&i| self.conf.directives[i].args.iter())
                 .find_map(|p| aliases.get(&p.to_ascii_lowercase()).copied())
         });
-        let section_origin = Origin::new(
+        let origin = Origin::new(
             self.conf
                 .files
                 .get(sec.file)
@@ -901,53 +918,67 @@ impl Migrator<'_> {
             sec.line,
             format!("<{}>", sec.name),
         );
-        // The URL scope: a Location's path; a Directory holding an
+        // The URL space: a Location's path; a Directory holding an
         // application's script is that application's mount (proxied
         // requests never pass through <Directory>).
         let arg = sec.args.first().cloned().unwrap_or_default();
-        let (url, kind): (Option<String>, &str) = if sec.is("Location") && sec.args.len() == 1 {
+        let (url, kind) = if sec.is("Location") && sec.args.len() == 1 {
             (Some(arg.clone()), "Location")
         } else if sec.is("Directory") && sec.args.len() == 1 {
             let dir = arg.trim_end_matches('/');
-            match self.apps.iter().find(|a| {
+            let holder = self.apps.iter().find(|a| {
                 a.script.starts_with(&format!("{dir}/")) && (a.vhost == vhost || vhost.is_none())
-            }) {
-                Some(a) => (
-                    Some(if a.mount.is_empty() {
-                        "/".into()
-                    } else {
-                        a.mount.clone()
-                    }),
-                    "Location",
-                ),
+            });
+            match holder {
+                Some(a) => (Some(display_mount(&a.mount).to_owned()), "Location"),
                 None => (None, "Directory"),
             }
         } else {
-            (None, "")
-        };
-        let mut all: Vec<usize> = user_here.into_iter().chain(group_script).collect();
-        all.sort_unstable();
-        if kind.is_empty() {
-            for i in all {
+            let mut own: Vec<usize> = user_here.into_iter().chain(group_script).collect();
+            own.sort_unstable();
+            for i in own {
                 self.used[i] = true;
                 let o = self.directive_origin(i);
                 self.plan.not_mapped(
                     &o,
-                    format!("inside <{}>: which requests it guards is not worked out; put it in a <Location> or <Directory>", sec.name),
+                    format!(
+                        "inside <{}>: which requests it guards is not worked out; put it in a \
+                         <Location> or <Directory>",
+                        sec.name
+                    ),
                 );
             }
+            return None;
+        };
+        Some(AuthUse {
+            vhost,
+            here,
+            arg,
+            name: sec.name,
+            user_script,
+            group_script,
+            origin,
+            url,
+            kind,
+        })
+    }
+
+    fn auth_section(&mut self, s: usize, aliases: &BTreeMap<String, usize>) {
+        let Some(u) = self.auth_use(s, aliases) else {
             return;
-        }
-        let app = match &url {
-            Some(u) => self.app_for_url(u, vhost),
+        };
+        // The pool that answers: the one serving the URL space, else one of
+        // the same vhost.
+        let app = match &u.url {
+            Some(url) => self.app_for_url(url, u.vhost),
             None => self
                 .apps
                 .iter()
-                .position(|a| a.vhost == vhost)
+                .position(|a| a.vhost == u.vhost)
                 .or(if self.apps.is_empty() { None } else { Some(0) }),
         };
         let Some(app) = app else {
-            for i in all {
+            for i in u.user_script.into_iter().chain(u.group_script) {
                 self.used[i] = true;
                 let o = self.directive_origin(i);
                 self.plan
@@ -956,25 +987,29 @@ impl Migrator<'_> {
             return;
         };
         let p = self.apps[app].pool;
-        let pool_ident = self.plan.pools[p].name.replace('-', "_");
-        // The auth script: the user script, else the group script.
-        let script_directive = user_script.or(group_script);
-        let Some(script_i) = script_directive else {
+        let Some(script_origin) = self.assign_auth_script(&u, p) else {
             return;
         };
+        match self.frontend {
+            FrontendKind::Nginx => self.nginx_guard(u, p, app),
+            FrontendKind::Apache => self.apache_guard(u, p, aliases, &script_origin),
+        }
+    }
+
+    /// Sets the pool's `auth-script` (the user script, else the group
+    /// script) and `auth-realm`; reports a second, different file.
+    fn assign_auth_script(&mut self, u: &AuthUse, p: usize) -> Option<Origin> {
+        let script_i = u.user_script.or(u.group_script)?;
         self.used[script_i] = true;
-        let script = self.conf.directives[script_i]
-            .args
-            .first()
-            .cloned()
-            .unwrap_or_default();
+        let d = self.conf.directives[script_i].clone();
+        let script = d.args.first().cloned().unwrap_or_default();
         let script_origin = self.directive_origin(script_i);
-        for a in self.conf.directives[script_i].args.iter().skip(1) {
+        for a in d.args.iter().skip(1) {
             let (k, _) = apache::option(a);
             let o = Origin::new(
                 &script_origin.file,
                 script_origin.line,
-                format!("{} {k}", self.conf.directives[script_i].name),
+                format!("{} {k}", d.name),
             );
             if k == "application-group" {
                 self.plan
@@ -994,20 +1029,19 @@ impl Migrator<'_> {
                     Value::Str(script.clone()),
                     script_origin.clone(),
                 );
-                if let Some(Directive { args, .. }) = here
+                let realm = u
+                    .here
                     .iter()
                     .map(|&i| &self.conf.directives[i])
                     .find(|d| d.is("AuthName"))
-                {
-                    if let Some(realm) = args.first() {
-                        let o = script_origin.clone();
-                        self.plan.pools[p].set_noted(
-                            "auth-realm",
-                            Value::Str(realm.clone()),
-                            o,
-                            Some("AuthName of the protected location".into()),
-                        );
-                    }
+                    .and_then(|d| d.args.first().cloned());
+                if let Some(realm) = realm {
+                    self.plan.pools[p].set_noted(
+                        "auth-realm",
+                        Value::Str(realm),
+                        script_origin.clone(),
+                        Some("AuthName of the protected location".into()),
+                    );
                 }
             }
             Some(e) if e == script => {}
@@ -1020,20 +1054,18 @@ impl Migrator<'_> {
                 ),
             ),
         }
-        if let (Some(u), Some(g)) = (user_script, group_script) {
-            self.used[g] = true;
-            let gs = self.conf.directives[g]
-                .args
-                .first()
-                .cloned()
-                .unwrap_or_default();
-            let us = self.conf.directives[u]
-                .args
-                .first()
-                .cloned()
-                .unwrap_or_default();
+        if let (Some(user), Some(group)) = (u.user_script, u.group_script) {
+            self.used[group] = true;
+            let first = |i: usize| {
+                self.conf.directives[i]
+                    .args
+                    .first()
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (us, gs) = (first(user), first(group));
             if gs != us {
-                let o = self.directive_origin(g);
+                let o = self.directive_origin(group);
                 self.plan.not_mapped(
                     &o,
                     format!(
@@ -1043,138 +1075,143 @@ impl Migrator<'_> {
                 );
             }
         }
-        if self.frontend == FrontendKind::Nginx {
-            let url = match (&url, kind) {
-                (Some(u), "Location") => u.clone(),
-                _ => {
-                    self.plan.not_mapped(
-                        &section_origin,
-                        "a <Directory> of files Apache serves: write the nginx location with \
-                         auth_request by hand, as in conf/nginx/auth.conf (the pool's auth-script is set)",
-                    );
-                    return;
-                }
-            };
-            // nginx's auth_request passes the client's Authorization header
-            // to wsgi-fpm, so Digest works here too.
-            let digest = here.iter().any(|&i| {
-                let d = &self.conf.directives[i];
-                (d.is("AuthType")
-                    && d.args
-                        .first()
-                        .is_some_and(|a| a.eq_ignore_ascii_case("digest")))
-                    || d.is("AuthDigestProvider")
-            });
-            if digest {
-                self.plan.pools[p].set(
-                    "auth-scheme",
-                    Value::Str("digest".into()),
-                    section_origin.clone(),
-                );
-            }
-            let groups: Vec<String> = if group_script.is_some() {
-                here.iter()
-                    .map(|&i| &self.conf.directives[i])
-                    .filter(|d| {
-                        d.is("Require")
-                            && d.args.first().is_some_and(|a| {
-                                a.eq_ignore_ascii_case("group")
-                                    || a.eq_ignore_ascii_case("wsgi-group")
-                            })
-                    })
-                    .flat_map(|d| d.args.iter().skip(1).cloned())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            self.nginx_auth.push(NginxAuth {
-                vhost,
-                url,
-                app,
-                groups,
-            });
-            return;
+        Some(script_origin)
+    }
+
+    /// The groups a section requires of the group script
+    /// (`Require group …`, `Require wsgi-group …`).
+    fn required_groups(&self, u: &AuthUse) -> Vec<String> {
+        if u.group_script.is_none() {
+            return Vec::new();
         }
-        let addr = self.auth_addr(p, &script_origin);
+        u.here
+            .iter()
+            .map(|&i| &self.conf.directives[i])
+            .filter(|d| d.is("Require") && d.args.first().is_some_and(|a| is_group_require(a)))
+            .flat_map(|d| d.args.iter().skip(1).cloned())
+            .collect()
+    }
+
+    /// nginx: the section's URL space gets `auth_request` locations (see
+    /// `nginx_frontend`).
+    fn nginx_guard(&mut self, u: AuthUse, p: usize, app: usize) {
+        let url = match (&u.url, u.kind) {
+            (Some(url), "Location") => url.clone(),
+            _ => {
+                self.plan.not_mapped(
+                    &u.origin,
+                    "a <Directory> of files Apache serves: write the nginx location with \
+                     auth_request by hand, as in conf/nginx/auth.conf (the pool's auth-script is set)",
+                );
+                return;
+            }
+        };
+        // auth_request passes the client's Authorization header on to
+        // wsgi-fpm, so Digest works here too.
+        let digest = u.here.iter().any(|&i| {
+            let d = &self.conf.directives[i];
+            (d.is("AuthType")
+                && d.args
+                    .first()
+                    .is_some_and(|a| a.eq_ignore_ascii_case("digest")))
+                || d.is("AuthDigestProvider")
+        });
+        if digest {
+            self.plan.pools[p].set("auth-scheme", Value::Str("digest".into()), u.origin.clone());
+        }
+        let groups = self.required_groups(&u);
+        self.nginx_auth.push(NginxAuth {
+            vhost: u.vhost,
+            url,
+            app,
+            groups,
+        });
+    }
+
+    /// Apache: the section again, with its auth lines rewritten for
+    /// mod_authnz_fcgi providers that ask the pool.
+    fn apache_guard(
+        &mut self,
+        u: AuthUse,
+        p: usize,
+        aliases: &BTreeMap<String, usize>,
+        script_origin: &Origin,
+    ) {
+        let pool_ident = self.plan.pools[p].name.replace('-', "_");
+        let addr = self.auth_addr(p, script_origin);
         let define = |kind: &str| {
             format!(
                 "AuthnzFcgiDefineProvider {kind} {pool_ident}_{kind} {}",
                 frontend::apache_url(Proto::FastCgi, &addr, "/")
             )
         };
-        // Rewrite the section's auth lines.
+        let joined = |args: &[String]| {
+            args.iter()
+                .map(|a| quote_if_needed(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let groups = self.required_groups(&u);
         let mut lines: Vec<String> = Vec::new();
-        let mut groups: Vec<String> = Vec::new();
         let mut requires = 0;
         let mut saw_provider = false;
-        for &i in &here {
+        for &i in &u.here {
             let d = self.conf.directives[i].clone();
             let lower = d.name.to_ascii_lowercase();
-            let o = self.directive_origin(i);
-            if lower == "authbasicprovider" {
-                saw_provider = true;
-                let mapped: Vec<String> = d
-                    .args
-                    .iter()
-                    .map(|a| {
-                        let l = a.to_ascii_lowercase();
-                        if (l == "wsgi" && user_script.is_some()) || aliases.contains_key(&l) {
-                            format!("{pool_ident}_authn")
-                        } else {
-                            a.clone()
-                        }
-                    })
-                    .collect();
-                lines.push(format!("AuthBasicProvider {}", mapped.join(" ")));
-            } else if lower == "authdigestprovider" {
-                self.plan.not_mapped(
-                    &o,
-                    "Apache's mod_authnz_fcgi hands an authorizer Basic credentials only; \
-                     the location is written with AuthType Basic (nginx and lighttpd do Digest)",
-                );
-                if user_script.is_some() && !saw_provider {
+            match lower.as_str() {
+                "authbasicprovider" => {
                     saw_provider = true;
-                    lines.push(format!("AuthBasicProvider {pool_ident}_authn"));
-                }
-            } else if lower == "authtype" {
-                let t = d.args.first().cloned().unwrap_or_default();
-                lines.push(if t.eq_ignore_ascii_case("digest") {
-                    "AuthType Basic".to_owned()
-                } else {
-                    format!("AuthType {t}")
-                });
-            } else if lower == "require" {
-                let what = d
-                    .args
-                    .first()
-                    .map(|a| a.to_ascii_lowercase())
-                    .unwrap_or_default();
-                if group_script.is_some() && (what == "group" || what == "wsgi-group") {
-                    groups.extend(d.args.iter().skip(1).cloned());
-                } else {
-                    requires += 1;
-                    lines.push(format!(
-                        "Require {}",
-                        d.args
-                            .iter()
-                            .map(|a| quote_if_needed(a))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    ));
-                }
-            } else if lower.starts_with("auth") && !lower.starts_with("authnz") {
-                lines.push(format!(
-                    "{} {}",
-                    d.name,
-                    d.args
+                    let mapped: Vec<String> = d
+                        .args
                         .iter()
-                        .map(|a| quote_if_needed(a))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ));
+                        .map(|a| {
+                            let l = a.to_ascii_lowercase();
+                            if (l == "wsgi" && u.user_script.is_some()) || aliases.contains_key(&l)
+                            {
+                                format!("{pool_ident}_authn")
+                            } else {
+                                a.clone()
+                            }
+                        })
+                        .collect();
+                    lines.push(format!("AuthBasicProvider {}", mapped.join(" ")));
+                }
+                "authdigestprovider" => {
+                    let o = self.directive_origin(i);
+                    self.plan.not_mapped(
+                        &o,
+                        "Apache's mod_authnz_fcgi hands an authorizer Basic credentials only; \
+                         the location is written with AuthType Basic (nginx and lighttpd do Digest)",
+                    );
+                    if u.user_script.is_some() && !saw_provider {
+                        saw_provider = true;
+                        lines.push(format!("AuthBasicProvider {pool_ident}_authn"));
+                    }
+                }
+                "authtype" => {
+                    let t = d.args.first().cloned().unwrap_or_default();
+                    let t = if t.eq_ignore_ascii_case("digest") {
+                        "Basic".to_owned()
+                    } else {
+                        t
+                    };
+                    lines.push(format!("AuthType {t}"));
+                }
+                "require" => {
+                    let group = d.args.first().is_some_and(|a| is_group_require(a));
+                    if !(group && u.group_script.is_some()) {
+                        requires += 1;
+                        lines.push(format!("Require {}", joined(&d.args)));
+                    }
+                }
+                // AuthName, AuthUserFile, AuthBasicAuthoritative …
+                l if l.starts_with("auth") && !l.starts_with("authnz") => {
+                    lines.push(format!("{} {}", d.name, joined(&d.args)));
+                }
+                _ => {}
             }
         }
-        if user_script.is_some() {
+        if u.user_script.is_some() {
             if !saw_provider {
                 lines.push(format!("AuthBasicProvider {pool_ident}_authn"));
             }
@@ -1183,16 +1220,15 @@ impl Migrator<'_> {
         let mut vhost_lines: Vec<String> = Vec::new();
         if !groups.is_empty() {
             let group_list = groups.join(",");
-            match url.as_deref() {
-                Some(u) if kind == "Location" => {
-                    vhost_lines.push(format!(
-                        "SetEnvIf Request_URI {} WSGI_FPM_REQUIRE_GROUP={}",
-                        frontend::apache_quote(&format!("^{}", regex_escape(u))),
-                        group_list
-                    ));
-                }
+            match (u.url.as_deref(), u.kind) {
+                // The group reaches the auth script as a param, set by
+                // SetEnvIf (SetEnv would come after authentication).
+                (Some(url), "Location") => vhost_lines.push(format!(
+                    "SetEnvIf Request_URI {} WSGI_FPM_REQUIRE_GROUP={group_list}",
+                    frontend::apache_quote(&format!("^{}", regex_escape(url)))
+                )),
                 _ => {
-                    if let Some(g) = group_script {
+                    if let Some(g) = u.group_script {
                         let o = self.directive_origin(g);
                         self.plan.not_mapped(
                             &o,
@@ -1205,7 +1241,7 @@ impl Migrator<'_> {
                     }
                 }
             }
-            if user_script.is_some() {
+            if u.user_script.is_some() {
                 if requires == 0 {
                     lines.push("Require valid-user".into());
                 }
@@ -1218,21 +1254,26 @@ impl Migrator<'_> {
         let _ = writeln!(
             block,
             "    # {}:{}: <{} {}> with its auth lines for wsgi-fpm (pool {})",
-            section_origin.file, section_origin.line, sec.name, arg, self.plan.pools[p].name
+            u.origin.file, u.origin.line, u.name, u.arg, self.plan.pools[p].name
         );
         for l in vhost_lines {
             let _ = writeln!(block, "    {l}");
         }
-        let target = match (kind, &url) {
-            ("Location", Some(u)) => u.clone(),
-            _ => arg.clone(),
+        let target = match (u.kind, &u.url) {
+            ("Location", Some(url)) => url.clone(),
+            _ => u.arg.clone(),
         };
-        let _ = writeln!(block, "    <{kind} {}>", frontend::apache_quote(&target));
+        let _ = writeln!(
+            block,
+            "    <{} {}>",
+            u.kind,
+            frontend::apache_quote(&target)
+        );
         for l in lines {
             let _ = writeln!(block, "        {l}");
         }
-        let _ = writeln!(block, "    </{kind}>");
-        self.auth_lines.entry(vhost).or_default().push(block);
+        let _ = writeln!(block, "    </{}>", u.kind);
+        self.auth_lines.entry(u.vhost).or_default().push(block);
     }
 
     fn add_provider(&mut self, line: String) {
@@ -1741,6 +1782,11 @@ fn quote_if_needed(a: &str) -> String {
     } else {
         a.to_owned()
     }
+}
+
+/// `Require group …` (Apache 2.2's form) or `Require wsgi-group …`.
+fn is_group_require(what: &str) -> bool {
+    what.eq_ignore_ascii_case("group") || what.eq_ignore_ascii_case("wsgi-group")
 }
 
 /// A URL path as a literal in a regular expression.
