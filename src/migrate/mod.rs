@@ -260,6 +260,7 @@ pub fn detect(text: &str) -> Option<Format> {
         return Some(Format::Unit);
     }
     let mut apache = false;
+    let mut ini = false;
     for line in body.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
@@ -268,6 +269,10 @@ pub fn detect(text: &str) -> Option<Format> {
         let lower = line.to_ascii_lowercase();
         if lower.starts_with("[uwsgi") || lower.starts_with("uwsgi ") || lower.starts_with("--") {
             return Some(Format::Uwsgi);
+        }
+        // An ini without [uwsgi] is still uWSGI's to refuse, with a reason.
+        if lower.starts_with('[') && lower.ends_with(']') {
+            ini = true;
         }
         let word = lower.split_whitespace().next().unwrap_or("");
         if word.starts_with("wsgi")
@@ -288,7 +293,11 @@ pub fn detect(text: &str) -> Option<Format> {
             apache = true;
         }
     }
-    apache.then_some(Format::ModWsgi)
+    if apache {
+        Some(Format::ModWsgi)
+    } else {
+        ini.then_some(Format::Uwsgi)
+    }
 }
 
 /// A whole migration: what is written and what is printed.

@@ -339,6 +339,37 @@ fn an_include_is_followed_when_the_file_exists_beside_the_source() {
 }
 
 #[test]
+fn two_applications_of_one_daemon_group_become_two_pools_with_its_options() {
+    let text = "WSGIDaemonProcess shared processes=3 threads=2\n\
+                WSGIProcessGroup shared\n\
+                WSGIScriptAlias /a /srv/a.wsgi\n\
+                WSGIScriptAlias /b /srv/b.wsgi\n\
+                WSGIImportScript /srv/warm.py process-group=shared application-group=%{GLOBAL}\n";
+    let m = migrate(
+        Path::new("two.conf"),
+        text.as_bytes(),
+        None,
+        &Options::default(),
+    )
+    .unwrap();
+    let a = pool(&m, "shared");
+    let b = pool(&m, "shared-2");
+    assert_eq!(
+        (a.mount.as_deref(), b.mount.as_deref()),
+        (Some("/a"), Some("/b"))
+    );
+    for p in [&a, &b] {
+        assert_eq!((p.processes, p.threads), (Some(3), Some(2)));
+        assert_eq!(p.import_script, Some(PathBuf::from("/srv/warm.py")));
+    }
+    assert!(m.reports.is_empty(), "{:?}", m.reports);
+    // Each pool has its own socket; the longer mount is proxied first.
+    let f = &m.frontend;
+    let b_at = f.find("ProxyPass \"/b\" \"unix:/run/wsgi-fpm/shared-2.sock|fcgi://localhost/b\"");
+    assert!(b_at.is_some(), "{f}");
+}
+
+#[test]
 fn two_auth_scripts_for_one_pool_report_the_second() {
     let text = "WSGIScriptAlias / /srv/app.wsgi\n<Location />\nAuthType Basic\nAuthBasicProvider wsgi\nWSGIAuthUserScript /srv/users.wsgi\nWSGIAuthGroupScript /srv/groups.wsgi\nRequire wsgi-group admins\n</Location>\n";
     let m = migrate(
