@@ -102,7 +102,7 @@ def test_unmapped_options_are_printed_and_kept_as_comments_and_the_exit_is_0(pla
                if "daemonize: not mapped:" in l), r.stderr
     toml = (place / "wsgi-fpm.toml").read_text()
     assert "daemonize: not mapped:" in toml
-    assert "harakiri: not mapped:" in toml and "# request-timeout = 20.0" in toml
+    assert "harakiri: not mapped:" in toml and "# request-timeout = 20" in toml
     assert (place / "frontend.conf").exists()
 
 

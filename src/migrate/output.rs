@@ -9,20 +9,43 @@
 //! and types; it does not look at the file system (`--check` does).
 
 use super::{Error, Format, Plan, ReportKind, Setting, Value};
-use crate::config::file;
+use crate::config::{file, ConfigError};
 use std::fmt::Write as _;
 
-/// Renders the plan, parses the result with the loader's parser and turns
-/// the keys it knows but does not support yet into comments (reporting
-/// each), then renders again. A parse failure is a bug in this module and
-/// is returned as an error rather than written.
+/// Renders the plan and parses the result with the loader's parser. A key
+/// the parser refuses (a type it does not take) or knows but does not
+/// support yet is written as a comment instead and reported; then the plan
+/// is rendered again. So the file loads whatever keys this wsgi-fpm has
+/// built, and picks up new ones by itself. Any other parse failure is a bug
+/// in this module and is returned as an error rather than written.
 pub fn render_checked(plan: &mut Plan, source: &str, format: Format) -> Result<String, Error> {
-    let text = render(plan, source, format);
-    let raw = file::parse("wsgi-fpm.toml", &text).map_err(|e| {
-        Error(format!(
-            "the generated configuration does not load ({e}); this is a bug in wsgi-fpm migrate:\n{text}"
-        ))
-    })?;
+    // Each round disables at least one key, so the settings bound it.
+    let rounds = 2 + plan.pools.iter().map(|p| p.settings.len()).sum::<usize>();
+    for _ in 0..rounds {
+        let text = render(plan, source, format);
+        match file::parse("wsgi-fpm.toml", &text) {
+            Ok(raw) => {
+                if !disable_unsupported(plan, &raw) {
+                    return Ok(text);
+                }
+            }
+            Err(ConfigError::Key { key, reason, .. }) if disable_refused(plan, &key, &reason) => {}
+            Err(e) => {
+                return Err(Error(format!(
+                    "the generated configuration does not load ({e}); this is a bug in wsgi-fpm migrate:\n{text}"
+                )))
+            }
+        }
+        sort_reports(plan);
+    }
+    Err(Error(
+        "the generated configuration does not settle; this is a bug in wsgi-fpm migrate".into(),
+    ))
+}
+
+/// Comments out the keys the loader knows but does not support yet;
+/// whether there were any.
+fn disable_unsupported(plan: &mut Plan, raw: &file::RawFile) -> bool {
     let mut changed = false;
     for (name, pool) in &raw.pools.0 {
         let unsupported = pool.unsupported_keys();
@@ -44,17 +67,38 @@ pub fn render_checked(plan: &mut Plan, source: &str, format: Format) -> Result<S
             }
         }
     }
-    if !changed {
-        return Ok(text);
-    }
-    sort_reports(plan);
-    let text = render(plan, source, format);
-    file::parse("wsgi-fpm.toml", &text).map_err(|e| {
-        Error(format!(
-            "the generated configuration does not load ({e}); this is a bug in wsgi-fpm migrate"
-        ))
-    })?;
-    Ok(text)
+    changed
+}
+
+/// Comments out the pool key at `path` (`pools.NAME.KEY`, maybe with an
+/// index) that the parser refused; whether there was such a key.
+fn disable_refused(plan: &mut Plan, path: &str, reason: &str) -> bool {
+    let Some(rest) = path.strip_prefix("pools.") else {
+        return false;
+    };
+    let Some(p) = plan.pools.iter_mut().find(|p| {
+        rest.strip_prefix(p.name.as_str())
+            .is_some_and(|r| r.starts_with('.'))
+    }) else {
+        return false;
+    };
+    let key = rest[p.name.len() + 1..]
+        .split(['.', '['])
+        .next()
+        .unwrap_or("");
+    let name = p.name.clone();
+    let Some(s) = p.settings.iter_mut().find(|s| s.key == key && !s.disabled) else {
+        return false;
+    };
+    s.disabled = true;
+    plan.reports.push(s.origin.report(
+        ReportKind::NotMapped,
+        format!(
+            "would be `{key}` in [pools.{name}], which this wsgi-fpm refuses ({reason}); \
+             kept there as a comment"
+        ),
+    ));
+    true
 }
 
 /// Reports in source order: by file, then line.
@@ -168,8 +212,10 @@ pub fn value(v: &Value) -> String {
     match v {
         Value::Str(s) => quote(s),
         Value::Int(i) => i.to_string(),
+        // Whole seconds as integers: a key the loader reads as a number
+        // takes them, and so does one it reads as an integer.
         Value::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 => {
-            format!("{f:.1}")
+            format!("{}", *f as i64)
         }
         Value::Float(f) if f.is_finite() => f.to_string(),
         // TOML has nan and inf, the loader refuses them with a clear message.

@@ -177,7 +177,7 @@ fn virtual_hosts_with_daemon_groups_map_every_option_and_report_the_rest() {
     assert_eq!(site1.auth_realm.as_deref(), Some("Top Secret"));
     // Known to the loader but not supported yet: comments, and reported.
     assert!(site1.request_timeout.is_none() && site1.queue_timeout.is_none());
-    assert!(m.toml.contains("# request-timeout = 60.0"), "{}", m.toml);
+    assert!(m.toml.contains("# request-timeout = 60"), "{}", m.toml);
 
     let trac = pool(&m, "trac");
     assert_eq!(trac.app.as_deref(), Some("/srv/trac/trac.wsgi"));
@@ -414,7 +414,7 @@ fn django_uwsgi_checks(m: &Migration) {
         raw.server.error_log.as_deref(),
         Some("/var/log/uwsgi/yourproject.log")
     );
-    assert!(m.toml.contains("# request-timeout = 20.0"), "{}", m.toml);
+    assert!(m.toml.contains("# request-timeout = 20"), "{}", m.toml);
     // The front end keeps its uwsgi_pass.
     assert!(m.frontend.contains("Nothing to change"), "{}", m.frontend);
     assert!(m.frontend.contains("uwsgi_pass 127.0.0.1:49152;"));
@@ -551,7 +551,7 @@ fn a_unit_application_with_fixed_processes_maps_to_a_pool_and_a_server_block() {
     assert_eq!(p.group.as_deref(), Some("www"));
     assert_eq!(p.maximum_requests, Some(1000));
     assert_eq!(p.env, env(&[("FLASK_ENV", "production")]));
-    assert!(m.toml.contains("# request-timeout = 10.0"), "{}", m.toml);
+    assert!(m.toml.contains("# request-timeout = 10"), "{}", m.toml);
     assert_eq!(
         reported(&m, ReportKind::NotMapped),
         lines(&[(19, "applications.flask.limits.timeout")])
@@ -635,6 +635,49 @@ fn an_apache_front_end_for_unit_listens_where_unit_did() {
         .find("ProxyPass \"/\" \"fcgi://127.0.0.1:9400/\"")
         .unwrap();
     assert!(api < root, "longer prefixes first:\n{f}");
+}
+
+// ------------------------------------------------------------ output
+
+#[test]
+fn a_key_the_loader_refuses_is_written_as_a_comment_and_reported() {
+    let mut p = Pool::new("web");
+    let o = Origin::new("src.conf", 3, "threads");
+    p.set("app", Value::Str("a:app".into()), o.clone());
+    p.set(
+        "listen",
+        Value::List(vec!["uwsgi://127.0.0.1:3031".into()]),
+        o.clone(),
+    );
+    // A value of a type the loader does not take for the key.
+    p.set("threads", Value::Str("many".into()), o.clone());
+    p.set("queue-timeout", Value::Float(45.0), o);
+    let mut plan = Plan {
+        pools: vec![p],
+        ..Plan::default()
+    };
+    let text = output::render_checked(&mut plan, "src.conf", Format::Uwsgi).unwrap();
+    assert!(text.contains("# threads = \"many\""), "{text}");
+    assert!(text.contains("# queue-timeout = 45  #"), "{text}");
+    let raw = file::parse("wsgi-fpm.toml", &text).unwrap();
+    assert_eq!(raw.pools.0[0].1.threads, None);
+    let reasons: Vec<String> = plan.reports.iter().map(|r| r.to_string()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.starts_with("src.conf:3: threads: not mapped: would be `threads` in [pools.web], which this wsgi-fpm refuses")));
+}
+
+#[test]
+fn toml_strings_are_quoted_and_whole_seconds_written_as_integers() {
+    assert_eq!(
+        output::quote("a\"b\\c\nd\u{1}"),
+        "\"a\\\"b\\\\c\\nd\\u0001\""
+    );
+    assert_eq!(output::value(&Value::Float(20.0)), "20");
+    assert_eq!(output::value(&Value::Float(0.5)), "0.5");
+    assert_eq!(
+        output::value(&Value::List(vec!["a".into(), "b\"".into()])),
+        "[\"a\", \"b\\\"\"]"
+    );
 }
 
 // ------------------------------------------------------------ input
