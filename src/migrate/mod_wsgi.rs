@@ -140,6 +140,7 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
         )));
     }
     m.app_settings();
+    m.apache_user(source);
     m.server_wide();
     m.import_scripts();
     m.auth();
@@ -650,6 +651,58 @@ impl Migrator<'_> {
                     &mut self.plan,
                     "not a WSGIDaemonProcess option this tool knows".into(),
                 ),
+            }
+        }
+    }
+
+    /// Apache's own `User` and `Group`: mod_wsgi runs a daemon group that
+    /// names none, and embedded applications, as them; so do the pools.
+    /// Debian writes `User ${APACHE_RUN_USER}`: the variable is looked up
+    /// in the `envvars` file beside the source, as apache2ctl does.
+    fn apache_user(&mut self, source: &Path) {
+        for (directive, key) in [("User", "user"), ("Group", "group")] {
+            let server_level: Vec<usize> = self
+                .indices(directive)
+                .into_iter()
+                .filter(|&i| {
+                    self.conf
+                        .vhost_of(self.conf.directives[i].section)
+                        .is_none()
+                })
+                .collect();
+            let Some(&i) = server_level.last() else {
+                continue;
+            };
+            let o = self.directive_origin(i);
+            let raw = self.conf.directives[i]
+                .args
+                .first()
+                .cloned()
+                .unwrap_or_default();
+            let value = match raw.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+                Some(var) => envvars_value(source, var),
+                None => Some(raw.trim_start_matches('#').to_owned()),
+            };
+            let Some(value) = value.filter(|v| !v.is_empty()) else {
+                self.plan.not_mapped(
+                    &o,
+                    format!(
+                        "{raw} is set by Apache's environment, not found in an envvars file beside the \
+                         source: give each pool its {key}"
+                    ),
+                );
+                continue;
+            };
+            let note = format!("Apache's {directive}, which mod_wsgi runs the application as");
+            for p in &mut self.plan.pools {
+                if !p.has(key) {
+                    p.set_noted(
+                        key,
+                        Value::Str(value.clone()),
+                        o.clone(),
+                        Some(note.clone()),
+                    );
+                }
             }
         }
     }
@@ -1743,6 +1796,17 @@ impl Migrator<'_> {
         }
         out
     }
+}
+
+/// `export NAME=value` from the `envvars` file beside `source` (Debian's
+/// `/etc/apache2/envvars`), the value unquoted.
+fn envvars_value(source: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(source.parent()?.join("envvars")).ok()?;
+    text.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("export ")?.trim();
+        let (k, v) = rest.split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches(['"', '\'']).to_owned())
+    })
 }
 
 /// nginx's `listen` for an Apache `<VirtualHost>` address: `*:80` → `80`.

@@ -370,6 +370,51 @@ fn two_applications_of_one_daemon_group_become_two_pools_with_its_options() {
 }
 
 #[test]
+fn apache_user_and_group_become_the_user_of_pools_whose_daemon_group_names_none() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("envvars"),
+        "export APACHE_RUN_USER=www-data\nexport APACHE_RUN_GROUP='www-data'\n",
+    )
+    .unwrap();
+    let main = dir.path().join("apache2.conf");
+    std::fs::write(
+        &main,
+        "User ${APACHE_RUN_USER}\nGroup ${APACHE_RUN_GROUP}\n\
+         WSGIDaemonProcess own user=site1\n\
+         WSGIScriptAlias /a /srv/a.wsgi process-group=own\n\
+         WSGIScriptAlias /b /srv/b.wsgi\n",
+    )
+    .unwrap();
+    let m = migrate(
+        &main,
+        &std::fs::read(&main).unwrap(),
+        None,
+        &Options::default(),
+    )
+    .unwrap();
+    let own = pool(&m, "own");
+    assert_eq!(own.user.as_deref(), Some("site1"));
+    assert_eq!(own.group.as_deref(), Some("www-data"));
+    let embedded = pool(&m, "b");
+    assert_eq!(embedded.user.as_deref(), Some("www-data"));
+    assert_eq!(embedded.group.as_deref(), Some("www-data"));
+    assert!(m.reports.is_empty(), "{:?}", m.reports);
+
+    // Without the envvars file the variable cannot be known: reported.
+    let text = "User ${APACHE_RUN_USER}\nWSGIScriptAlias / /srv/a.wsgi\n";
+    let m = migrate(
+        Path::new("/nonexistent/a.conf"),
+        text.as_bytes(),
+        None,
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(pool(&m, "a").user, None);
+    assert_eq!(reported(&m, ReportKind::NotMapped), lines(&[(1, "User")]));
+}
+
+#[test]
 fn two_auth_scripts_for_one_pool_report_the_second() {
     let text = "WSGIScriptAlias / /srv/app.wsgi\n<Location />\nAuthType Basic\nAuthBasicProvider wsgi\nWSGIAuthUserScript /srv/users.wsgi\nWSGIAuthGroupScript /srv/groups.wsgi\nRequire wsgi-group admins\n</Location>\n";
     let m = migrate(
