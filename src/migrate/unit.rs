@@ -252,6 +252,13 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
                 _ => plan.not_mapped(&ko, "not an application option this tool knows"),
             }
         }
+        if !pool.has("user") {
+            pool.notes.push(
+                "Unit ran this application as its own unprivileged user (set when Unit was built or started, \
+                 usually unit or nobody): give the pool a user, or the master started as root refuses to run it."
+                    .into(),
+            );
+        }
         pools.push((name.clone(), plan.pools.len(), addr));
         plan.pools.push(pool);
     }
