@@ -6,7 +6,9 @@
 //! `mount`. An alias delegated to no daemon group ran embedded in Apache's
 //! own processes; it gets a pool with wsgi-fpm's defaults, named after its
 //! `ServerName`. Two aliases in one daemon group become two pools with the
-//! same options (wsgi-fpm isolates applications by process, SPEC §1).
+//! same options (wsgi-fpm isolates applications by process, SPEC §1). A
+//! pool whose daemon group names no `user=` gets Apache's `User`/`Group`,
+//! which mod_wsgi would have run it as.
 //!
 //! Which `WSGIProcessGroup`, `WSGICallableObject`, `WSGIPassAuthorization`
 //! … applies to an alias follows Apache's merge order: `<Location>` over
@@ -20,8 +22,12 @@
 //! `WSGIAuthUserScript`/`WSGIAuthGroupScript` go to the pool serving the
 //! protected location as `auth-script`, and the location's `AuthBasicProvider`
 //! and `Require` lines are rewritten for mod_authnz_fcgi (README,
-//! "Authentication for Apache"). Every `WSGI*` directive ends up mapped or
-//! reported: a last pass reports those that applied to no application.
+//! "Authentication for Apache"), or become nginx `auth_request` locations.
+//! Every `WSGI*` directive ends up mapped or reported: a last pass reports
+//! those that applied to no application. Apache's other directives are
+//! left alone (they stay in the user's configuration), except `Alias`
+//! under a mount (`ProxyPass URL !`), `Include` of a missing file and
+//! handlers that ran `.wsgi` files by type, which are reported.
 
 use super::apache::{self, Conf};
 use super::frontend::{self, Proto};
