@@ -200,21 +200,8 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
                 "processes" => match value {
                     Json::Number(_) => set_int(&mut pool, &mut plan, "processes", value, ko),
                     Json::Object(p) => {
-                        let max = p.get("max").and_then(Json::as_i64).unwrap_or(1);
-                        let spare = p.get("spare").and_then(Json::as_i64).unwrap_or(0);
-                        pool.set_noted("processes", Value::Int(spare), at(&["applications", name, "processes", "spare"]),
-                            Some(if spare == 0 { "Unit's spare: 0 starts workers on the first connection".into() } else { "Unit's spare: the workers kept".into() }));
-                        pool.set("max-processes", Value::Int(max.max(spare.max(1))), at(&["applications", name, "processes", "max"]));
-                        match p.get("idle_timeout") {
-                            Some(t) => match t.as_f64() {
-                                Some(f) => pool.set("inactivity-timeout", Value::Float(f), at(&["applications", name, "processes", "idle_timeout"])),
-                                None => plan.not_mapped(&at(&["applications", name, "processes", "idle_timeout"]), "not a number"),
-                            },
-                            None => pool.set_noted("inactivity-timeout", Value::Float(15.0), ko.clone(), Some("Unit's default idle_timeout".into())),
-                        }
-                        for k in p.keys().filter(|k| !["max", "spare", "idle_timeout"].contains(&k.as_str())) {
-                            plan.not_mapped(&at(&["applications", name, "processes", k]), "not a processes option this tool knows");
-                        }
+                        let at_key = |k: &str| at(&["applications", name, "processes", k]);
+                        dynamic_processes(&mut pool, &mut plan, p, &ko, &at_key)
                     }
                     _ => plan.not_mapped(&ko, "neither a number nor {max, spare, idle_timeout}"),
                 },
@@ -355,6 +342,50 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
     plan.frontend = out;
     super::output::sort_reports(&mut plan);
     Ok(plan)
+}
+
+/// Unit's `{max, spare, idle_timeout}`: a dynamic pool. `spare` is what
+/// Unit keeps idle, which wsgi-fpm's `processes` keeps running.
+fn dynamic_processes(
+    pool: &mut Pool,
+    plan: &mut Plan,
+    p: &Map<String, Json>,
+    o: &Origin,
+    at: &dyn Fn(&str) -> Origin,
+) {
+    let max = p.get("max").and_then(Json::as_i64).unwrap_or(1);
+    let spare = p.get("spare").and_then(Json::as_i64).unwrap_or(0);
+    let note = if spare == 0 {
+        "Unit's spare: 0 starts workers on the first connection"
+    } else {
+        "Unit's spare: the workers kept"
+    };
+    pool.set_noted(
+        "processes",
+        Value::Int(spare),
+        at("spare"),
+        Some(note.into()),
+    );
+    pool.set(
+        "max-processes",
+        Value::Int(max.max(spare.max(1))),
+        at("max"),
+    );
+    match p.get("idle_timeout").map(|t| t.as_f64()) {
+        Some(Some(f)) => pool.set("inactivity-timeout", Value::Float(f), at("idle_timeout")),
+        Some(None) => plan.not_mapped(&at("idle_timeout"), "not a number"),
+        None => pool.set_noted(
+            "inactivity-timeout",
+            Value::Float(15.0),
+            o.clone(),
+            Some("Unit's default idle_timeout".into()),
+        ),
+    }
+    for k in p.keys() {
+        if !["max", "spare", "idle_timeout"].contains(&k.as_str()) {
+            plan.not_mapped(&at(k), "not a processes option this tool knows");
+        }
+    }
 }
 
 fn set_str(pool: &mut Pool, plan: &mut Plan, key: &str, value: Option<String>, o: Origin) {

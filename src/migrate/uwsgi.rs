@@ -418,217 +418,23 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
     let first_line = entries.first().map(|e| e.line).unwrap_or(1);
 
     // Values that need each other are gathered first.
-    let mut sockets: Vec<(Option<Proto>, String, Origin)> = Vec::new();
-    let mut default_proto = Proto::Uwsgi;
-    let mut processes: Option<(i64, Origin)> = None;
-    let mut cheaper: Option<(i64, Origin)> = None;
-    let mut lazy: Option<(bool, Origin)> = None;
-    let mut module: Option<(String, Origin)> = None;
-    let mut wsgi_file: Option<(String, Origin)> = None;
-    let mut callable: Option<(String, Origin)> = None;
-    let mut touch_reload: Vec<(String, Origin)> = Vec::new();
-    let mut mounts: Vec<(String, Origin)> = Vec::new();
-    let mut chmod: Option<(String, Origin)> = None;
-
+    let mut g = Gathered::default();
     for e in &entries {
-        let o = Origin::new(&file, e.line, e.key.clone());
-        let v = e.value.trim().to_owned();
-        let int = v.parse::<i64>().ok();
-        let secs = v.parse::<f64>().ok().filter(|f| f.is_finite());
-        macro_rules! number {
-            ($key:expr, $val:expr, $what:expr) => {
-                match $val {
-                    Some(n) => pool.set($key, n, o.clone()),
-                    None => plan.not_mapped(&o, format!("`{v}` is not {}", $what)),
-                }
-            };
-        }
-        match e.key.as_str() {
-            "socket" | "uwsgi-socket" => sockets.push((
-                (e.key == "uwsgi-socket").then_some(Proto::Uwsgi),
-                v,
-                o,
-            )),
-            "fastcgi-socket" => sockets.push((Some(Proto::FastCgi), v, o)),
-            "scgi-socket" => sockets.push((Some(Proto::Scgi), v, o)),
-            "http-socket" => sockets.push((Some(Proto::Http), v, o)),
-            "http" => {
-                pool.notes.push(format!(
-                    "{o}: uWSGI's HTTP router became wsgi-fpm's own HTTP listener (meant for development and health checks; put nginx in front for the rest)"
-                ));
-                sockets.push((Some(Proto::Http), v, o));
-            }
-            "protocol" | "socket-protocol" => match v.as_str() {
-                "uwsgi" => default_proto = Proto::Uwsgi,
-                "http" => default_proto = Proto::Http,
-                "fastcgi" => default_proto = Proto::FastCgi,
-                "scgi" => default_proto = Proto::Scgi,
-                _ => plan.not_mapped(&o, format!("wsgi-fpm speaks fastcgi, scgi, uwsgi and http, not {v}")),
-            },
-            "processes" | "workers" => match int {
-                Some(n) => processes = Some((n, o)),
-                None => plan.not_mapped(&o, format!("`{v}` is not a number")),
-            },
-            "threads" => number!("threads", int.map(Value::Int), "a number"),
-            "module" | "wsgi" => module = Some((v, o)),
-            "wsgi-file" | "file" => wsgi_file = Some((v, o)),
-            "callable" => callable = Some((v, o)),
-            "mount" => mounts.push((v, o)),
-            "manage-script-name" => plan.not_needed(&o, "wsgi-fpm's mount sets SCRIPT_NAME and PATH_INFO from the URL"),
-            "chdir" => pool.set("home", Value::Str(v), o),
-            "chdir2" => {
-                if !pool.has("home") {
-                    pool.set_noted("home", Value::Str(v), o, Some("uWSGI changed directory after loading the application; wsgi-fpm before".into()));
-                } else {
-                    plan.not_mapped(&o, "chdir already sets the working directory");
-                }
-            }
-            "virtualenv" | "venv" | "home" | "pyhome" => pool.set("python-home", Value::Str(v), o),
-            "pythonpath" | "python-path" | "pp" => {
-                if v.contains(['*', '?']) {
-                    plan.not_mapped(&o, "a glob is expanded by uWSGI when it starts; list the directories");
-                } else {
-                    pool.push_list("python-path", vec![v], o);
-                }
-            }
-            "uid" => pool.set("user", Value::Str(v), o),
-            "gid" => pool.set("group", Value::Str(v), o),
-            "chmod-socket" | "chmod" => chmod = Some((v, o)),
-            "chown-socket" => {
-                let (u, g) = match v.split_once(':') {
-                    Some((u, g)) => (u.to_owned(), Some(g.to_owned())),
-                    None => (v.clone(), None),
-                };
-                pool.set("socket-user", Value::Str(u), o.clone());
-                if let Some(g) = g {
-                    pool.set("socket-group", Value::Str(g), o);
-                }
-            }
-            "umask" => pool.set("umask", Value::Str(v), o),
-            "max-requests" => number!("maximum-requests", int.map(Value::Int), "a number"),
-            "max-worker-lifetime" => number!("restart-interval", secs.map(Value::Float), "a number of seconds"),
-            "reload-on-rss" => number!("max-rss", int.map(Value::Int), "a number of megabytes"),
-            "evil-reload-on-rss" => {
-                if pool.has("max-rss") {
-                    plan.not_mapped(&o, "reload-on-rss already sets max-rss");
-                } else if let Some(n) = int {
-                    pool.set_noted("max-rss", Value::Int(n), o, Some("wsgi-fpm recycles gracefully where uWSGI killed".into()));
-                } else {
-                    plan.not_mapped(&o, format!("`{v}` is not a number of megabytes"));
-                }
-            }
-            "max-fd" => number!("open-files-limit", int.map(Value::Int), "a number"),
-            "harakiri" => number!("request-timeout", secs.map(Value::Float), "a number of seconds"),
-            "harakiri-verbose" => plan.not_needed(&o, "request-timeout always logs the request's Python stack"),
-            "socket-timeout" => number!("socket-timeout", secs.map(Value::Float), "a number of seconds"),
-            "listen" => number!("listen-backlog", int.map(Value::Int), "a number"),
-            "worker-reload-mercy" => number!("graceful-timeout", secs.map(Value::Float), "a number of seconds"),
-            "thread-stacksize" | "threads-stacksize" => {
-                // uWSGI takes kilobytes.
-                number!("stack-size", int.map(|k| Value::Str(format!("{k}K"))), "a number of kilobytes")
-            }
-            "procname" => pool.set("display-name", Value::Str(v), o),
-            "lazy-apps" | "lazy" => lazy = Some((flag_on(&v), o)),
-            "touch-reload" => touch_reload.push((v, o)),
-            "py-autoreload" | "python-autoreload" => {
-                if int.unwrap_or(1) > 0 {
-                    pool.set_noted("reload-on-change", Value::Bool(true), o, Some("for development, as uWSGI's".into()));
-                }
-            }
-            "env" => match v.split_once('=') {
-                Some((k, val)) if !k.is_empty() => pool.set_env(k, val, o),
-                _ => plan.not_mapped(&o, "uWSGI unsets the variable; wsgi-fpm's env sets variables (clear-env starts from an empty environment)"),
-            },
-            "optimize" => pool.set_env("PYTHONOPTIMIZE", &v, o),
-            "pidfile" | "pidfile2" => plan.set_server("pid-file", Value::Str(v), o),
-            "logto" | "logto2" => plan.set_server("error-log", Value::Str(v), o),
-            "daemonize" | "daemonize2" => {
-                plan.set_server("error-log", Value::Str(v), o.clone());
-                plan.not_mapped(&o, "wsgi-fpm runs in the foreground: start it from systemd (conf/wsgi-fpm.service); the log file became [server] error-log");
-            }
-            "cheaper" => match int {
-                Some(n) => cheaper = Some((n, o)),
-                None => plan.not_mapped(&o, format!("`{v}` is not a number")),
-            },
-            "cheaper-idle" => number!("inactivity-timeout", secs.map(Value::Float), "a number of seconds"),
-            "cheaper-initial" => plan.not_mapped(&o, "wsgi-fpm starts `processes` workers (uWSGI's cheaper) and adds more while all are busy"),
-            "cheaper-step" => plan.not_mapped(&o, "wsgi-fpm adds one worker at a time, while all are busy"),
-            "cheaper-algo" => {
-                if v == "spare" || v == "spare2" {
-                    plan.not_needed(&o, "wsgi-fpm's own rule: one more worker while all are busy, an extra one stops after inactivity-timeout idle")
-                } else {
-                    plan.not_mapped(&o, format!("wsgi-fpm has one scaling rule (one more worker while all are busy), not {v}"))
-                }
-            }
-            "cheaper-overload" => plan.not_mapped(&o, "wsgi-fpm starts another worker as soon as all are busy"),
-            "master" => plan.not_needed(&o, "wsgi-fpm always runs a master process"),
-            "vacuum" => plan.not_needed(&o, "wsgi-fpm replaces a leftover socket file when it starts"),
-            "die-on-term" => plan.not_needed(&o, "SIGTERM stops wsgi-fpm gracefully (SIGHUP reloads)"),
-            "enable-threads" => plan.not_needed(&o, "Python threads always work in wsgi-fpm's workers"),
-            "single-interpreter" => plan.not_needed(&o, "wsgi-fpm never uses sub-interpreters"),
-            "need-app" => plan.not_mapped(&o, "there is no need-app key: a pool whose application fails to import is retried with back-off; `wsgi-fpm -tt` shows the import error before you start"),
-            "thunder-lock" => plan.not_needed(&o, "workers accept on the shared socket without a lock"),
-            "no-orphans" | "strict" | "reaper" => plan.not_needed(&o, "nothing to configure in wsgi-fpm"),
-            "buffer-size" => plan.not_needed(&o, "wsgi-fpm accepts request headers up to max-params-size (1 MiB by default)"),
-            "post-buffering" => plan.not_needed(&o, "wsgi-fpm streams request bodies to the application"),
-            "disable-logging" => plan.not_needed(&o, "wsgi-fpm writes no access log unless [server] access-log is set"),
-            "plugins" | "plugin" | "need-plugin" | "plugins-dir" => plan.not_needed(&o, "wsgi-fpm runs WSGI applications in the pool's own Python; there are no plugins"),
-            "ignore-sigpipe" | "ignore-write-errors" | "disable-write-exception" => plan.not_needed(&o, "a client that went away is logged at debug level and the response's close() is called"),
-            "set" | "set-placeholder" | "set-ph" | "declare-option" => plan.not_needed(&o, "a placeholder, expanded while migrating"),
-            "catch-exceptions" => plan.not_mapped(&o, "tracebacks go to the error log, never to the client"),
-            "procname-prefix" | "procname-prefix-spaced" | "procname-append" | "procname-master" | "auto-procname" => {
-                plan.not_mapped(&o, "display-name sets the workers' whole process title")
-            }
-            "static-map" | "static-map2" | "check-static" | "static-index" | "static-skip-ext" | "static-expires" | "static-expires-uri" | "static-gzip" | "static-gzip-all" | "offload-threads" => {
-                plan.not_mapped(&o, "serve static files from the front end (nginx: location with alias or root)")
-            }
-            "max-requests-delta" => plan.not_mapped(&o, "recycle-jitter (a fraction of maximum-requests) spreads the restarts instead"),
-            "reload-on-as" | "evil-reload-on-as" | "limit-as" => plan.not_mapped(&o, "wsgi-fpm limits resident memory (max-rss) and the data segment (memory-limit), not the address space"),
-            "limit-post" => plan.not_mapped(&o, "limit request bodies in the front end (nginx: client_max_body_size)"),
-            "stats" | "stats-server" | "stats-http" | "stats-minified" | "memory-report" => plan.not_mapped(&o, "wsgi-fpm's status endpoint ([server] status) is not supported yet"),
-            "import" | "pyimport" | "py-import" | "python-import" => {
-                if v.ends_with(".py") {
-                    if pool.has("import-script") {
-                        plan.not_mapped(&o, "wsgi-fpm runs one import-script per pool");
-                    } else {
-                        pool.set("import-script", Value::Str(v), o);
-                    }
-                } else {
-                    plan.not_mapped(&o, "import-script takes a file: write one that imports this module");
-                }
-            }
-            "shared-import" | "shared-pyimport" | "shared-py-import" | "shared-python-import" => plan.not_mapped(&o, "preload imports the application itself before forking; other modules belong in it or in an import-script"),
-            "pyargv" => plan.not_mapped(&o, "wsgi-fpm sets no sys.argv for the application"),
-            "wsgi-disable-file-wrapper" => plan.not_mapped(&o, "wsgi.file_wrapper is always offered"),
-            "paste" | "paste-logger" | "ini-paste" | "ini-paste-logged" => plan.not_mapped(&o, "PasteDeploy: write a .wsgi script that calls paste.deploy.loadapp() and give it as app"),
-            "ini" | "include" | "inherit" | "yaml" | "yml" | "json" | "js" | "xml" | "xmlconfig" | "config" => plan.not_mapped(&o, "another configuration file is not followed: migrate it on its own"),
-            "(argument)" => plan.not_mapped(&o, format!("`{v}`: a bare argument (a configuration file or script) is not followed")),
-            "https" | "https-socket" | "http2" | "ssl-socket" => plan.not_mapped(&o, "TLS belongs to the front end"),
-            "shared-socket" | "raw-socket" | "fastcgi-nph-socket" | "scgi-nph-socket" | "undeferred-shared-socket" => plan.not_mapped(&o, "wsgi-fpm listens with fastcgi, scgi, uwsgi or http only"),
-            k if k.starts_with("if-")
-                || ["ifenv", "ifexists", "ifdir", "ifplugin", "for", "for-glob", "for-times", "endfor", "end-for", "endif", "end-if"].contains(&k) =>
-            {
-                plan.not_mapped(&o, "uWSGI's option logic is not evaluated: the options inside were read as if it held")
-            }
-            k if k.starts_with("log") || k.starts_with("req-log") || k == "logger" || k == "threaded-logger" => {
-                plan.not_mapped(&o, "logging is [server] error-log, access-log, log-format and log-level")
-            }
-            k if k.starts_with("route") || k.starts_with("final-route") || k.starts_with("error-route") || k.starts_with("response-route") || k == "add-header" || k == "del-header" => {
-                plan.not_mapped(&o, "request routing and rewriting belong to the front end")
-            }
-            k if k.starts_with("hook-") || k.starts_with("exec-") || k.starts_with("call-") => {
-                plan.not_mapped(&o, "wsgi-fpm runs no hooks: use systemd's ExecStartPre= or an import-script")
-            }
-            k if k.starts_with("cheaper-busyness") => plan.not_mapped(&o, "wsgi-fpm has one scaling rule (one more worker while all are busy)"),
-            k if ["attach-daemon", "smart-attach-daemon", "mule", "spooler", "cron", "unique-cron", "cache", "sharedarea", "signal", "timer", "rbtimer", "emperor", "vassal", "subscribe", "legion", "fastrouter", "corerouter", "http-", "rpc", "queue", "farm", "lock"].iter().any(|p| k.starts_with(p)) => {
-                plan.not_mapped(&o, "a uWSGI service that wsgi-fpm does not offer")
-            }
-            k if referenced.iter().any(|r| r == k) => {
-                plan.not_needed(&o, "a placeholder of this file, expanded while migrating")
-            }
-            _ => plan.not_mapped(&o, "not a uWSGI option this tool maps"),
-        }
+        map_entry(e, &file, &referenced, &mut pool, &mut plan, &mut g);
     }
+    let Gathered {
+        sockets,
+        default_proto,
+        processes,
+        cheaper,
+        lazy,
+        module,
+        wsgi_file,
+        callable,
+        touch_reload,
+        mounts,
+        chmod,
+    } = g;
 
     // The application.
     let mut app_origin = None;
@@ -738,7 +544,7 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
     let mut listen = Vec::new();
     let mut backends: Vec<(Proto, Addr, Addr)> = Vec::new();
     for (proto, value, o) in &sockets {
-        let proto = proto.unwrap_or(default_proto);
+        let proto = proto.or(default_proto).unwrap_or(Proto::Uwsgi);
         match address(value) {
             Ok(original) => {
                 let addr = if addresses.has_base() {
@@ -799,6 +605,233 @@ pub fn plan(source: &Path, text: &str, options: &Options) -> Result<Plan, Error>
     plan.pools.push(pool);
     super::output::sort_reports(&mut plan);
     Ok(plan)
+}
+
+/// Options whose meaning depends on others, gathered while mapping.
+#[derive(Debug, Default)]
+struct Gathered {
+    sockets: Vec<(Option<Proto>, String, Origin)>,
+    /// `protocol`: what `socket` speaks (uwsgi when unset).
+    default_proto: Option<Proto>,
+    processes: Option<(i64, Origin)>,
+    cheaper: Option<(i64, Origin)>,
+    lazy: Option<(bool, Origin)>,
+    module: Option<(String, Origin)>,
+    wsgi_file: Option<(String, Origin)>,
+    callable: Option<(String, Origin)>,
+    touch_reload: Vec<(String, Origin)>,
+    mounts: Vec<(String, Origin)>,
+    chmod: Option<(String, Origin)>,
+}
+
+/// Maps one option: a key of the pool or of `[server]`, a report, or a
+/// value gathered for later (`g`). `referenced` are the keys that other
+/// values name as placeholders.
+fn map_entry(
+    e: &Entry,
+    file: &str,
+    referenced: &[String],
+    pool: &mut Pool,
+    plan: &mut Plan,
+    g: &mut Gathered,
+) {
+    let o = Origin::new(file, e.line, e.key.clone());
+    let v = e.value.trim().to_owned();
+    let int = v.parse::<i64>().ok();
+    let secs = v.parse::<f64>().ok().filter(|f| f.is_finite());
+    macro_rules! number {
+        ($key:expr, $val:expr, $what:expr) => {
+            match $val {
+                Some(n) => pool.set($key, n, o.clone()),
+                None => plan.not_mapped(&o, format!("`{v}` is not {}", $what)),
+            }
+        };
+    }
+    match e.key.as_str() {
+        "socket" | "uwsgi-socket" => g.sockets.push((
+            (e.key == "uwsgi-socket").then_some(Proto::Uwsgi),
+            v,
+            o,
+        )),
+        "fastcgi-socket" => g.sockets.push((Some(Proto::FastCgi), v, o)),
+        "scgi-socket" => g.sockets.push((Some(Proto::Scgi), v, o)),
+        "http-socket" => g.sockets.push((Some(Proto::Http), v, o)),
+        "http" => {
+            pool.notes.push(format!(
+                "{o}: uWSGI's HTTP router became wsgi-fpm's own HTTP listener (meant for development and health checks; put nginx in front for the rest)"
+            ));
+            g.sockets.push((Some(Proto::Http), v, o));
+        }
+        "protocol" | "socket-protocol" => match v.as_str() {
+            "uwsgi" => g.default_proto = Some(Proto::Uwsgi),
+            "http" => g.default_proto = Some(Proto::Http),
+            "fastcgi" => g.default_proto = Some(Proto::FastCgi),
+            "scgi" => g.default_proto = Some(Proto::Scgi),
+            _ => plan.not_mapped(&o, format!("wsgi-fpm speaks fastcgi, scgi, uwsgi and http, not {v}")),
+        },
+        "processes" | "workers" => match int {
+            Some(n) => g.processes = Some((n, o)),
+            None => plan.not_mapped(&o, format!("`{v}` is not a number")),
+        },
+        "threads" => number!("threads", int.map(Value::Int), "a number"),
+        "module" | "wsgi" => g.module = Some((v, o)),
+        "wsgi-file" | "file" => g.wsgi_file = Some((v, o)),
+        "callable" => g.callable = Some((v, o)),
+        "mount" => g.mounts.push((v, o)),
+        "manage-script-name" => plan.not_needed(&o, "wsgi-fpm's mount sets SCRIPT_NAME and PATH_INFO from the URL"),
+        "chdir" => pool.set("home", Value::Str(v), o),
+        "chdir2" => {
+            if !pool.has("home") {
+                pool.set_noted("home", Value::Str(v), o, Some("uWSGI changed directory after loading the application; wsgi-fpm before".into()));
+            } else {
+                plan.not_mapped(&o, "chdir already sets the working directory");
+            }
+        }
+        "virtualenv" | "venv" | "home" | "pyhome" => pool.set("python-home", Value::Str(v), o),
+        "pythonpath" | "python-path" | "pp" => {
+            if v.contains(['*', '?']) {
+                plan.not_mapped(&o, "a glob is expanded by uWSGI when it starts; list the directories");
+            } else {
+                pool.push_list("python-path", vec![v], o);
+            }
+        }
+        "uid" => pool.set("user", Value::Str(v), o),
+        "gid" => pool.set("group", Value::Str(v), o),
+        "chmod-socket" | "chmod" => g.chmod = Some((v, o)),
+        "chown-socket" => {
+            let (u, g) = match v.split_once(':') {
+                Some((u, g)) => (u.to_owned(), Some(g.to_owned())),
+                None => (v.clone(), None),
+            };
+            pool.set("socket-user", Value::Str(u), o.clone());
+            if let Some(g) = g {
+                pool.set("socket-group", Value::Str(g), o);
+            }
+        }
+        "umask" => pool.set("umask", Value::Str(v), o),
+        "max-requests" => number!("maximum-requests", int.map(Value::Int), "a number"),
+        "max-worker-lifetime" => number!("restart-interval", secs.map(Value::Float), "a number of seconds"),
+        "reload-on-rss" => number!("max-rss", int.map(Value::Int), "a number of megabytes"),
+        "evil-reload-on-rss" => {
+            if pool.has("max-rss") {
+                plan.not_mapped(&o, "reload-on-rss already sets max-rss");
+            } else if let Some(n) = int {
+                pool.set_noted("max-rss", Value::Int(n), o, Some("wsgi-fpm recycles gracefully where uWSGI killed".into()));
+            } else {
+                plan.not_mapped(&o, format!("`{v}` is not a number of megabytes"));
+            }
+        }
+        "max-fd" => number!("open-files-limit", int.map(Value::Int), "a number"),
+        "harakiri" => number!("request-timeout", secs.map(Value::Float), "a number of seconds"),
+        "harakiri-verbose" => plan.not_needed(&o, "request-timeout always logs the request's Python stack"),
+        "socket-timeout" => number!("socket-timeout", secs.map(Value::Float), "a number of seconds"),
+        "listen" => number!("listen-backlog", int.map(Value::Int), "a number"),
+        "worker-reload-mercy" => number!("graceful-timeout", secs.map(Value::Float), "a number of seconds"),
+        "thread-stacksize" | "threads-stacksize" => {
+            // uWSGI takes kilobytes.
+            number!("stack-size", int.map(|k| Value::Str(format!("{k}K"))), "a number of kilobytes")
+        }
+        "procname" => pool.set("display-name", Value::Str(v), o),
+        "lazy-apps" | "lazy" => g.lazy = Some((flag_on(&v), o)),
+        "touch-reload" => g.touch_reload.push((v, o)),
+        "py-autoreload" | "python-autoreload" => {
+            if int.unwrap_or(1) > 0 {
+                pool.set_noted("reload-on-change", Value::Bool(true), o, Some("for development, as uWSGI's".into()));
+            }
+        }
+        "env" => match v.split_once('=') {
+            Some((k, val)) if !k.is_empty() => pool.set_env(k, val, o),
+            _ => plan.not_mapped(&o, "uWSGI unsets the variable; wsgi-fpm's env sets variables (clear-env starts from an empty environment)"),
+        },
+        "optimize" => pool.set_env("PYTHONOPTIMIZE", &v, o),
+        "pidfile" | "pidfile2" => plan.set_server("pid-file", Value::Str(v), o),
+        "logto" | "logto2" => plan.set_server("error-log", Value::Str(v), o),
+        "daemonize" | "daemonize2" => {
+            plan.set_server("error-log", Value::Str(v), o.clone());
+            plan.not_mapped(&o, "wsgi-fpm runs in the foreground: start it from systemd (conf/wsgi-fpm.service); the log file became [server] error-log");
+        }
+        "cheaper" => match int {
+            Some(n) => g.cheaper = Some((n, o)),
+            None => plan.not_mapped(&o, format!("`{v}` is not a number")),
+        },
+        "cheaper-idle" => number!("inactivity-timeout", secs.map(Value::Float), "a number of seconds"),
+        "cheaper-initial" => plan.not_mapped(&o, "wsgi-fpm starts `processes` workers (uWSGI's cheaper) and adds more while all are busy"),
+        "cheaper-step" => plan.not_mapped(&o, "wsgi-fpm adds one worker at a time, while all are busy"),
+        "cheaper-algo" => {
+            if v == "spare" || v == "spare2" {
+                plan.not_needed(&o, "wsgi-fpm's own rule: one more worker while all are busy, an extra one stops after inactivity-timeout idle")
+            } else {
+                plan.not_mapped(&o, format!("wsgi-fpm has one scaling rule (one more worker while all are busy), not {v}"))
+            }
+        }
+        "cheaper-overload" => plan.not_mapped(&o, "wsgi-fpm starts another worker as soon as all are busy"),
+        "master" => plan.not_needed(&o, "wsgi-fpm always runs a master process"),
+        "vacuum" => plan.not_needed(&o, "wsgi-fpm replaces a leftover socket file when it starts"),
+        "die-on-term" => plan.not_needed(&o, "SIGTERM stops wsgi-fpm gracefully (SIGHUP reloads)"),
+        "enable-threads" => plan.not_needed(&o, "Python threads always work in wsgi-fpm's workers"),
+        "single-interpreter" => plan.not_needed(&o, "wsgi-fpm never uses sub-interpreters"),
+        "need-app" => plan.not_mapped(&o, "there is no need-app key: a pool whose application fails to import is retried with back-off; `wsgi-fpm -tt` shows the import error before you start"),
+        "thunder-lock" => plan.not_needed(&o, "workers accept on the shared socket without a lock"),
+        "no-orphans" | "strict" | "reaper" => plan.not_needed(&o, "nothing to configure in wsgi-fpm"),
+        "buffer-size" => plan.not_needed(&o, "wsgi-fpm accepts request headers up to max-params-size (1 MiB by default)"),
+        "post-buffering" => plan.not_needed(&o, "wsgi-fpm streams request bodies to the application"),
+        "disable-logging" => plan.not_needed(&o, "wsgi-fpm writes no access log unless [server] access-log is set"),
+        "plugins" | "plugin" | "need-plugin" | "plugins-dir" => plan.not_needed(&o, "wsgi-fpm runs WSGI applications in the pool's own Python; there are no plugins"),
+        "ignore-sigpipe" | "ignore-write-errors" | "disable-write-exception" => plan.not_needed(&o, "a client that went away is logged at debug level and the response's close() is called"),
+        "set" | "set-placeholder" | "set-ph" | "declare-option" => plan.not_needed(&o, "a placeholder, expanded while migrating"),
+        "catch-exceptions" => plan.not_mapped(&o, "tracebacks go to the error log, never to the client"),
+        "procname-prefix" | "procname-prefix-spaced" | "procname-append" | "procname-master" | "auto-procname" => {
+            plan.not_mapped(&o, "display-name sets the workers' whole process title")
+        }
+        "static-map" | "static-map2" | "check-static" | "static-index" | "static-skip-ext" | "static-expires" | "static-expires-uri" | "static-gzip" | "static-gzip-all" | "offload-threads" => {
+            plan.not_mapped(&o, "serve static files from the front end (nginx: location with alias or root)")
+        }
+        "max-requests-delta" => plan.not_mapped(&o, "recycle-jitter (a fraction of maximum-requests) spreads the restarts instead"),
+        "reload-on-as" | "evil-reload-on-as" | "limit-as" => plan.not_mapped(&o, "wsgi-fpm limits resident memory (max-rss) and the data segment (memory-limit), not the address space"),
+        "limit-post" => plan.not_mapped(&o, "limit request bodies in the front end (nginx: client_max_body_size)"),
+        "stats" | "stats-server" | "stats-http" | "stats-minified" | "memory-report" => plan.not_mapped(&o, "wsgi-fpm's status endpoint ([server] status) is not supported yet"),
+        "import" | "pyimport" | "py-import" | "python-import" => {
+            if v.ends_with(".py") {
+                if pool.has("import-script") {
+                    plan.not_mapped(&o, "wsgi-fpm runs one import-script per pool");
+                } else {
+                    pool.set("import-script", Value::Str(v), o);
+                }
+            } else {
+                plan.not_mapped(&o, "import-script takes a file: write one that imports this module");
+            }
+        }
+        "shared-import" | "shared-pyimport" | "shared-py-import" | "shared-python-import" => plan.not_mapped(&o, "preload imports the application itself before forking; other modules belong in it or in an import-script"),
+        "pyargv" => plan.not_mapped(&o, "wsgi-fpm sets no sys.argv for the application"),
+        "wsgi-disable-file-wrapper" => plan.not_mapped(&o, "wsgi.file_wrapper is always offered"),
+        "paste" | "paste-logger" | "ini-paste" | "ini-paste-logged" => plan.not_mapped(&o, "PasteDeploy: write a .wsgi script that calls paste.deploy.loadapp() and give it as app"),
+        "ini" | "include" | "inherit" | "yaml" | "yml" | "json" | "js" | "xml" | "xmlconfig" | "config" => plan.not_mapped(&o, "another configuration file is not followed: migrate it on its own"),
+        "(argument)" => plan.not_mapped(&o, format!("`{v}`: a bare argument (a configuration file or script) is not followed")),
+        "https" | "https-socket" | "http2" | "ssl-socket" => plan.not_mapped(&o, "TLS belongs to the front end"),
+        "shared-socket" | "raw-socket" | "fastcgi-nph-socket" | "scgi-nph-socket" | "undeferred-shared-socket" => plan.not_mapped(&o, "wsgi-fpm listens with fastcgi, scgi, uwsgi or http only"),
+        k if k.starts_with("if-")
+            || ["ifenv", "ifexists", "ifdir", "ifplugin", "for", "for-glob", "for-times", "endfor", "end-for", "endif", "end-if"].contains(&k) =>
+        {
+            plan.not_mapped(&o, "uWSGI's option logic is not evaluated: the options inside were read as if it held")
+        }
+        k if k.starts_with("log") || k.starts_with("req-log") || k == "logger" || k == "threaded-logger" => {
+            plan.not_mapped(&o, "logging is [server] error-log, access-log, log-format and log-level")
+        }
+        k if k.starts_with("route") || k.starts_with("final-route") || k.starts_with("error-route") || k.starts_with("response-route") || k == "add-header" || k == "del-header" => {
+            plan.not_mapped(&o, "request routing and rewriting belong to the front end")
+        }
+        k if k.starts_with("hook-") || k.starts_with("exec-") || k.starts_with("call-") => {
+            plan.not_mapped(&o, "wsgi-fpm runs no hooks: use systemd's ExecStartPre= or an import-script")
+        }
+        k if k.starts_with("cheaper-busyness") => plan.not_mapped(&o, "wsgi-fpm has one scaling rule (one more worker while all are busy)"),
+        k if ["attach-daemon", "smart-attach-daemon", "mule", "spooler", "cron", "unique-cron", "cache", "sharedarea", "signal", "timer", "rbtimer", "emperor", "vassal", "subscribe", "legion", "fastrouter", "corerouter", "http-", "rpc", "queue", "farm", "lock"].iter().any(|p| k.starts_with(p)) => {
+            plan.not_mapped(&o, "a uWSGI service that wsgi-fpm does not offer")
+        }
+        k if referenced.iter().any(|r| r == k) => {
+            plan.not_needed(&o, "a placeholder of this file, expanded while migrating")
+        }
+        _ => plan.not_mapped(&o, "not a uWSGI option this tool maps"),
+    }
 }
 
 /// frontend.conf for uWSGI: nothing to change while wsgi-fpm keeps uWSGI's
