@@ -19,6 +19,7 @@ pub mod http;
 pub mod identity;
 pub mod log;
 pub mod master;
+pub mod migrate;
 pub mod net;
 pub mod proto;
 pub mod recycle;

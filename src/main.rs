@@ -11,6 +11,9 @@ fn main() {
             std::env::args_os().collect(),
         ));
     }
+    if let Some(code) = wsgi_fpm::migrate::run_if_asked(std::env::args_os()) {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     let config = match validated(&cli) {
         Ok(c) => c,
