@@ -444,6 +444,12 @@ pub struct WorkerConfig {
     /// auth script.
     #[serde(default)]
     pub nonce_fd: Option<i32>,
+    /// The pool's scoreboard (`scoreboard`): the worker writes what it
+    /// does into slot `scoreboard_slot` of it.
+    #[serde(default)]
+    pub scoreboard_fd: Option<i32>,
+    #[serde(default)]
+    pub scoreboard_slot: Option<usize>,
     /// `-tt`: load the application, then exit without serving.
     #[serde(default)]
     pub check_only: bool,

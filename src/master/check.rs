@@ -94,6 +94,8 @@ fn check_import(pool: &PoolConfig, log: &LogConfig, module: &Path) -> Result<(),
         slot: 0,
         generation: 0,
         nonce_fd: None,
+        scoreboard_fd: None,
+        scoreboard_slot: None,
         check_only: true,
         control_fd: None,
     };

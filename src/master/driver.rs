@@ -19,8 +19,12 @@ use super::spawn::{self, WorkerSetup};
 use super::state::{Action, Event, Level, LogLine, ProcId, Signal, State, View};
 use super::{notify, ondemand, sockets};
 use crate::config::model::{LogConfig, PoolConfig, WorkerConfig};
+use crate::master::status_endpoint::Boards;
 use crate::net::listen;
+use crate::scoreboard::Scoreboard;
+use crate::status::sockets::ListenQueueProbe;
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +59,8 @@ struct PoolRuntime {
     setup: WorkerSetup,
     nonces: Option<OwnedFd>,
     watchers: Vec<JoinHandle<()>>,
+    /// Where its workers write what they do (`/status`, `/metrics`).
+    board: Option<Arc<Scoreboard>>,
 }
 
 impl Drop for PoolRuntime {
@@ -89,6 +95,10 @@ pub struct Driver {
     /// may run the default interpreter to resolve it: its children are not
     /// strays to reap meanwhile.
     loading_config: bool,
+    /// Each process's scoreboard slot, given back when it exits.
+    slots: HashMap<ProcId, (Arc<Scoreboard>, usize)>,
+    /// What the status endpoint reads besides the view.
+    boards: Boards,
 }
 
 /// What `run` hands the driver.
@@ -105,7 +115,9 @@ impl Driver {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let configs: Vec<PoolConfig> = setup.pools.iter().map(|(c, ..)| c.clone()).collect();
         let mut pools = HashMap::new();
+        let boards = Boards::default();
         for (config, listeners, worker_setup) in setup.pools {
+            let board = new_board(&config, &listeners, &boards);
             pools.insert(
                 config.name.clone(),
                 PoolRuntime {
@@ -113,6 +125,7 @@ impl Driver {
                     setup: worker_setup,
                     nonces: None,
                     watchers: Vec::new(),
+                    board,
                 },
             );
         }
@@ -141,7 +154,14 @@ impl Driver {
             queue: VecDeque::new(),
             exit: None,
             loading_config: false,
+            slots: HashMap::new(),
+            boards,
         }
+    }
+
+    /// The scoreboards and listen-queue probes, for the status endpoint.
+    pub fn boards(&self) -> Boards {
+        self.boards.clone()
     }
 
     /// The state as the driver last saw it, updated after every event,
@@ -250,6 +270,10 @@ impl Driver {
             }
             Event::Adopted { worker } => {
                 if let Some((pid, reader)) = self.claimed.remove(&worker) {
+                    if let Some((board, slot)) = self.slots.get(&worker) {
+                        let pool = self.state.pool_of(worker).unwrap_or_default();
+                        self.boards.add_worker(&pool, pid, board, *slot);
+                    }
                     self.held.insert(
                         worker,
                         Held {
@@ -290,10 +314,10 @@ impl Driver {
             Action::Fork {
                 template,
                 worker,
-                pool: _,
+                pool,
                 generation: _,
                 slot: _,
-            } => self.fork(template, worker),
+            } => self.fork(template, worker, &pool),
             Action::Verify {
                 worker,
                 pid,
@@ -373,6 +397,15 @@ impl Driver {
         } else {
             (None, None)
         };
+        // A template keeps the board's descriptor for the workers it forks
+        // (each maps it after the fork); a worker gets a slot of its own.
+        let board_slot = if template {
+            None
+        } else {
+            rt.board
+                .as_ref()
+                .and_then(|b| Some((b.clone(), b.claim()?)))
+        };
         let worker_config = WorkerConfig {
             pool: config.clone(),
             listener_fds: rt.listeners.iter().map(listen::raw).collect(),
@@ -380,6 +413,8 @@ impl Driver {
             slot,
             generation,
             nonce_fd: rt.nonces.as_ref().map(listen::raw),
+            scoreboard_fd: rt.board.as_ref().map(|b| listen::raw(b.fd())),
+            scoreboard_slot: board_slot.as_ref().map(|(_, s)| *s),
             check_only: false,
             control_fd: template_end.as_ref().map(listen::raw),
         };
@@ -387,6 +422,7 @@ impl Driver {
             .listeners
             .iter()
             .chain(rt.nonces.as_ref())
+            .chain(rt.board.as_ref().map(|b| b.fd()))
             .chain(template_end.as_ref())
             .collect();
         let child = spawn::spawn(spawn::SpawnRequest {
@@ -403,6 +439,11 @@ impl Driver {
         drop(write_end);
         drop(template_end);
         let pid = child.id();
+        if let Some((board, board_slot)) = board_slot {
+            self.boards
+                .add_worker(&config.name, pid, &board, board_slot);
+            self.slots.insert(id, (board, board_slot));
+        }
         let control = master_end.and_then(|m| {
             m.set_nonblocking(true).ok()?;
             tokio::net::UnixStream::from_std(m).ok().map(Arc::new)
@@ -420,8 +461,17 @@ impl Driver {
     }
 
     /// Asks `template` to fork `worker`; the answer comes back as an event.
-    fn fork(&mut self, template: ProcId, worker: ProcId) {
+    fn fork(&mut self, template: ProcId, worker: ProcId, pool: &str) {
         let control = self.held.get(&template).and_then(|h| h.control.clone());
+        let board_slot = self
+            .pools
+            .get(pool)
+            .and_then(|rt| rt.board.clone())
+            .and_then(|b| Some((b.clone(), b.claim()?)));
+        let slot = board_slot.as_ref().map(|(_, s)| *s);
+        if let Some(claimed) = board_slot {
+            self.slots.insert(worker, claimed);
+        }
         let pipe = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
         let (Some(control), Ok((read_end, write_end))) = (control, pipe) else {
             self.queue.push_back(Event::ForkAnswer {
@@ -434,7 +484,7 @@ impl Driver {
         self.forking.insert(worker, reader);
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let answer = preload::fork(control, write_end).await;
+            let answer = preload::fork(control, write_end, slot).await;
             let _ = tx.send(Event::ForkAnswer { worker, answer }).await;
         });
     }
@@ -474,7 +524,9 @@ impl Driver {
                 if let Some(reader) = held.reader {
                     reader.abort();
                 }
+                self.boards.remove_worker(held.handle.pid());
             }
+            self.free_slot(id);
             self.queue.push_back(Event::Exited { id, exit });
         }
         let known: Vec<u32> = self
@@ -494,6 +546,14 @@ impl Driver {
             }
             keep
         });
+    }
+
+    /// Gives a gone process's scoreboard slot back, its counters kept in
+    /// the pool's totals.
+    fn free_slot(&mut self, id: ProcId) {
+        if let Some((board, slot)) = self.slots.remove(&id) {
+            board.take(slot, unix_ms(SystemTime::now()));
+        }
     }
 
     /// Touching a pool's script restarts its workers (mod_wsgi's process
@@ -527,6 +587,7 @@ impl Driver {
                     .and_then(|setup| Ok((sockets::bind_pool(&config)?, setup)));
                 match bound {
                     Ok((listeners, setup)) => {
+                        let board = new_board(&config, &listeners, &self.boards);
                         self.pools.insert(
                             config.name.clone(),
                             PoolRuntime {
@@ -534,6 +595,7 @@ impl Driver {
                                 setup,
                                 nonces: None,
                                 watchers: Vec::new(),
+                                board,
                             },
                         );
                     }
@@ -555,6 +617,34 @@ impl Driver {
         }
         code
     }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A pool's scoreboard, sized for its workers with room for the overlap of
+/// reloads and recycling, and its listen-queue probe; both published for
+/// the status endpoint. Without a board (memfd refused) the pool still
+/// runs, its workers unseen by `/status`.
+fn new_board(
+    config: &PoolConfig,
+    listeners: &[OwnedFd],
+    boards: &Boards,
+) -> Option<Arc<Scoreboard>> {
+    let most = config.processes.max(config.max_processes).max(1);
+    let board = match Scoreboard::create(4 * most + 4, config.threads.max(1)) {
+        Ok(b) => Some(Arc::new(b)),
+        Err(e) => {
+            tracing::warn!(pool = %config.name, "no scoreboard for /status: {e}");
+            None
+        }
+    };
+    let probe = Arc::new(ListenQueueProbe::new(listeners.iter().map(AsFd::as_fd)));
+    boards.set_pool(&config.name, board.clone(), probe);
+    board
 }
 
 fn mtime(app: &str) -> Option<SystemTime> {

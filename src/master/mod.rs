@@ -101,14 +101,24 @@ pub fn run(config: Config, log: LogConfig, reloader: Reloader) -> i32 {
             module,
             reloader,
         });
-        if let Some(listener) = status {
-            let endpoint = status_endpoint::StatusEndpoint {
-                listener,
-                allowed_clients: config.server.status_allowed_clients.clone(),
-                view: driver.subscribe(),
-            };
-            tokio::spawn(status_endpoint::serve(endpoint));
-        }
+        let _status = match status {
+            Some(listener) => {
+                let endpoint = status_endpoint::StatusEndpoint {
+                    listener,
+                    allowed_clients: config.server.status_allowed_clients.clone(),
+                    view: driver.subscribe(),
+                    boards: driver.boards(),
+                };
+                match status_endpoint::start(endpoint) {
+                    Ok(thread) => Some(thread),
+                    Err(e) => {
+                        error!("cannot serve --status: {e}");
+                        return 1;
+                    }
+                }
+            }
+            None => None,
+        };
         driver.run().await
     })
 }

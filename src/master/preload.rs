@@ -33,7 +33,11 @@ pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sends one fork command carrying `status` (the write end of the new
 /// worker's status pipe) and returns the template's answer line.
-pub async fn fork(control: Arc<UnixStream>, status: OwnedFd) -> Result<String, String> {
+pub async fn fork(
+    control: Arc<UnixStream>,
+    status: OwnedFd,
+    slot: Option<usize>,
+) -> Result<String, String> {
     // Whatever an earlier exchange left (a late answer, extra bytes) must
     // not pair with this command.
     let mut junk = [0u8; 512];
@@ -45,7 +49,7 @@ pub async fn fork(control: Arc<UnixStream>, status: OwnedFd) -> Result<String, S
             Err(e) => return Err(format!("its command socket: {e}")),
         }
     }
-    let sent = tokio::time::timeout(FORK_TIMEOUT, send_fork(&control, &status)).await;
+    let sent = tokio::time::timeout(FORK_TIMEOUT, send_fork(&control, &status, slot)).await;
     match sent {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("cannot send the fork command: {e}")),
@@ -63,13 +67,18 @@ pub async fn fork(control: Arc<UnixStream>, status: OwnedFd) -> Result<String, S
     }
 }
 
-async fn send_fork(control: &UnixStream, status: &OwnedFd) -> io::Result<()> {
+/// `fork\n`, or `fork SLOT\n` with the new worker's scoreboard slot.
+async fn send_fork(control: &UnixStream, status: &OwnedFd, slot: Option<usize>) -> io::Result<()> {
     let fds = [status.as_raw_fd()];
+    let message = match slot {
+        Some(s) => format!("fork {s}\n"),
+        None => "fork\n".to_owned(),
+    };
     loop {
         control.writable().await?;
         let sent = control.try_io(Interest::WRITABLE, || {
             let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-            let iov = [io::IoSlice::new(b"fork\n")];
+            let iov = [io::IoSlice::new(message.as_bytes())];
             nix::sys::socket::sendmsg::<()>(
                 control.as_raw_fd(),
                 &iov,

@@ -160,6 +160,8 @@ pub struct Hub {
     retiring: AtomicBool,
     stopping: AtomicBool,
     io: tokio::sync::mpsc::UnboundedSender<IoTask>,
+    /// Counts accepted connections for `/status`.
+    board: Option<Arc<crate::scoreboard::WorkerSlot>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -177,6 +179,7 @@ impl Hub {
         listeners: Vec<HubListener>,
         settings: HubSettings,
         io: tokio::sync::mpsc::UnboundedSender<IoTask>,
+        board: Option<Arc<crate::scoreboard::WorkerSlot>>,
     ) -> io::Result<Hub> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let wake = EventFd::from_value_and_flags(
@@ -198,6 +201,7 @@ impl Hub {
             retiring: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             io,
+            board,
         };
         hub.set_accepting(true);
         Ok(hub)
@@ -329,6 +333,9 @@ impl Hub {
                 return None;
             }
             let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::TcpNoDelay, &true);
+        }
+        if let Some(board) = &self.board {
+            board.accepted();
         }
         let open = self.conns.fetch_add(1, Ordering::AcqRel) + 1;
         if open >= self.settings.max_connections {
@@ -488,6 +495,9 @@ impl Hub {
     pub fn retire(&self) {
         self.close_listeners();
         self.retiring.store(true, Ordering::Release);
+        if let Some(board) = &self.board {
+            board.set_state(crate::scoreboard::WorkerState::Retiring);
+        }
     }
 
     pub fn is_retiring(&self) -> bool {
@@ -530,6 +540,13 @@ impl Hub {
 }
 
 impl Hub {
+    /// Counts a connection accepted elsewhere (the `--http` listener).
+    pub fn count_accepted(&self) {
+        if let Some(board) = &self.board {
+            board.accepted();
+        }
+    }
+
     /// Whether `--allowed-clients` lets this TCP peer in.
     pub fn allows(&self, ip: IpAddr) -> bool {
         allowed(&self.settings.allowed_clients, ip)

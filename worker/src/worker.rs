@@ -197,6 +197,7 @@ pub fn serve_loaded(
             mpxs_conns: true,
         },
     });
+    let board = open_board(cfg);
     let (io_tx, io_rx) = tokio::sync::mpsc::unbounded_channel();
     let hub = Arc::new(Hub::new(
         hub_listeners,
@@ -206,6 +207,7 @@ pub fn serve_loaded(
             allowed_clients: pool.process.allowed_clients.clone(),
         },
         io_tx,
+        board.clone(),
     )?);
     let thread_handles = threads::start(
         pool.threads,
@@ -215,8 +217,13 @@ pub fn serve_loaded(
             hub: hub.clone(),
             recycler: recycler.clone(),
             activity: activity.clone(),
+            board: board.clone(),
         }),
     )?;
+    if let Some(board) = &board {
+        board.set_state(wsgi_fpm::scoreboard::WorkerState::Idle);
+        crate::watchdog::start_heartbeat(board.clone())?;
+    }
     let graces = Graces {
         retire: seconds(pool.graceful_timeout),
         stop: seconds(pool.shutdown_timeout),
@@ -253,6 +260,23 @@ pub fn serve_loaded(
 }
 
 use wsgi_fpm::config::model::seconds;
+
+/// This worker's scoreboard slot. A `--preload` template has the board's
+/// descriptor but no slot: it keeps the descriptor for the workers it
+/// forks, each of which maps it with the slot the master gave it.
+fn open_board(cfg: &WorkerConfig) -> Option<Arc<wsgi_fpm::scoreboard::WorkerSlot>> {
+    let (fd, slot) = (cfg.scoreboard_fd?, cfg.scoreboard_slot?);
+    // SAFETY: the master passed this descriptor for this purpose; it is
+    // adopted once (a forked worker adopts its own copy).
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    match wsgi_fpm::scoreboard::WorkerSlot::open(fd, slot) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            error!("no scoreboard slot for /status: {e}");
+            None
+        }
+    }
+}
 
 /// A listener this worker serves: non-blocking, and close-on-exec so that
 /// nothing the application starts (`subprocess`, `os.system`) keeps it.

@@ -592,6 +592,11 @@ impl State {
             .collect()
     }
 
+    /// The pool of worker `id`, while it tracks it.
+    pub fn pool_of(&self, id: ProcId) -> Option<String> {
+        self.workers.get(&id).map(|w| w.pool.clone())
+    }
+
     /// Whether `id` is a worker or template it still tracks.
     pub fn knows(&self, id: ProcId) -> bool {
         self.workers.contains_key(&id) || self.templates.contains_key(&id)
