@@ -225,6 +225,12 @@ pub trait Exchange: Send {
 
     /// True once the front end aborted the request or the connection died.
     fn is_cancelled(&self) -> bool;
+
+    /// Answers in place of the application (its request ran past
+    /// `--request-timeout`): this answer when nothing was sent yet, else
+    /// the response is cut. Either way the application's output goes
+    /// nowhere from now on, and `is_cancelled` is true.
+    fn replace_response(&mut self, head: &ResponseHead, body: &[u8], wait: &mut dyn Wait);
 }
 
 /// A request handed over by the I/O thread: its body and response travel
@@ -243,6 +249,7 @@ pub struct ChannelExchange {
     tx: mpsc::Sender<(Slot, Output)>,
     slot: Slot,
     cancelled: Arc<AtomicBool>,
+    started: bool,
     ended: bool,
 }
 
@@ -287,6 +294,7 @@ impl ChannelExchange {
                 tx,
                 slot,
                 cancelled: cancelled.clone(),
+                started: false,
                 ended: false,
             },
             ChannelEnds { body_tx, cancelled },
@@ -299,6 +307,7 @@ impl ChannelExchange {
         if self.ended || self.is_cancelled() {
             return Err(Gone);
         }
+        self.started = true;
         self.ended = matches!(
             out,
             Output::Start { end: true, .. } | Output::End | Output::Abort
@@ -396,6 +405,18 @@ impl Exchange for ChannelExchange {
 
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed) || self.tx.is_closed()
+    }
+
+    fn replace_response(&mut self, head: &ResponseHead, body: &[u8], wait: &mut dyn Wait) {
+        if !self.ended {
+            if self.started {
+                let _ = self.send(Output::Abort, wait);
+            } else {
+                let _ = self.start(head, body, true, wait);
+            }
+        }
+        self.ended = true;
+        self.cancelled.store(true, Ordering::Relaxed);
     }
 }
 

@@ -215,6 +215,7 @@ impl Driver {
                 _ = tick.tick() => {
                     self.reap();
                     self.check_scripts();
+                    self.check_heartbeats();
                     Some(Event::Tick)
                 }
                 Some(event) = self.rx.recv() => Some(event),
@@ -546,6 +547,30 @@ impl Driver {
             }
             keep
         });
+    }
+
+    /// Feeds the state machine the workers whose GIL watchdog stopped
+    /// stamping for longer than their pool's `deadlock-timeout`.
+    fn check_heartbeats(&mut self) {
+        let now = unix_ms(SystemTime::now());
+        for (id, (board, slot)) in &self.slots {
+            let Some(pool) = self.state.pool_of(*id) else {
+                continue;
+            };
+            let limit = self.state.deadlock_timeout(&pool);
+            if limit.is_zero() {
+                continue;
+            }
+            // No stamp yet: the worker is still starting (startup-timeout
+            // covers that).
+            let Some(stamp) = board.heartbeat_ms(*slot) else {
+                continue;
+            };
+            let held = Duration::from_millis(now.saturating_sub(stamp));
+            if held >= limit {
+                self.queue.push_back(Event::GilStuck { id: *id, held });
+            }
+        }
     }
 
     /// Gives a gone process's scoreboard slot back, its counters kept in

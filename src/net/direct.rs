@@ -738,6 +738,27 @@ impl Exchange for DirectConn {
     fn is_cancelled(&self) -> bool {
         self.broken || self.current.is_some_and(|c| c.cancelled || c.aborted)
     }
+
+    fn replace_response(&mut self, head: &ResponseHead, body: &[u8], wait: &mut dyn Wait) {
+        match self.current {
+            Some(c) if !c.started && !c.ended => {
+                let _ = self.start(head, body, true, wait);
+            }
+            Some(c) if !c.ended => self.abort(),
+            _ => {}
+        }
+        if let Some(c) = self.current.as_mut() {
+            c.aborted = true;
+            c.ended = true;
+        }
+        // The thread that owns this connection may never come back: the
+        // front end must not reuse it (nor wait on it) meanwhile.
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+            nix::sys::socket::Shutdown::Both,
+        );
+        self.broken = true;
+    }
 }
 
 impl DirectConn {

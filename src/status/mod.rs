@@ -57,10 +57,10 @@ pub const RESTART_CAUSES: [&str; 10] = [
     "reload",
     "restart-interval",
     "max-rss",
-    "inactivity",
-    "deadlock",
+    "inactivity-timeout",
+    "deadlock-timeout",
     "startup-timeout",
-    "script-changed",
+    "reload-on-change",
 ];
 
 /// The whole status at one instant.

@@ -123,3 +123,23 @@ def fork_workers(control_fd, start_worker):
             os._exit(0)
         os.close(status_fd)
         os.waitpid(intermediate, 0)
+
+
+class RequestTimeout(BaseException):
+    """Raised by wsgi-fpm in a request's thread when the request ran past
+    --request-timeout. A BaseException, like KeyboardInterrupt, so that an
+    application's `except Exception` does not swallow it."""
+
+
+def stack_of(ident):
+    """The Python stack of thread `ident`, or None when it has none."""
+    frame = sys._current_frames().get(ident)
+    if frame is None:
+        return None
+    return "".join(traceback.format_stack(frame))
+
+
+def all_stacks():
+    """Every thread's Python stack: {ident: text}."""
+    return {ident: "".join(traceback.format_stack(frame))
+            for ident, frame in sys._current_frames().items()}

@@ -10,6 +10,7 @@
 use crate::environ::EnvCache;
 use crate::link::{Link, SharedLink};
 use crate::response::{self, AppContext, PerThread};
+use crate::watchdog::Registry;
 use pyo3::prelude::*;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,6 +31,8 @@ pub struct Pool {
     pub activity: Arc<Activity>,
     /// This worker's scoreboard slot (`/status`), if the master gave one.
     pub board: Option<Arc<WorkerSlot>>,
+    /// What each thread serves, for the watchdog and SIGUSR2.
+    pub registry: Arc<Registry>,
 }
 
 pub fn start(
@@ -65,6 +68,7 @@ fn run(pool: &Pool, index: usize) {
             index,
             board: pool.board.as_deref(),
         };
+        pool.registry.register_thread(index);
         loop {
             let hub = &pool.hub;
             // How long taking the GIL back took: the GIL wait (SPEC §8).
@@ -76,7 +80,7 @@ fn run(pool: &Pool, index: usize) {
                 Work::Request(request) => {
                     let request = *request;
                     let link = SharedLink::new(Link::Channel(request.exchange));
-                    let started = begin(pool, &me, &request.head, &request.meta);
+                    let started = begin(pool, &me, &request.head, &request.meta, &link);
                     response::serve(
                         py,
                         &pool.ctx,
@@ -111,7 +115,7 @@ fn serve_conn(
     let mut next = Some(ready);
     while let Some(Ready { conn, head, meta }) = next.take() {
         let link = SharedLink::new(Link::Direct(conn));
-        let started = begin(pool, me, &head, &meta);
+        let started = begin(pool, me, &head, &meta, &link);
         response::serve(py, &pool.ctx, cache, &head, &meta, &link);
         end(pool, me, &meta, started, gil_wait);
         gil_wait = Duration::ZERO;
@@ -123,8 +127,21 @@ fn serve_conn(
     }
 }
 
-fn begin(pool: &Pool, me: &Thread<'_>, head: &RequestHead, meta: &RequestMeta) -> Instant {
+fn begin(
+    pool: &Pool,
+    me: &Thread<'_>,
+    head: &RequestHead,
+    meta: &RequestMeta,
+    link: &SharedLink,
+) -> Instant {
     pool.activity.started();
+    let vars = &head.vars;
+    let (method, uri) = (
+        vars.get(b"REQUEST_METHOD").unwrap_or(b""),
+        vars.get(b"REQUEST_URI").unwrap_or(b""),
+    );
+    pool.registry
+        .begin(me.index, meta.request_id, method, uri, link);
     if pool.recycler.on_request() {
         // maximum-requests: serve N, stop accepting, and let kept
         // connections close after their answer.
@@ -134,11 +151,10 @@ fn begin(pool: &Pool, me: &Thread<'_>, head: &RequestHead, meta: &RequestMeta) -
         board.request();
         if let Some(t) = board.thread(me.index) {
             let mut id = [0u8; 26];
-            let vars = &head.vars;
             t.begin(
                 meta.request_id.write_hex(&mut id).as_bytes(),
-                vars.get(b"REQUEST_METHOD").unwrap_or(b""),
-                vars.get(b"REQUEST_URI").unwrap_or(b""),
+                method,
+                uri,
                 unix_ms(SystemTime::now()),
             );
         }
@@ -147,6 +163,7 @@ fn begin(pool: &Pool, me: &Thread<'_>, head: &RequestHead, meta: &RequestMeta) -
 }
 
 fn end(pool: &Pool, me: &Thread<'_>, meta: &RequestMeta, started: Instant, gil_wait: Duration) {
+    pool.registry.end(me.index);
     pool.activity.finished();
     pool.recycler.on_request_done();
     if let Some(board) = me.board {

@@ -198,6 +198,8 @@ pub fn serve_loaded(
         },
     });
     let board = open_board(cfg);
+    let registry = crate::watchdog::Registry::new(pool.threads);
+    let support = load::support(py)?.unbind();
     let (io_tx, io_rx) = tokio::sync::mpsc::unbounded_channel();
     let hub = Arc::new(Hub::new(
         hub_listeners,
@@ -218,12 +220,20 @@ pub fn serve_loaded(
             recycler: recycler.clone(),
             activity: activity.clone(),
             board: board.clone(),
+            registry: registry.clone(),
         }),
     )?;
     if let Some(board) = &board {
         board.set_state(wsgi_fpm::scoreboard::WorkerState::Idle);
-        crate::watchdog::start_heartbeat(board.clone())?;
     }
+    crate::watchdog::start(crate::watchdog::Watchdog {
+        registry: registry.clone(),
+        board: board.clone(),
+        support: support.clone_ref(py),
+        recycler: recycler.clone(),
+        request_timeout: seconds(pool.request_timeout),
+        slow_log_timeout: seconds(pool.slow_log_timeout),
+    })?;
     let graces = Graces {
         retire: seconds(pool.graceful_timeout),
         stop: seconds(pool.shutdown_timeout),
@@ -238,9 +248,10 @@ pub fn serve_loaded(
         socket_timeout,
         linger: LingerLimits::DEFAULT,
     };
+    let dump = Dump { support, registry };
     py.detach(move || {
         serve(
-            io, io_rx, graces, recycler, load, activity, status, error_log,
+            io, io_rx, graces, recycler, load, activity, status, error_log, dump,
         )
     })?;
 
@@ -345,6 +356,12 @@ fn ask_recycle(recycler: &Recycler, status: &mut StatusPipe, asked: &mut bool) {
     }
 }
 
+/// What SIGUSR2 needs to log the stacks.
+struct Dump {
+    support: Py<pyo3::types::PyModule>,
+    registry: Arc<crate::watchdog::Registry>,
+}
+
 /// The write end of the pipe to the master (None when run by hand).
 struct StatusPipe(Option<std::fs::File>);
 
@@ -366,6 +383,7 @@ fn serve(
     activity: Arc<Activity>,
     mut status: StatusPipe,
     error_log: Option<String>,
+    dump: Dump,
 ) -> PyResult<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -419,7 +437,9 @@ fn serve(
                     wsgi_fpm::access_log::reopen();
                 }
                 _ = usr2.recv() => {
-                    info!("SIGUSR2: {} requests in flight", activity.in_flight());
+                    info!("SIGUSR2: {} requests in flight; logging every thread's stack", activity.in_flight());
+                    let support = Python::attach(|py| dump.support.clone_ref(py));
+                    crate::watchdog::dump_all(support, dump.registry.clone());
                 }
                 _ = &mut io_task => return Ok(()),
             }

@@ -189,6 +189,13 @@ pub enum Event {
     ConnectionWaiting {
         pool: String,
     },
+    /// A worker's GIL watchdog has not stamped its heartbeat for `held`
+    /// (the driver reads the scoreboard; the pool's `deadlock-timeout`
+    /// decides).
+    GilStuck {
+        id: ProcId,
+        held: Duration,
+    },
 }
 
 /// What the driver is to do.
@@ -592,6 +599,16 @@ impl State {
             .collect()
     }
 
+    /// The pool's `deadlock-timeout` (zero when off), for the driver's
+    /// heartbeat checks.
+    pub fn deadlock_timeout(&self, pool: &str) -> Duration {
+        self.pools
+            .iter()
+            .find(|p| p.name() == pool)
+            .map(|p| crate::config::model::seconds(p.config.deadlock_timeout))
+            .unwrap_or_default()
+    }
+
     /// The pool of worker `id`, while it tracks it.
     pub fn pool_of(&self, id: ProcId) -> Option<String> {
         self.workers.get(&id).map(|w| w.pool.clone())
@@ -630,6 +647,7 @@ impl State {
             Event::Reloaded(result) => self.on_reloaded(result, &mut out),
             Event::ScriptChanged { pool } => self.on_script_changed(&pool, &mut out),
             Event::ConnectionWaiting { pool } => self.on_connection_waiting(&pool, &mut out),
+            Event::GilStuck { id, held } => self.on_gil_stuck(id, held, &mut out),
         }
         if self.stopping.is_none() {
             self.reconcile(now, &mut out);

@@ -90,6 +90,16 @@ impl State {
             self.start_failure(now, i, &w, exit, lived, out);
             return;
         }
+        if w.killed_for == Some(Cause::DeadlockTimeout) {
+            out.log(
+                Level::Warn,
+                Some(&w.pool),
+                w.pid,
+                format!("worker killed for deadlock-timeout ({exit}); replacing it"),
+            );
+            self.pools[i].count(Cause::DeadlockTimeout);
+            return;
+        }
         let p = &mut self.pools[i];
         if lived < QUICK_DEATH {
             p.back_off(now);

@@ -287,6 +287,49 @@ fn an_on_demand_pool_counts_as_serving_from_the_start() {
 // ------------------------------------------------------------------ deaths, back-off
 
 #[test]
+fn a_worker_whose_gil_stays_held_past_deadlock_timeout_is_killed_and_counted() {
+    let mut config = pool("a", 1);
+    config.deadlock_timeout = 10.0;
+    let (mut sim, ids) = Sim::serving(vec![config]);
+    let id = ids[0];
+    // Below the limit: nothing.
+    let quiet = sim.ev(Event::GilStuck {
+        id,
+        held: Duration::from_secs(9),
+    });
+    assert!(signals(&quiet).is_empty());
+    let actions = sim.ev(Event::GilStuck {
+        id,
+        held: Duration::from_secs(11),
+    });
+    assert_eq!(signals(&actions), vec![(id, Sig::Kill)]);
+    assert!(has_log(
+        &actions,
+        "GIL has been held for 11.0s (deadlock-timeout 10.0s)"
+    ));
+    // Told twice, killed once.
+    let again = sim.ev(Event::GilStuck {
+        id,
+        held: Duration::from_secs(12),
+    });
+    assert!(signals(&again).is_empty());
+    let after = sim.exit(id, Exit::Signal(libc::SIGKILL));
+    assert_eq!(spawned(&after).len(), 1, "replaced");
+    assert_eq!(restarts(&sim, "a").get("deadlock-timeout"), Some(&1));
+    assert_eq!(restarts(&sim, "a").get("crash"), None);
+}
+
+#[test]
+fn without_deadlock_timeout_a_stale_heartbeat_is_ignored() {
+    let (mut sim, ids) = Sim::serving(vec![pool("a", 1)]);
+    let actions = sim.ev(Event::GilStuck {
+        id: ids[0],
+        held: Duration::from_secs(3600),
+    });
+    assert!(signals(&actions).is_empty());
+}
+
+#[test]
 fn a_ready_worker_that_dies_is_replaced_at_once_after_a_long_life() {
     let (mut sim, ids) = Sim::serving(vec![pool("a", 1)]);
     sim.at(60.0);

@@ -17,6 +17,38 @@ impl State {
         self.scale(now, out);
     }
 
+    /// A worker whose GIL has been held past `deadlock-timeout` (its
+    /// watchdog stopped stamping) is killed and replaced; a worker not yet
+    /// ready, or already on its way out, is left alone.
+    pub(super) fn on_gil_stuck(&mut self, id: ProcId, held: Duration, out: &mut Out) {
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        let limit = self.deadlock_timeout(&w.pool);
+        let eligible = w.was_ready
+            && w.signalable
+            && w.killed_for.is_none()
+            && !matches!(w.phase, WorkerPhase::Retiring | WorkerPhase::Stopping);
+        if limit.is_zero() || held < limit || !eligible {
+            return;
+        }
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        w.killed_for = Some(Cause::DeadlockTimeout);
+        out.log(
+            Level::Error,
+            Some(&w.pool),
+            w.pid,
+            format!(
+                "the worker's GIL has been held for {:.1}s (deadlock-timeout {:.1}s); killing and replacing it",
+                held.as_secs_f64(),
+                limit.as_secs_f64()
+            ),
+        );
+        out.push(Action::Signal { id, sig: Sig::Kill });
+    }
+
     pub(super) fn check_startup_timeouts(&mut self, now: Instant, out: &mut Out) {
         let limits: BTreeMap<String, Duration> = self
             .pools
