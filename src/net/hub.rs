@@ -547,6 +547,23 @@ impl Hub {
         }
     }
 
+    /// The listeners the hub serves (not the `--http` ones).
+    pub fn listeners(&self) -> impl Iterator<Item = (std::os::fd::BorrowedFd<'_>, Protocol)> {
+        self.listeners.iter().map(|l| (l.fd.as_fd(), l.protocol))
+    }
+
+    /// Counts a connection refused for `--max-queue`.
+    pub fn count_queue_full(&self) {
+        if let Some(board) = &self.board {
+            board.queue_full();
+        }
+    }
+
+    /// Whether the listeners are closed (retiring or stopping).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Whether `--allowed-clients` lets this TCP peer in.
     pub fn allows(&self, ip: IpAddr) -> bool {
         allowed(&self.settings.allowed_clients, ip)

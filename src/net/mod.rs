@@ -8,5 +8,6 @@ pub mod direct;
 pub mod general;
 pub mod hub;
 pub mod listen;
+pub mod overflow;
 pub mod serve;
 pub mod sys;

@@ -25,7 +25,18 @@ pub struct Io {
     pub http: Vec<OwnedFd>,
     pub socket_timeout: Duration,
     pub linger: LingerLimits,
+    /// `--max-queue` (0: no cap), and whether every request thread of this
+    /// worker is busy (only then is the accept queue checked).
+    pub max_queue: usize,
+    pub saturated: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub limits: crate::proto::Limits,
+    /// `Retry-After` of a refusal, in seconds.
+    pub retry_after: u64,
 }
+
+/// How often a saturated worker checks the accept queues against
+/// `--max-queue`.
+const OVERFLOW_EVERY: Duration = Duration::from_millis(50);
 
 /// Runs until `stop` turns true; then stops taking new HTTP connections,
 /// tells the connections it drives to close once idle, and returns once
@@ -40,7 +51,12 @@ pub async fn run(
         http,
         socket_timeout,
         linger,
+        max_queue,
+        saturated,
+        limits,
+        retry_after,
     } = io;
+    let mut overflow = tokio::time::interval(OVERFLOW_EVERY);
     let (conn_stop_tx, conn_stop) = watch::channel(false);
     let mut accepts = JoinSet::new();
     let (http_tx, mut http_rx) = mpsc::channel::<(tokio::net::TcpStream, std::net::SocketAddr)>(64);
@@ -89,6 +105,17 @@ pub async fn run(
                 ));
             }
             _ = sweep.tick() => hub.sweep(false),
+            _ = overflow.tick(), if max_queue > 0 => {
+                if saturated() && !hub.is_closed() {
+                    for (fd, peer, protocol) in crate::net::overflow::check(hub.listeners(), max_queue) {
+                        hub.count_queue_full();
+                        match Conn::from_fd(fd, peer) {
+                            Ok(c) => { conns.spawn(crate::net::overflow::refuse(c, protocol, limits, retry_after)); }
+                            Err(e) => warn!(%peer, "cannot refuse a connection over --max-queue: {e}"),
+                        }
+                    }
+                }
+            }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             r = stop.wait_for(|s| *s) => {
                 let _ = r;

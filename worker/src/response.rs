@@ -27,6 +27,10 @@ pub struct AppContext {
     pub shared: crate::environ::Shared,
     /// The auth responder and access script, when the pool has either.
     pub auth: Option<crate::auth::AuthContext>,
+    /// `--queue-timeout` (zero: off).
+    pub queue_timeout: std::time::Duration,
+    /// Counts requests refused for the queue timeout.
+    pub board: Option<std::sync::Arc<wsgi_fpm::scoreboard::WorkerSlot>>,
 }
 
 /// What a Python thread keeps from one request to the next.
@@ -60,6 +64,23 @@ pub fn serve(
         };
     }
     let called = SystemTime::now();
+    if !ctx.queue_timeout.is_zero() {
+        if let Some(waited) = waited_too_long(head, meta, called, ctx.queue_timeout) {
+            warn!(peer = %meta.peer, request_id = %meta.request_id, "request waited {:.1}s for a thread, over --queue-timeout: answering 503", waited.as_secs_f64());
+            if let Some(board) = &ctx.board {
+                board.queue_timeout();
+            }
+            let body = "Service Unavailable: the request waited too long\n";
+            let head = ResponseHead::new(&b"503 Service Unavailable"[..])
+                .header(
+                    b"Retry-After",
+                    itoa(crate::worker::retry_after(ctx.queue_timeout.as_secs_f64())),
+                )
+                .header(b"Content-Type", b"text/plain; charset=utf-8")
+                .header(b"Content-Length", itoa(body.len() as u64));
+            return send_simple(py, link, head, body);
+        }
+    }
     let question = ctx
         .auth
         .as_ref()
@@ -72,6 +93,23 @@ pub fn serve(
         log_access(head, meta, called, &served);
     }
     served
+}
+
+/// How long the request waited before a thread took it, when that is over
+/// `limit`: from the front end's `X-Request-Start` stamp where it sends
+/// one (nginx `t=${msec}`), else from its first byte reaching wsgi-fpm.
+fn waited_too_long(
+    head: &RequestHead,
+    meta: &RequestMeta,
+    now: SystemTime,
+    limit: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let since = crate::environ::front_end_stamp(&head.vars)
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .map(|d| std::time::UNIX_EPOCH + d)
+        .unwrap_or(meta.queue_start);
+    let waited = now.duration_since(since).ok()?;
+    (waited > limit).then_some(waited)
 }
 
 /// Sends a whole small response with no application involved.

@@ -138,10 +138,13 @@ pub fn serve_loaded(
     let Loaded { app, rules, auth } = loaded;
     let pool = &cfg.pool;
     RequestId::set_pid(std::process::id());
+    let board = open_board(cfg);
     let ctx = Arc::new(AppContext {
         app,
         rules,
         auth,
+        queue_timeout: seconds(pool.queue_timeout),
+        board: board.clone(),
         shared: Shared {
             process_group: pool.name.clone(),
             multithread: pool.threads > 1,
@@ -197,7 +200,6 @@ pub fn serve_loaded(
             mpxs_conns: true,
         },
     });
-    let board = open_board(cfg);
     let registry = crate::watchdog::Registry::new(pool.threads);
     let support = load::support(py)?.unbind();
     let (io_tx, io_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -242,11 +244,20 @@ pub fn serve_loaded(
     info!("serving {} with {} threads", pool.app, pool.threads);
 
     let error_log = cfg.log.error_log.clone();
+    let busy = activity.clone();
+    let threads = pool.threads;
     let io = Io {
         hub: hub.clone(),
         http,
         socket_timeout,
         linger: LingerLimits::DEFAULT,
+        max_queue: pool.max_queue,
+        saturated: Arc::new(move || busy.in_flight() >= threads),
+        limits: Limits {
+            max_params_bytes: pool.max_params_bytes,
+            ..Limits::default()
+        },
+        retry_after: retry_after(pool.queue_timeout),
     };
     let dump = Dump { support, registry };
     py.detach(move || {
@@ -353,6 +364,16 @@ fn ask_recycle(recycler: &Recycler, status: &mut StatusPipe, asked: &mut bool) {
         info!("asking the master for a replacement ({reason})");
         status.send(&format!("recycle {reason}"));
         *asked = true;
+    }
+}
+
+/// `Retry-After` of a 503 for a full or slow queue: the queue timeout,
+/// rounded up, at least a second.
+pub fn retry_after(queue_timeout: f64) -> u64 {
+    if queue_timeout.is_finite() && queue_timeout > 1.0 {
+        queue_timeout.ceil().min(3600.0) as u64
+    } else {
+        1
     }
 }
 

@@ -1,0 +1,115 @@
+//! `--max-queue` (SPEC §4): when every thread of this worker is busy and
+//! more requests wait in a listener's accept queue than the pool allows,
+//! the I/O thread takes the excess off the queue and answers each with
+//! `503 Service Unavailable` and `Retry-After`, in the listener's protocol,
+//! without the application (Passenger's `max_request_queue_size`).
+//!
+//! The accept queue is the pool's queue: workers that are free take
+//! connections from it themselves (`net::hub`), so only what no free thread
+//! could take waits there. The reading is the kernel's
+//! (`status::sockets::listen_queue`); each worker checks it while it is
+//! saturated, so a burst may be refused by two workers at once — a few
+//! more refusals, never fewer.
+
+use crate::config::model::Protocol;
+use crate::net::conn::{close_lingering, read_some, write_all_timeout, Conn, LingerLimits};
+use crate::net::sys;
+use crate::proto::session::{Event, Kind, Session};
+use crate::proto::{Limits, ResponseHead};
+use bytes::BytesMut;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// How long a refused connection may take to send its request head: the
+/// 503 names the protocol's request, so it needs the head.
+const REFUSAL_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most this many connections refused per check and listener, so the
+/// I/O thread never spends long on it.
+const MAX_REFUSALS_PER_CHECK: u64 = 64;
+
+/// How many connections over `max_queue` wait on `listener` now.
+pub fn excess(listener: BorrowedFd<'_>, max_queue: usize) -> u64 {
+    crate::status::sockets::listen_queue(listener)
+        .map(|r| r.queue.saturating_sub(max_queue as u64))
+        .unwrap_or(0)
+        .min(MAX_REFUSALS_PER_CHECK)
+}
+
+/// Accepts one waiting connection, if any, for refusal.
+pub fn take_one(listener: BorrowedFd<'_>) -> Option<(std::os::fd::OwnedFd, crate::exchange::Peer)> {
+    sys::accept(listener).ok()
+}
+
+/// Reads the request head and answers 503 with `Retry-After`.
+pub async fn refuse(conn: Conn, protocol: Protocol, limits: Limits, retry_after: u64) {
+    let kind = match protocol {
+        Protocol::Scgi => Kind::Scgi,
+        Protocol::Uwsgi => Kind::Uwsgi,
+        _ => Kind::FastCgi,
+    };
+    let settings = crate::proto::fastcgi::Settings {
+        max_conns: 1,
+        max_reqs: 1,
+        mpxs_conns: false,
+    };
+    let mut conn = conn;
+    let mut session = Session::new(kind, limits, settings);
+    let mut buf = BytesMut::new();
+    let deadline = tokio::time::Instant::now() + REFUSAL_HEAD_TIMEOUT;
+    let id = loop {
+        match session.poll_event(&mut buf) {
+            Ok(Some(Event::Request { id, .. })) => break id,
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => {
+                debug!("refused connection sent no valid head: {e}");
+                return;
+            }
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match read_some(&mut conn, &mut buf, 8192, Some(left)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    };
+    let body = b"Service Unavailable: the server is at capacity\n";
+    let head = ResponseHead::new(&b"503 Service Unavailable"[..])
+        .header(b"Retry-After", retry_after.to_string())
+        .header(b"Content-Type", b"text/plain; charset=utf-8")
+        .header(b"Content-Length", body.len().to_string());
+    let mut text = BytesMut::new();
+    session.encode_head(&head, &mut text);
+    text.extend_from_slice(body);
+    let mut out = BytesMut::new();
+    session.put_data(id, &text, &mut out);
+    session.end(id, &mut out);
+    if let Err(e) = write_all_timeout(&mut conn, &out, REFUSAL_HEAD_TIMEOUT).await {
+        debug!("a 503 for max-queue was not delivered: {e}");
+        return;
+    }
+    close_lingering(conn, LingerLimits::DEFAULT).await;
+}
+
+/// One check of every listener; returns how many connections it took off
+/// the queues to refuse (the caller spawns [`refuse`] for each).
+pub fn check<'a>(
+    listeners: impl IntoIterator<Item = (BorrowedFd<'a>, Protocol)>,
+    max_queue: usize,
+) -> Vec<(std::os::fd::OwnedFd, crate::exchange::Peer, Protocol)> {
+    let mut taken = Vec::new();
+    for (fd, protocol) in listeners {
+        let over = excess(fd.as_fd(), max_queue);
+        if over == 0 {
+            continue;
+        }
+        warn!(proto = %protocol, "{over} requests over --max-queue {max_queue} wait: answering them 503");
+        for _ in 0..over {
+            match take_one(fd) {
+                Some((conn, peer)) => taken.push((conn, peer, protocol)),
+                None => break,
+            }
+        }
+    }
+    taken
+}
