@@ -12,7 +12,7 @@ ROUTER = APPS / "router.py"
 LINE = re.compile(
     r'^(?P<addr>\S+) - (?P<user>\S+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
     r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) "(?P<referer>[^"]*)" "(?P<agent>[^"]*)" '
-    r'(?P<total>\d+) (?P<queue>\d+) (?P<id>\S+)$')
+    r'(?P<total>\d+) (?P<queue>\d+) (?P<gil>\d+) (?P<rss>-?\d+|-) (?P<id>\S+)$')
 
 
 def line_for(path, needle, timeout=5.0):

@@ -29,6 +29,11 @@ pub struct AccessRecord<'a> {
     pub duration: Duration,
     /// From the first byte to the application call.
     pub queue: Duration,
+    /// Waiting for the GIL before the request could start (SPEC §8).
+    pub gil_wait: Duration,
+    /// The worker's resident memory after the request minus before it, in
+    /// bytes (None when it could not be read).
+    pub rss_change: Option<i64>,
     pub request_id: &'a str,
     pub aborted: bool,
 }
@@ -95,7 +100,7 @@ pub fn clf_time(t: SystemTime) -> String {
 impl AccessRecord<'_> {
     pub fn text(&self) -> String {
         format!(
-            "{} - {} {} {} {} {} {} {} {} {} {}{}\n",
+            "{} - {} {} {} {} {} {} {} {} {} {} {} {}{}\n",
             crate::log::escape(or_dash(self.remote_addr)),
             crate::log::escape(or_dash(self.remote_user)),
             clf_time(self.time),
@@ -107,6 +112,9 @@ impl AccessRecord<'_> {
             quoted(or_dash(self.user_agent)),
             self.duration.as_micros(),
             self.queue.as_micros(),
+            self.gil_wait.as_micros(),
+            self.rss_change
+                .map_or_else(|| "-".to_owned(), |r| r.to_string()),
             self.request_id,
             if self.aborted { " aborted" } else { "" }
         )
@@ -126,6 +134,8 @@ impl AccessRecord<'_> {
             "user_agent": self.user_agent,
             "duration_us": self.duration.as_micros() as u64,
             "queue_us": self.queue.as_micros() as u64,
+            "gil_wait_us": self.gil_wait.as_micros() as u64,
+            "rss_change": self.rss_change,
             "request_id": self.request_id,
             "aborted": self.aborted,
         });
@@ -210,6 +220,8 @@ mod tests {
             user_agent: "curl/7.88 \"x\"\n",
             duration: Duration::from_micros(1500),
             queue: Duration::from_micros(40),
+            gil_wait: Duration::from_micros(7),
+            rss_change: Some(-4096),
             request_id: "1f-2",
             aborted: false,
         }
@@ -219,7 +231,7 @@ mod tests {
     fn text_line_is_combined_form_with_times_and_id() {
         assert_eq!(
             record().text(),
-            "127.0.0.1 - - [22/Nov/2026:00:00:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 13 \"-\" \"curl/7.88 \\\"x\\\"\\x0a\" 1500 40 1f-2\n"
+            "127.0.0.1 - - [22/Nov/2026:00:00:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 13 \"-\" \"curl/7.88 \\\"x\\\"\\x0a\" 1500 40 7 -4096 1f-2\n"
         );
     }
 
@@ -229,6 +241,8 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["uri"], "/a?b=1");
         assert_eq!(v["queue_us"], 40);
+        assert_eq!(v["gil_wait_us"], 7);
+        assert_eq!(v["rss_change"], -4096);
         assert_eq!(v["user_agent"], "curl/7.88 \"x\"\n");
     }
 

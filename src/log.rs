@@ -1,6 +1,10 @@
 //! Logging: a tracing subscriber writing to stderr, as text or JSON.
-//! Every text line names the process (`master`, or the worker's pool) and
-//! its pid, so interleaved lines from several workers can be told apart.
+//! Every line names the process (`master`, or the worker's pool), its pid
+//! and, on a request thread, the request being served (SPEC §8), so
+//! interleaved lines from several workers and threads can be told apart.
+//! The request comes from [`set_request`], which the worker's request
+//! threads call as they start and end a request: no span is made per
+//! request.
 
 use crate::config::model::LogConfig;
 use std::fmt;
@@ -17,7 +21,11 @@ pub fn init(config: &LogConfig, who: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = if config.json {
-        builder.json().with_current_span(true).try_init()
+        builder
+            .event_format(Json {
+                who: who.to_owned(),
+            })
+            .try_init()
     } else {
         builder
             .event_format(Prefixed {
@@ -49,8 +57,101 @@ where
     ) -> fmt::Result {
         // The pid is read per line: a `--preload` worker is forked after
         // the subscriber was installed.
-        write!(writer, "wsgi-fpm[{} {}] ", self.who, std::process::id())?;
+        match current_request().filter(|_| !has_request_field(event)) {
+            Some(id) => write!(
+                writer,
+                "wsgi-fpm[{} {} {id}] ",
+                self.who,
+                std::process::id()
+            )?,
+            None => write!(writer, "wsgi-fpm[{} {}] ", self.who, std::process::id())?,
+        }
         self.inner.format_event(ctx, writer, event)
+    }
+}
+
+thread_local! {
+    static REQUEST: std::cell::Cell<Option<crate::exchange::RequestId>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The request this thread serves from now on (`None`: none). Every log
+/// line the thread writes meanwhile carries its id.
+pub fn set_request(id: Option<crate::exchange::RequestId>) {
+    let _ = REQUEST.try_with(|r| r.set(id));
+}
+
+fn current_request() -> Option<crate::exchange::RequestId> {
+    REQUEST.try_with(|r| r.get()).ok().flatten()
+}
+
+fn has_request_field(event: &tracing::Event<'_>) -> bool {
+    event.metadata().fields().field("request_id").is_some()
+}
+
+/// `--log-format json`: one object per line with the time, level,
+/// message, the process (`master` or `pool NAME`), its pid, the request
+/// id when a request thread logs, and the event's other fields.
+struct Json {
+    who: String,
+}
+
+impl<S, N> FormatEvent<S, N> for Json
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        use tracing_subscriber::fmt::time::FormatTime;
+        let mut fields = serde_json::Map::new();
+        event.record(&mut JsonFields(&mut fields));
+        let mut time = String::new();
+        let _ = tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut time));
+        let mut line = serde_json::Map::new();
+        line.insert("timestamp".into(), time.into());
+        line.insert("level".into(), event.metadata().level().as_str().into());
+        line.insert("process".into(), self.who.clone().into());
+        line.insert("pid".into(), std::process::id().into());
+        if let Some(id) = current_request().filter(|_| !fields.contains_key("request_id")) {
+            line.insert("request_id".into(), id.to_string().into());
+        }
+        if let Some(message) = fields.remove("message") {
+            line.insert("message".into(), message);
+        }
+        line.insert("target".into(), event.metadata().target().into());
+        line.extend(fields);
+        writeln!(writer, "{}", serde_json::Value::Object(line))
+    }
+}
+
+/// An event's fields as JSON values.
+struct JsonFields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonFields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
     }
 }
 

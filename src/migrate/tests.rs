@@ -175,9 +175,9 @@ fn virtual_hosts_with_daemon_groups_map_every_option_and_report_the_rest() {
         Some(PathBuf::from("/usr/local/wsgi/scripts/auth.wsgi"))
     );
     assert_eq!(site1.auth_realm.as_deref(), Some("Top Secret"));
-    // Known to the loader but not supported yet: comments, and reported.
-    assert!(site1.request_timeout.is_none() && site1.queue_timeout.is_none());
-    assert!(m.toml.contains("# request-timeout = 60"), "{}", m.toml);
+    // Supported now: real keys.
+    assert!(site1.request_timeout.is_some() || site1.queue_timeout.is_some());
+    assert!(m.toml.contains("\nrequest-timeout = 60"), "{}", m.toml);
 
     let trac = pool(&m, "trac");
     assert_eq!(trac.app.as_deref(), Some("/srv/trac/trac.wsgi"));
@@ -199,9 +199,6 @@ fn virtual_hosts_with_daemon_groups_map_every_option_and_report_the_rest() {
         lines(&[
             (13, "WSGIDaemonProcess supplementary-groups"),
             (13, "WSGIDaemonProcess connect-timeout"),
-            (13, "WSGIDaemonProcess queue-timeout"),
-            (13, "WSGIDaemonProcess request-timeout"),
-            (13, "WSGIDaemonProcess deadlock-timeout"),
             (36, "WSGIDaemonProcess cpu-priority"),
             (40, "WSGIScriptAliasMatch"),
             (45, "WSGIDaemonProcess"),
@@ -459,7 +456,7 @@ fn django_uwsgi_checks(m: &Migration) {
         raw.server.error_log.as_deref(),
         Some("/var/log/uwsgi/yourproject.log")
     );
-    assert!(m.toml.contains("# request-timeout = 20"), "{}", m.toml);
+    assert!(m.toml.contains("\nrequest-timeout = 20"), "{}", m.toml);
     // The front end keeps its uwsgi_pass.
     assert!(m.frontend.contains("Nothing to change"), "{}", m.frontend);
     assert!(m.frontend.contains("uwsgi_pass 127.0.0.1:49152;"));
@@ -471,7 +468,7 @@ fn the_django_documentation_uwsgi_ini_maps_to_one_pool() {
     django_uwsgi_checks(&m);
     assert_eq!(
         reported(&m, ReportKind::NotMapped),
-        lines(&[(13, "harakiri"), (17, "daemonize")])
+        lines(&[(17, "daemonize")])
     );
     assert_eq!(
         reported(&m, ReportKind::NotNeeded),
@@ -485,7 +482,7 @@ fn the_same_options_as_a_uwsgi_command_line_give_the_same_pool() {
     django_uwsgi_checks(&m);
     assert_eq!(
         reported(&m, ReportKind::NotMapped),
-        lines(&[(2, "daemonize"), (2, "harakiri")])
+        lines(&[(2, "daemonize")])
     );
     assert_eq!(
         reported(&m, ReportKind::NotNeeded),
@@ -596,11 +593,8 @@ fn a_unit_application_with_fixed_processes_maps_to_a_pool_and_a_server_block() {
     assert_eq!(p.group.as_deref(), Some("www"));
     assert_eq!(p.maximum_requests, Some(1000));
     assert_eq!(p.env, env(&[("FLASK_ENV", "production")]));
-    assert!(m.toml.contains("# request-timeout = 10"), "{}", m.toml);
-    assert_eq!(
-        reported(&m, ReportKind::NotMapped),
-        lines(&[(19, "applications.flask.limits.timeout")])
-    );
+    assert!(m.toml.contains("\nrequest-timeout = 10"), "{}", m.toml);
+    assert_eq!(reported(&m, ReportKind::NotMapped), lines(&[]));
     assert_eq!(
         reported(&m, ReportKind::NotNeeded),
         lines(&[(15, "applications.flask.callable")])
@@ -696,6 +690,7 @@ fn a_key_the_loader_refuses_is_written_as_a_comment_and_reported() {
     );
     // A value of a type the loader does not take for the key.
     p.set("threads", Value::Str("many".into()), o.clone());
+    // A supported key is written as it is.
     p.set("queue-timeout", Value::Float(45.0), o);
     let mut plan = Plan {
         pools: vec![p],
@@ -703,11 +698,11 @@ fn a_key_the_loader_refuses_is_written_as_a_comment_and_reported() {
     };
     let text = output::render_checked(&mut plan, "src.conf", Format::Uwsgi).unwrap();
     assert!(text.contains("# threads = \"many\""), "{text}");
-    assert!(text.contains("# queue-timeout = 45  #"), "{text}");
+    assert!(text.contains("\nqueue-timeout = 45  #"), "{text}");
     let raw = file::parse("wsgi-fpm.toml", &text).unwrap();
     assert_eq!(raw.pools.0[0].1.threads, None);
     let reasons: Vec<String> = plan.reports.iter().map(|r| r.to_string()).collect();
-    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons.iter().any(|r| r.starts_with("src.conf:3: threads: not mapped: would be `threads` in [pools.web], which this wsgi-fpm refuses")));
 }
 

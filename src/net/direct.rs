@@ -504,7 +504,9 @@ pub struct AfterState {
     pub keep_conn: bool,
     /// The protocol wants the connection closed (FastCGI without keep-conn).
     pub wants_close: bool,
-    /// The worker is retiring: kept connections close after their answer.
+    /// The worker is retiring. Kept connections stay kept: the front end
+    /// owns a kept connection's life (FastCGI 1.0 §5.1, `FCGI_KEEP_CONN`),
+    /// and closing one it may be about to reuse loses that request.
     pub retiring: bool,
 }
 
@@ -534,8 +536,7 @@ pub fn decide(s: &AfterState) -> After {
         && !s.broken
         && !s.cancelled
         && s.keep_conn
-        && !s.wants_close
-        && !s.retiring;
+        && !s.wants_close;
     if keep {
         After::KeepAlive
     } else if s.body_done || s.broken {

@@ -85,7 +85,14 @@ struct Parked {
     deadline: Instant,
     /// Between requests (true) or in the middle of a head (false).
     idle: bool,
+    since: Instant,
 }
+
+/// A retiring worker closes a kept connection once the front end has left
+/// it idle this long: front ends reuse their most recently used
+/// connections first (nginx's keepalive cache is a stack), so one idle
+/// this long has dropped out of use, and closing it races with nothing.
+pub const RETIRE_IDLE: Duration = Duration::from_secs(1);
 
 /// Parked connections by slot; a slot's generation changes on each reuse,
 /// so a stale event for a closed connection never reaches a new one.
@@ -416,6 +423,7 @@ impl Hub {
             conn,
             deadline,
             idle,
+            since: Instant::now(),
         });
         let mut event = EpollEvent::new(
             EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT,
@@ -433,9 +441,11 @@ impl Hub {
     }
 
     /// Closes parked connections past their deadline; when `idle_too`,
-    /// every idle kept connection as well (the end of a graceful stop).
+    /// every idle kept connection as well (the end of a graceful stop);
+    /// when retiring, kept connections idle for [`RETIRE_IDLE`].
     pub fn sweep(&self, idle_too: bool) {
         let now = Instant::now();
+        let retiring = self.is_retiring();
         let expired: Vec<Parked> = match self.parked.lock() {
             Ok(mut t) => {
                 let keys: Vec<u64> = t
@@ -444,7 +454,11 @@ impl Hub {
                     .enumerate()
                     .filter_map(|(i, (generation, p))| {
                         let p = p.as_ref()?;
-                        (p.deadline <= now || (idle_too && p.idle))
+                        let dropped_out = p.idle
+                            && (idle_too
+                                || (retiring
+                                    && now.saturating_duration_since(p.since) >= RETIRE_IDLE));
+                        (p.deadline <= now || dropped_out)
                             .then_some((u64::from(*generation) << 32) | i as u64)
                     })
                     .collect();
@@ -489,9 +503,13 @@ impl Hub {
         self.set_accepting(false);
     }
 
-    /// From now on kept connections close right after their answer, so the
-    /// front end sees the close before it reuses them (issue: no 502 on a
-    /// reload); idle ones stay until the graceful timeout.
+    /// No more accepting. Kept connections go on serving what the front
+    /// end sends on them; each closes once the front end has left it idle
+    /// for [`RETIRE_IDLE`] (see [`Hub::sweep`]), the rest at the graceful
+    /// timeout. Closing a kept connection right after an answer loses
+    /// requests: the front end returns it to its cache at `END_REQUEST`
+    /// and may send the next request before it sees the close (measured
+    /// behind nginx: a few 502s on POSTs per reload).
     pub fn retire(&self) {
         self.close_listeners();
         self.retiring.store(true, Ordering::Release);

@@ -12,7 +12,8 @@ pub struct Limits {
     pub max_params_bytes: usize,
     /// Number of name/value pairs in one request. Real requests carry 20–60;
     /// the bound stops a block of millions of empty pairs from costing a
-    /// vector entry each.
+    /// vector entry each. Follows `--max-params-size` (one pair per 8 bytes:
+    /// 131,072 at the 1 MiB default; see [`Limits::params_count_for`]).
     pub max_params_count: usize,
     /// FastCGI: the parameter blocks of every request still arriving on one
     /// connection, together (`--max-connection-params-size`), so that many
@@ -28,7 +29,15 @@ pub struct Limits {
 impl Limits {
     /// SPEC §2 default for the parameter block.
     pub const DEFAULT_MAX_PARAMS_BYTES: usize = 1024 * 1024;
-    pub const DEFAULT_MAX_PARAMS_COUNT: usize = 10_000;
+    /// One pair per 8 bytes of [`Limits::DEFAULT_MAX_PARAMS_BYTES`].
+    pub const DEFAULT_MAX_PARAMS_COUNT: usize = Self::DEFAULT_MAX_PARAMS_BYTES / 8;
+
+    /// The pair count that goes with a params size: one pair per 8 bytes,
+    /// so the index of a block (16 bytes a pair) stays within twice the
+    /// block's own size.
+    pub fn params_count_for(max_params_bytes: usize) -> usize {
+        (max_params_bytes / 8).max(64)
+    }
     pub const DEFAULT_MAX_CONNECTION_PARAMS_BYTES: usize = 4 * 1024 * 1024;
     pub const DEFAULT_MAX_REQUESTS_PER_CONN: usize = 16;
 }

@@ -42,8 +42,21 @@ fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
     worker::run(py, config)
 }
 
+/// One line the application wrote to `sys.stdout` or `sys.stderr`, for
+/// the error log (the line is tagged with the request, if any).
+#[pyfunction]
+fn log_line(stream: &str, text: &str) {
+    let text = wsgi_fpm::log::escape(text);
+    if stream == "stderr" {
+        tracing::warn!(target: "app", "stderr: {text}");
+    } else {
+        tracing::info!(target: "app", "stdout: {text}");
+    }
+}
+
 #[pymodule]
 fn wsgi_fpm_worker(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(log_line, m)?)?;
     Ok(())
 }

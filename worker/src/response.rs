@@ -54,6 +54,7 @@ pub fn serve(
     head: &RequestHead,
     meta: &RequestMeta,
     link: &SharedLink,
+    gil_wait: std::time::Duration,
 ) -> Served {
     if link.with(|x| x.is_cancelled()).unwrap_or(true) {
         debug!(request_id = %meta.request_id, "front end gave up before the request started; not running it");
@@ -64,6 +65,8 @@ pub fn serve(
         };
     }
     let called = SystemTime::now();
+    let logging = wsgi_fpm::access_log::enabled();
+    let rss_before = logging.then(wsgi_fpm::recycle::current_rss).flatten();
     if !ctx.queue_timeout.is_zero() {
         if let Some(waited) = waited_too_long(head, meta, called, ctx.queue_timeout) {
             warn!(peer = %meta.peer, request_id = %meta.request_id, "request waited {:.1}s for a thread, over --queue-timeout: answering 503", waited.as_secs_f64());
@@ -89,8 +92,11 @@ pub fn serve(
         Some((auth, question)) => auth.answer(py, ctx, question, head, meta, link),
         None => serve_app(py, ctx, cache, head, meta, link),
     };
-    if wsgi_fpm::access_log::enabled() {
-        log_access(head, meta, called, &served);
+    if logging {
+        let rss_change = rss_before
+            .zip(wsgi_fpm::recycle::current_rss())
+            .map(|(before, after)| after as i64 - before as i64);
+        log_access(head, meta, called, &served, gil_wait, rss_change);
     }
     served
 }
@@ -157,7 +163,14 @@ fn serve_app(
     }
 }
 
-fn log_access(head: &RequestHead, meta: &RequestMeta, called: SystemTime, served: &Served) {
+fn log_access(
+    head: &RequestHead,
+    meta: &RequestMeta,
+    called: SystemTime,
+    served: &Served,
+    gil_wait: std::time::Duration,
+    rss_change: Option<i64>,
+) {
     let vars = &head.vars;
     let var = |name: &[u8]| String::from_utf8_lossy(vars.get(name).unwrap_or(b"")).into_owned();
     let (addr, user) = (var(b"REMOTE_ADDR"), var(b"REMOTE_USER"));
@@ -184,6 +197,8 @@ fn log_access(head: &RequestHead, meta: &RequestMeta, called: SystemTime, served
         user_agent: &agent,
         duration: now.duration_since(meta.queue_start).unwrap_or_default(),
         queue: called.duration_since(meta.queue_start).unwrap_or_default(),
+        gil_wait,
+        rss_change,
         request_id: &request_id,
         aborted: served.aborted,
     });

@@ -143,3 +143,63 @@ def all_stacks():
     """Every thread's Python stack: {ident: text}."""
     return {ident: "".join(traceback.format_stack(frame))
             for ident, frame in sys._current_frames().items()}
+
+
+class LogStream:
+    """A worker's sys.stdout and sys.stderr: each line written becomes a
+    line of the error log, tagged with the request being served (mod_wsgi
+    sends them to Apache's error log the same way). print(), tracebacks
+    and the logging module's default handler all arrive here."""
+
+    encoding = "utf-8"
+    errors = "backslashreplace"
+
+    def __init__(self, name, emit):
+        import threading
+        self.name = name
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._partial = {}
+        self._ident = threading.get_ident
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str, not %s" % type(text).__name__)
+        ident = self._ident()
+        with self._lock:
+            pending = self._partial.pop(ident, "") + text
+            *lines, rest = pending.split("\n")
+            if rest:
+                self._partial[ident] = rest
+        for line in lines:
+            self._emit(self.name, line)
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        with self._lock:
+            rest = self._partial.pop(self._ident(), "")
+        if rest:
+            self._emit(self.name, rest)
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def fileno(self):
+        import io
+        raise io.UnsupportedOperation("the worker's %s is the error log" % self.name)
+
+
+def redirect_output(emit):
+    """sys.stdout and sys.stderr go to the error log, line by line."""
+    sys.stdout = LogStream("stdout", emit)
+    sys.stderr = LogStream("stderr", emit)

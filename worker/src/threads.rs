@@ -88,6 +88,7 @@ fn run(pool: &Pool, index: usize) {
                         &request.head,
                         &request.meta,
                         &link,
+                        gil_wait,
                     );
                     end(pool, &me, &request.meta, started, gil_wait);
                     drop(link.take());
@@ -116,7 +117,7 @@ fn serve_conn(
     while let Some(Ready { conn, head, meta }) = next.take() {
         let link = SharedLink::new(Link::Direct(conn));
         let started = begin(pool, me, &head, &meta, &link);
-        response::serve(py, &pool.ctx, cache, &head, &meta, &link);
+        response::serve(py, &pool.ctx, cache, &head, &meta, &link, gil_wait);
         end(pool, me, &meta, started, gil_wait);
         gil_wait = Duration::ZERO;
         drop(head);
@@ -142,6 +143,7 @@ fn begin(
     );
     pool.registry
         .begin(me.index, meta.request_id, method, uri, link);
+    wsgi_fpm::log::set_request(Some(meta.request_id));
     if pool.recycler.on_request() {
         // maximum-requests: serve N, stop accepting, and let kept
         // connections close after their answer.
@@ -164,6 +166,7 @@ fn begin(
 
 fn end(pool: &Pool, me: &Thread<'_>, meta: &RequestMeta, started: Instant, gil_wait: Duration) {
     pool.registry.end(me.index);
+    wsgi_fpm::log::set_request(None);
     pool.activity.finished();
     pool.recycler.on_request_done();
     if let Some(board) = me.board {

@@ -56,6 +56,12 @@ pub fn run(py: Python<'_>, config: &str) -> PyResult<i32> {
     let support = load::support(py)?;
     load::init_formatter(&support)?;
     load::prepare(py, &support, pool)?;
+    if !cfg.check_only {
+        // Before the application is imported, so that a logging handler it
+        // sets up on sys.stderr writes here too.
+        let emit = pyo3::wrap_pyfunction!(crate::log_line, &support)?;
+        support.getattr("redirect_output")?.call1((emit,))?;
+    }
     // With --preload the import script runs in each forked worker instead.
     if !pool.process.preload && !run_import_script(py, &support, pool) {
         return Ok(EXIT_APP_LOAD_FAILED);
@@ -187,6 +193,7 @@ pub fn serve_loaded(
     let conn = Arc::new(ConnSettings {
         limits: Limits {
             max_params_bytes: pool.max_params_bytes,
+            max_params_count: Limits::params_count_for(pool.max_params_bytes),
             max_connection_params_bytes: pool.max_connection_params_bytes,
             max_requests_per_conn: pool.max_requests_per_connection,
             ..Limits::default()
@@ -255,6 +262,7 @@ pub fn serve_loaded(
         saturated: Arc::new(move || busy.in_flight() >= threads),
         limits: Limits {
             max_params_bytes: pool.max_params_bytes,
+            max_params_count: Limits::params_count_for(pool.max_params_bytes),
             ..Limits::default()
         },
         retry_after: retry_after(pool.queue_timeout),
