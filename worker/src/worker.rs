@@ -485,8 +485,11 @@ fn serve(
         let _ = stop_tx.send(true);
         let deadline = tokio::time::Instant::now() + grace;
         loop {
+            // Every connection counts, wherever it is (parked, read by a
+            // thread, served): a parked count alone misses one a thread
+            // has just taken to serve.
             let idle = activity.in_flight() == 0
-                && hub.parked() == 0
+                && hub.connections() == 0
                 && io_task.is_finished();
             if idle || tokio::time::Instant::now() >= deadline {
                 break;
