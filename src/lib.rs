@@ -16,6 +16,7 @@ pub mod busy;
 pub mod config;
 pub mod exchange;
 pub mod http;
+pub mod install;
 pub mod log;
 pub mod master;
 pub mod net;
