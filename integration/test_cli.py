@@ -2,6 +2,7 @@
 it; an import error shows the Python traceback")."""
 import socket
 import subprocess
+import time
 
 from harness import APPS, HOST, free_ports, wsgi_fpm_bin
 
@@ -29,20 +30,20 @@ def test_no_listener_says_which_options_give_one():
     assert "--fastcgi" in r.stderr and "--http" in r.stderr, r.stderr
 
 
-def test_application_that_fails_to_import_exits_with_its_traceback(tmp_path):
+def test_with_need_app_an_application_that_fails_to_import_exits_with_its_traceback(tmp_path):
     app = tmp_path / "broken.py"
     app.write_text("import os\n\ndef helper():\n    raise ImportError('no module named frobnicate')\n\nhelper()\n")
-    r = run("--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
+    r = run("--need-app", "--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "Traceback" in r.stderr and str(app) in r.stderr, r.stderr
     assert "no module named frobnicate" in r.stderr, r.stderr
     assert "could not be loaded" in r.stderr, r.stderr
 
 
-def test_missing_callable_is_named(tmp_path):
+def test_with_need_app_a_missing_callable_is_named(tmp_path):
     app = tmp_path / "nocallable.py"
     app.write_text("x = 1\n")
-    r = run("--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
+    r = run("--need-app", "--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], app)
     assert r.returncode == 1
     assert "no callable named 'application'" in r.stderr, r.stderr
 
@@ -100,3 +101,61 @@ def test_check_twice_imports_the_application_as_its_user(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "pool main:" in r.stdout and "hello.py" in r.stdout, r.stdout
     assert "loaded; not serving (check)" in r.stderr, r.stderr
+
+
+def test_check_runs_each_interpreter_once_and_prints_its_version_and_prefix():
+    python = "/usr/bin/python3.11"
+    truth = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0]); print(sys.prefix)"],
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    r = run("--check", "--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], "--python", python, APPS / "hello.py")
+    assert r.returncode == 0, r.stderr
+    assert "pool main: %s is Python %s, sys.prefix %s" % (python, truth[0], truth[1]) in r.stdout, r.stdout
+
+
+def test_check_runs_the_interpreter_as_the_pools_user_only():
+    import os
+    import shutil
+    if os.geteuid() != 0:
+        return
+    d = "/tmp/wsgi-fpm-check-%d" % os.getpid()
+    shutil.rmtree(d, ignore_errors=True)
+    os.mkdir(d)
+    os.chmod(d, 0o777)
+    record = os.path.join(d, "uids")
+    open(record, "w").close()
+    os.chmod(record, 0o666)
+    wrapper = os.path.join(d, "python")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nid -u >> %s\nexec /usr/bin/python3.11 "$@"\n' % record)
+    os.chmod(wrapper, 0o755)
+    try:
+        r = run("--check", "--fastcgi", "127.0.0.1:%d" % free_ports(1)[0], "--user", "nobody",
+                "--python", wrapper, APPS / "hello.py")
+        assert r.returncode == 0, r.stderr
+        assert "is Python 3.11" in r.stdout, r.stdout
+        assert open(record).read().split() == ["65534"], "ran once, as nobody"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_status_address_is_accepted_and_bound():
+    port, status = free_ports(2)
+    p = subprocess.Popen([str(wsgi_fpm_bin()), "--allow-root", "--fastcgi", "127.0.0.1:%d" % port,
+                          "--status", "127.0.0.1:%d" % status, str(APPS / "hello.py")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert p.poll() is None, p.stdout.read().decode(errors="replace")
+            try:
+                with socket.create_connection((HOST, status), timeout=2) as c:
+                    c.settimeout(5)
+                    # Nothing is served there yet: the connection is closed.
+                    assert c.recv(1) == b""
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the status address was never bound"
+                time.sleep(0.1)
+    finally:
+        p.terminate()
+        p.wait(15)

@@ -396,3 +396,112 @@ def test_signal_handlers_from_the_app_are_refused_with_a_warning(launch, scratch
     assert not alive(worker)
     assert not marker.exists(), marker.read_text()
     assert "did not stop in time" not in b.log_text()
+
+
+# ------------------------------------------------------------------ 11. a broken pool beside a good one
+
+def _two_pools(scratch, good_port, broken_port, broken_app):
+    conf = scratch / "two-pools.toml"
+    conf.write_text('[pools.good]\napp = "%s"\nlisten = ["fastcgi://127.0.0.1:%d"]\nprocesses = 1\nthreads = 2\n'
+                    '[pools.broken]\napp = "%s"\nlisten = ["fastcgi://127.0.0.1:%d"]\nprocesses = 1\nthreads = 2\n'
+                    % (PROBE, good_port, broken_app, broken_port))
+    return conf
+
+
+def _start(run_dir, name, *args):
+    log = Path(run_dir) / "wsgi-fpm" / (name + ".log")
+    log.parent.mkdir(exist_ok=True)
+    cmd = [str(harness.wsgi_fpm_bin()), "--allow-root", *map(str, args)]
+    return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True), log
+
+
+def _answer(port, path="/"):
+    try:
+        r = harness.wire.request("fastcgi", ("127.0.0.1", port), path=path, timeout=3)
+    except (OSError, ValueError):
+        return None
+    return r.body if r.status == 200 else None
+
+
+def test_a_pool_that_cannot_import_is_retried_while_the_others_serve_and_serves_once_fixed(run_dir, scratch):
+    good_port, broken_port = harness.free_ports(2)
+    broken = scratch / "broken_app.py"
+    broken.write_text(BROKEN)
+    proc, log = _start(run_dir, "broken-pool", "--config", _two_pools(scratch, good_port, broken_port, broken))
+    try:
+        assert harness.answer_when_up(proc, log, lambda: harness.wire.request(
+            "fastcgi", ("127.0.0.1", good_port), path="/", timeout=3)).body == b"one"
+        wait_for(lambda: log.read_text().count("probe app broken on purpose") >= 2, timeout=15,
+                 what="the broken pool retried")
+        assert proc.poll() is None, "the master must keep running: %s" % tail(log)
+        assert _answer(good_port) == b"one"
+        assert _answer(broken_port) is None
+        # Fixed: touching the script restarts the pool at once, back-off or not.
+        rewrite(broken, PROBE.read_text().replace('VERSION = "one"', 'VERSION = "fixed"'))
+        fixed_at = time.monotonic()
+        wait_for(lambda: _answer(broken_port) == b"fixed", timeout=10, every=0.1,
+                 what="the fixed pool to serve")
+        took = time.monotonic() - fixed_at
+        assert took < 3, "the fixed pool served only after %.1f s" % took
+        assert _answer(good_port) == b"one"
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_with_need_app_a_pool_that_cannot_import_stops_the_master_with_its_traceback(run_dir, scratch):
+    good_port, broken_port = harness.free_ports(2)
+    broken = scratch / "broken_app.py"
+    broken.write_text(BROKEN)
+    proc, log = _start(run_dir, "need-app", "--need-app", "--config",
+                       _two_pools(scratch, good_port, broken_port, broken))
+    try:
+        assert proc.wait(20) == 1, tail(log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "Traceback" in text and "probe app broken on purpose" in text, text
+    assert "the application could not be loaded" in text and "--need-app" in text, text
+
+
+# ------------------------------------------------------------------ 12. --rss-samples
+
+def test_max_rss_ignores_a_short_spike_and_recycles_sustained_growth_without_failing_a_request(launch):
+    b = launch("rss-samples", PROBE, "--processes", "1", "--threads", "4", "--max-rss", "64",
+               "--rss-samples", "3")
+    first = pid_answer(b)
+    failures, done = [], threading.Event()
+
+    def load():
+        while not done.is_set():
+            try:
+                r = get(b, "/pid", timeout=10)
+                if r.status != 200:
+                    failures.append(r.status)
+            except (OSError, ValueError) as e:
+                failures.append(repr(e))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        # A spike of 1.2 s: one or two readings above the limit, not three.
+        assert int(get(b, "/spike", query="mb=100&s=1.2").body) == first
+        wait_for(lambda: "above max-rss 64 MB (reading 1 of 3)" in b.log_text(), timeout=5,
+                 what="the spike to be seen")
+        time.sleep(4)
+        assert pid_answer(b) == first, "a single spike recycled the worker"
+        assert "(max-rss)" not in b.log_text()
+        # Sustained growth: three readings in a row, then a graceful replacement.
+        assert int(get(b, "/alloc", query="mb=100").body) == first
+        wait_for(lambda: (p := pid_answer(b)) not in (None, first) and p, timeout=15,
+                 what="the worker replaced after three readings above the limit")
+        assert "above max-rss 64 MB on 3 consecutive readings" in b.log_text()
+        assert "(max-rss)" in b.log_text()
+    finally:
+        done.set()
+        t.join(30)
+    assert not failures, failures[:5]

@@ -102,10 +102,10 @@ def test_sighup_reloads_new_code_through_a_new_template(start, run_dir):
     wait_for(lambda: not os.path.exists("/proc/%d" % old["imported_by"]), 10, "the old template to go")
 
 
-def test_a_broken_preloaded_app_stops_the_master_with_its_traceback(run_dir, tmp_path):
+def test_with_need_app_a_broken_preloaded_app_stops_the_master_with_its_traceback(run_dir, tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('preload import failed on purpose')\n")
-    b = harness.WsgiFpm(run_dir, "broken", broken, ("--preload",), protocols=("fastcgi",))
+    b = harness.WsgiFpm(run_dir, "broken", broken, ("--preload", "--need-app"), protocols=("fastcgi",))
     try:
         wait_for(lambda: not b.proc.alive(), 20, "the master to give up")
         log = b.log_text()

@@ -56,11 +56,42 @@ where
 
 /// Points this process's stderr at `path` (appending), so that every line
 /// of this process and of the children it starts goes there.
+///
+/// The master may be root and the log's directory writable by others: the
+/// file is opened without following a link at `path`, and anything but a
+/// plain file with one name (or a character device such as /dev/null) is
+/// refused, so a planted link or hard link cannot make root write to
+/// another file. On refusal stderr stays where it was.
 pub fn redirect_stderr(path: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let refuse =
+        |why: &str| std::io::Error::other(format!("{path} {why}; refusing to write to it"));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)?;
+        // Non-blocking only for the open: a FIFO planted there must not
+        // hang the master.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other(format!("{path} is a symbolic link; refusing to follow it"))
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if kind.is_file() {
+        if meta.nlink() > 1 {
+            return Err(refuse("has other hard links"));
+        }
+    } else if !kind.is_char_device() {
+        return Err(refuse("is not a regular file"));
+    }
+    let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))?;
     nix::unistd::dup2_stderr(&file).map_err(std::io::Error::from)
 }
 

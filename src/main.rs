@@ -2,6 +2,7 @@
 use clap::Parser;
 use wsgi_fpm::config::cli::Cli;
 use wsgi_fpm::config::model::Config;
+use wsgi_fpm::master::pid_file::PidFile;
 
 fn main() {
     // `wsgi-fpm status …` has its own command line (src/status/client.rs).
@@ -9,6 +10,9 @@ fn main() {
         std::process::exit(wsgi_fpm::status::client::main(
             std::env::args_os().collect(),
         ));
+    }
+    if let Some(code) = wsgi_fpm::migrate::run_if_asked(std::env::args_os()) {
+        std::process::exit(code);
     }
     let cli = Cli::parse();
     let config = match validated(&cli) {
@@ -29,6 +33,16 @@ fn main() {
     wsgi_fpm::log::init(&log, "master");
     if cli.check > 0 {
         let mut problems = check_runtime(&config);
+        // Each interpreter runs once, as its pool's user (SPEC §1).
+        let mut interpreters = Vec::new();
+        if problems.is_empty() {
+            for pool in &config.pools {
+                match wsgi_fpm::master::check::interpreter(pool) {
+                    Ok(i) => interpreters.push(i),
+                    Err(e) => problems.push(format!("pool {}: {e}", pool.name)),
+                }
+            }
+        }
         if problems.is_empty() && cli.check > 1 {
             problems = wsgi_fpm::master::check_imports(&config.pools, &log);
         }
@@ -38,7 +52,7 @@ fn main() {
         if !problems.is_empty() {
             std::process::exit(1);
         }
-        for pool in &config.pools {
+        for (pool, interpreter) in config.pools.iter().zip(&interpreters) {
             let processes = if pool.max_processes > pool.processes {
                 format!("{} to {} processes", pool.processes, pool.max_processes)
             } else {
@@ -56,24 +70,35 @@ fn main() {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            println!(
+                "pool {}: {} is Python {}, sys.prefix {}",
+                pool.name,
+                pool.python.display(),
+                interpreter.version,
+                interpreter.prefix
+            );
         }
         return;
     }
-    if let Some(path) = &server.pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
-            eprintln!("wsgi-fpm: pid-file {}: {e}", path.display());
-            std::process::exit(1);
-        }
-    }
+    let pid_file = match &server.pid_file {
+        Some(path) => match PidFile::write(path, std::process::id()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("wsgi-fpm: pid-file {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        },
+        None => None,
+    };
     // SIGHUP re-reads the same command line and the configuration file.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let reloader: wsgi_fpm::master::Reloader = Box::new(move || {
+    let reloader: wsgi_fpm::master::Reloader = std::sync::Arc::new(move || {
         let cli = Cli::try_parse_from(&args).map_err(|e| e.to_string())?;
         validated(&cli).map(|c| c.pools)
     });
-    let code = wsgi_fpm::master::run(config.pools, log, reloader);
-    if let Some(path) = &server.pid_file {
-        let _ = std::fs::remove_file(path);
+    let code = wsgi_fpm::master::run(config, log, reloader);
+    if let Some(pid_file) = pid_file {
+        pid_file.remove();
     }
     std::process::exit(code);
 }
@@ -82,9 +107,6 @@ fn main() {
 /// (SPEC §4: a master started as root without --user refuses to start).
 fn validated(cli: &Cli) -> Result<Config, String> {
     let config = cli.config()?;
-    if config.server.status.is_some() {
-        return Err("server.status: the /status endpoint is not supported yet".into());
-    }
     if nix::unistd::geteuid().is_root() && !cli.allow_root {
         if let Some(p) = config.pools.iter().find(|p| p.process.user.is_none()) {
             return Err(format!(
@@ -115,6 +137,11 @@ fn check_runtime(config: &Config) -> Vec<String> {
                     problems.push(format!("pool {}: cannot listen on {spec}: {e}", pool.name));
                 }
             }
+        }
+    }
+    if let Some(ListenAddr::Tcp(addr)) = config.server.status {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            problems.push(format!("cannot listen on the status address {addr}: {e}"));
         }
     }
     problems

@@ -1,13 +1,15 @@
 //! When a worker should be replaced (SPEC §4 `--maximum-requests`,
 //! `--restart-interval`, `--max-rss`, `--inactivity-timeout`), each limit
 //! drawn up to `--recycle-jitter` lower for this worker, so that workers
-//! started together do not all restart together.
+//! started together do not all restart together. `--max-rss` acts only
+//! after `--rss-samples` consecutive readings above it, so one short spike
+//! (a big request whose memory is given back) does not restart a worker.
 //!
 //! The worker only asks (`recycle REASON` on its status pipe) and keeps
 //! serving; the master starts a replacement and retires this worker once
 //! the replacement is ready.
 
-use crate::config::model::ProcessOptions;
+use crate::config::model::{seconds, ProcessOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,10 @@ pub struct Recycler {
     max_requests: Option<u64>,
     max_age: Option<Duration>,
     max_rss_bytes: Option<u64>,
+    /// Consecutive readings above `max_rss_bytes` that make it due.
+    rss_samples: u64,
+    /// Readings above `max_rss_bytes` in a row so far.
+    rss_above: AtomicU64,
     max_idle: Option<Duration>,
     started: Instant,
     served: AtomicU64,
@@ -53,14 +59,15 @@ impl Recycler {
     }
 
     fn with_factor(opts: &ProcessOptions, factor: f64) -> Recycler {
-        let scaled = |v: f64| (v > 0.0).then(|| Duration::from_secs_f64(v * factor));
+        let scaled = |v: f64| (v > 0.0).then(|| seconds(v * factor));
         Recycler {
             max_requests: (opts.maximum_requests > 0)
                 .then(|| ((opts.maximum_requests as f64 * factor).round() as u64).max(1)),
             max_age: scaled(opts.restart_interval),
-            max_rss_bytes: opts.max_rss_mb.map(|mb| mb * 1024 * 1024),
-            max_idle: (opts.inactivity_timeout > 0.0)
-                .then(|| Duration::from_secs_f64(opts.inactivity_timeout)),
+            max_rss_bytes: opts.max_rss_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
+            rss_samples: opts.rss_samples.max(1),
+            rss_above: AtomicU64::new(0),
+            max_idle: (opts.inactivity_timeout > 0.0).then(|| seconds(opts.inactivity_timeout)),
             started: Instant::now(),
             served: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
@@ -96,7 +103,8 @@ impl Recycler {
         self.last_request_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// The reason this worker should be replaced now, if any.
+    /// The reason this worker should be replaced now, if any. Each call
+    /// with `--max-rss` set takes one reading of the resident memory.
     pub fn due(&self, rss_bytes: impl FnOnce() -> Option<u64>) -> Option<&'static str> {
         self.due_at(self.started.elapsed(), rss_bytes)
     }
@@ -126,7 +134,7 @@ impl Recycler {
             return Some("restart-interval");
         }
         if let Some(limit) = self.max_rss_bytes {
-            if rss_bytes().is_some_and(|rss| rss > limit) {
+            if self.rss_reading(rss_bytes(), limit) {
                 return Some("max-rss");
             }
         }
@@ -141,6 +149,35 @@ impl Recycler {
             }
         }
         None
+    }
+}
+
+impl Recycler {
+    /// Counts one reading against `--max-rss`: true once `rss_samples`
+    /// readings in a row were above the limit. A reading at or below it
+    /// (or none at all) starts the count again.
+    fn rss_reading(&self, rss: Option<u64>, limit: u64) -> bool {
+        const MB: u64 = 1024 * 1024;
+        let Some(rss) = rss.filter(|rss| *rss > limit) else {
+            self.rss_above.store(0, Ordering::Relaxed);
+            return false;
+        };
+        let above = self.rss_above.fetch_add(1, Ordering::Relaxed) + 1;
+        if above >= self.rss_samples {
+            tracing::info!(
+                "resident memory {} MB above max-rss {} MB on {above} consecutive readings",
+                rss / MB,
+                limit / MB
+            );
+            return true;
+        }
+        tracing::info!(
+            "resident memory {} MB above max-rss {} MB (reading {above} of {})",
+            rss / MB,
+            limit / MB,
+            self.rss_samples
+        );
+        false
     }
 }
 
@@ -204,6 +241,7 @@ mod tests {
         let r = Recycler::with_factor(
             &ProcessOptions {
                 max_rss_mb: Some(100),
+                rss_samples: 1,
                 ..opts()
             },
             1.0,
@@ -235,6 +273,40 @@ mod tests {
             r.due_at(Duration::from_secs(5), || None),
             Some("inactivity-timeout")
         );
+    }
+
+    #[test]
+    fn max_rss_needs_rss_samples_readings_in_a_row_above_the_limit() {
+        let r = Recycler::with_factor(
+            &ProcessOptions {
+                max_rss_mb: Some(100),
+                rss_samples: 3,
+                ..opts()
+            },
+            1.0,
+        );
+        let above = || Some(200u64 << 20);
+        let below = || Some(50u64 << 20);
+        // A spike: two readings above, then one below, starts over.
+        assert_eq!(r.due_at(Duration::ZERO, above), None);
+        assert_eq!(r.due_at(Duration::ZERO, above), None);
+        assert_eq!(r.due_at(Duration::ZERO, below), None);
+        assert_eq!(r.due_at(Duration::ZERO, above), None);
+        assert_eq!(r.due_at(Duration::ZERO, above), None);
+        // A reading that fails counts as not above.
+        assert_eq!(r.due_at(Duration::ZERO, || None), None);
+        assert_eq!(r.due_at(Duration::ZERO, above), None);
+        assert_eq!(r.due_at(Duration::ZERO, above), None);
+        assert_eq!(r.due_at(Duration::ZERO, above), Some("max-rss"));
+        // The default of 0 from ProcessOptions::default() means one reading.
+        let r = Recycler::with_factor(
+            &ProcessOptions {
+                max_rss_mb: Some(100),
+                ..opts()
+            },
+            1.0,
+        );
+        assert_eq!(r.due_at(Duration::ZERO, above), Some("max-rss"));
     }
 
     #[test]

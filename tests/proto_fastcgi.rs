@@ -889,7 +889,8 @@ fn a_split_params_stream_of_legal_size_is_accepted_however_many_records_it_uses(
     // 2,000 records of 100 bytes: far more records than any front end
     // uses, but 216 KB on the wire, under the 1 MiB default.
     let value = vec![b'v'; 199_900];
-    let mut block = vec![0x80u8 | 0, 0, 0, 8, 0x80, 0x03, 0x0c, 0xdc];
+    // A name length of 8 and a value length of 199,900, both in 4-byte form.
+    let mut block = vec![0x80u8, 0, 0, 8, 0x80, 0x03, 0x0c, 0xdc];
     block.extend(b"HTTP_X_A");
     block.extend(&value);
     let mut bytes = begin(1, 1, false);

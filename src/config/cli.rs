@@ -22,7 +22,10 @@ pub use super::validate::resolve_python;
     version,
     about = "Hosts a Python WSGI application behind nginx, Apache httpd or lighttpd over FastCGI, SCGI or uwsgi",
     after_help = "APP is a WSGI script file (.wsgi or .py; callable `application` unless --callable) or package.module:callable.\n\
-                  ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N."
+                  ADDR is HOST:PORT, [V6]:PORT, unix:PATH or fd:N. Durations are seconds, at most 10000000.\n\n\
+                  Signals to the master: HUP reload; TERM, QUIT graceful stop; INT fast stop; USR1 reopen logs;\n\
+                  USR2 log the workers' Python stacks; TTIN / TTOU one more / one fewer worker per pool (a pool\n\
+                  grows to --max-processes at most, or to twice --processes without it)."
 )]
 pub struct Cli {
     /// Which options were given rather than defaulted (see [`Given`]); the
@@ -80,9 +83,12 @@ pub struct Cli {
     /// Draw each worker's recycling limits up to this fraction lower (0 <= F < 1).
     #[arg(long, value_name = "F", default_value_t = defaults::RECYCLE_JITTER)]
     pub recycle_jitter: f64,
-    /// Restart a worker gracefully when its resident memory passes MB megabytes.
+    /// Restart a worker gracefully when its resident memory has been above MB megabytes on --rss-samples consecutive readings.
     #[arg(long, value_name = "MB")]
     pub max_rss: Option<u64>,
+    /// Consecutive readings (about one a second) above --max-rss before a worker is restarted.
+    #[arg(long, value_name = "N", default_value_t = defaults::RSS_SAMPLES)]
+    pub rss_samples: u64,
     /// Hard limit on each worker's memory, in megabytes (an rlimit, as mod_wsgi's memory-limit).
     #[arg(long, value_name = "MB")]
     pub memory_limit: Option<u64>,
@@ -195,6 +201,36 @@ pub struct Cli {
     /// Seconds given to in-flight requests on stop.
     #[arg(long, value_name = "S", default_value_t = defaults::SHUTDOWN_TIMEOUT)]
     pub shutdown_timeout: f64,
+    /// End a request running longer than S seconds with an error, logging its Python stack (0: off).
+    #[arg(long, value_name = "S", default_value_t = defaults::REQUEST_TIMEOUT)]
+    pub request_timeout: f64,
+    /// Restart a worker whose GIL has been held for S seconds (0: off).
+    #[arg(long, value_name = "S", default_value_t = defaults::DEADLOCK_TIMEOUT)]
+    pub deadlock_timeout: f64,
+    /// Answer 503 to a request that waited S seconds for a free thread (0: off).
+    #[arg(long, value_name = "S", default_value_t = defaults::QUEUE_TIMEOUT)]
+    pub queue_timeout: f64,
+    /// Log the Python stack of a request still running after S seconds (0: off).
+    #[arg(long, value_name = "S", default_value_t = defaults::SLOW_LOG_TIMEOUT)]
+    pub slow_log_timeout: f64,
+    /// At most N requests of a pool wait for a thread; the next gets 503 (0: no cap).
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_QUEUE)]
+    pub max_queue: usize,
+    /// Live FastCGI requests on one connection (multiplexing front ends).
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_REQUESTS_PER_CONNECTION)]
+    pub max_requests_per_connection: usize,
+    /// Connections one worker holds open at once.
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Parameter bytes buffered per connection over all its requests (K/M suffixes; at least --max-params-size).
+    #[arg(long, value_name = "SIZE", default_value = "4M")]
+    pub max_connection_params_size: String,
+    /// Seconds an idle kept connection stays open.
+    #[arg(long, value_name = "S", default_value_t = defaults::KEEPALIVE_TIMEOUT)]
+    pub keepalive_timeout: f64,
+    /// Seconds a connection has to deliver a complete request head.
+    #[arg(long, value_name = "S", default_value_t = defaults::HEADER_TIMEOUT)]
+    pub header_timeout: f64,
 
     /// Allow workers to run as root (otherwise a master started as root needs --user).
     #[arg(long)]
@@ -215,6 +251,24 @@ pub struct Cli {
     /// Write the pid of the master to PATH.
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+    /// Exit at start-up if a pool's application fails to import (default: keep the other pools serving and retry it with back-off).
+    #[arg(long)]
+    pub need_app: bool,
+    /// Serve /status and /metrics over HTTP on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub status: Option<String>,
+    /// A TCP status address accepts connections from these IP addresses only (comma-separated, repeatable).
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    pub status_allowed_clients: Vec<String>,
+    /// Owner of a unix: status socket.
+    #[arg(long, value_name = "USER")]
+    pub status_socket_user: Option<String>,
+    /// Group of a unix: status socket.
+    #[arg(long, value_name = "GROUP")]
+    pub status_socket_group: Option<String>,
+    /// Mode of a unix: status socket, in octal (e.g. 0660).
+    #[arg(long, value_name = "OCTAL")]
+    pub status_socket_mode: Option<String>,
 
     /// TOML configuration (pools and [server]); options given here override its single pool.
     #[arg(long, value_name = "FILE")]
@@ -303,6 +357,21 @@ impl Cli {
                 .then_some(i64::from(self.listen_backlog)),
             graceful_timeout: given_f64("graceful_timeout", self.graceful_timeout),
             shutdown_timeout: given_f64("shutdown_timeout", self.shutdown_timeout),
+            request_timeout: given_f64("request_timeout", self.request_timeout),
+            deadlock_timeout: given_f64("deadlock_timeout", self.deadlock_timeout),
+            queue_timeout: given_f64("queue_timeout", self.queue_timeout),
+            slow_log_timeout: given_f64("slow_log_timeout", self.slow_log_timeout),
+            max_queue: given_int("max_queue", self.max_queue),
+            max_requests_per_connection: given_int(
+                "max_requests_per_connection",
+                self.max_requests_per_connection,
+            ),
+            max_connections: given_int("max_connections", self.max_connections),
+            max_connection_params_size: self
+                .given("max_connection_params_size")
+                .then(|| Size::Text(self.max_connection_params_size.clone())),
+            keepalive_timeout: given_f64("keepalive_timeout", self.keepalive_timeout),
+            header_timeout: given_f64("header_timeout", self.header_timeout),
             user: self.user.clone(),
             group: self.group.clone(),
             umask: self.umask.clone().map(Octal),
@@ -320,6 +389,7 @@ impl Cli {
             restart_interval: given_f64("restart_interval", self.restart_interval),
             recycle_jitter: given_f64("recycle_jitter", self.recycle_jitter),
             max_rss: self.max_rss.map(int),
+            rss_samples: self.given("rss_samples").then(|| int(self.rss_samples)),
             memory_limit: self.memory_limit.map(int),
             cpu_time_limit: self.cpu_time_limit.map(int),
             open_files_limit: self.open_files_limit.map(int),
@@ -347,12 +417,18 @@ impl Cli {
     fn raw_server(&self) -> RawServer {
         let given = |id: &str, v: &String| self.given(id).then(|| v.clone());
         RawServer {
-            status: None,
+            status: self.status.clone(),
             error_log: given("error_log", &self.error_log),
             access_log: self.access_log.clone(),
             log_format: given("log_format", &self.log_format),
             log_level: given("log_level", &self.log_level),
             pid_file: self.pid_file.clone(),
+            need_app: self.need_app.then_some(true),
+            status_allowed_clients: (!self.status_allowed_clients.is_empty())
+                .then(|| self.status_allowed_clients.clone()),
+            status_socket_user: self.status_socket_user.clone(),
+            status_socket_group: self.status_socket_group.clone(),
+            status_socket_mode: self.status_socket_mode.clone().map(Octal),
         }
     }
 }

@@ -64,6 +64,11 @@ pub struct RawServer {
     pub log_format: Option<String>,
     pub log_level: Option<String>,
     pub pid_file: Option<PathBuf>,
+    pub need_app: Option<bool>,
+    pub status_allowed_clients: Option<Vec<String>>,
+    pub status_socket_user: Option<String>,
+    pub status_socket_group: Option<String>,
+    pub status_socket_mode: Option<Octal>,
 }
 
 /// One `[pools.NAME]` table; the keys are the long options of SPEC §4.
@@ -88,6 +93,16 @@ pub struct RawPool {
     pub listen_backlog: Option<i64>,
     pub graceful_timeout: Option<f64>,
     pub shutdown_timeout: Option<f64>,
+    pub request_timeout: Option<f64>,
+    pub deadlock_timeout: Option<f64>,
+    pub queue_timeout: Option<f64>,
+    pub slow_log_timeout: Option<f64>,
+    pub max_queue: Option<i64>,
+    pub max_requests_per_connection: Option<i64>,
+    pub max_connections: Option<i64>,
+    pub max_connection_params_size: Option<Size>,
+    pub keepalive_timeout: Option<f64>,
+    pub header_timeout: Option<f64>,
 
     // Process options.
     pub user: Option<String>,
@@ -105,6 +120,7 @@ pub struct RawPool {
     pub restart_interval: Option<f64>,
     pub recycle_jitter: Option<f64>,
     pub max_rss: Option<i64>,
+    pub rss_samples: Option<i64>,
     pub memory_limit: Option<i64>,
     pub cpu_time_limit: Option<i64>,
     pub open_files_limit: Option<i64>,
@@ -130,10 +146,6 @@ pub struct RawPool {
     // SPEC §4 options the model has no place for yet. They are known keys,
     // so that a file using one hears "not supported yet" rather than
     // "unknown key".
-    pub(crate) queue_timeout: Option<IgnoredAny>,
-    pub(crate) request_timeout: Option<IgnoredAny>,
-    pub(crate) slow_log_timeout: Option<IgnoredAny>,
-    pub(crate) deadlock_timeout: Option<IgnoredAny>,
     pub(crate) trusted_proxy: Option<IgnoredAny>,
     pub(crate) trusted_proxy_header: Option<IgnoredAny>,
     pub(crate) dispatch_script: Option<IgnoredAny>,
@@ -166,6 +178,11 @@ keyed_table!(RawServer {
     log_format => "log-format",
     log_level => "log-level",
     pid_file => "pid-file",
+    need_app => "need-app",
+    status_allowed_clients => "status-allowed-clients",
+    status_socket_user => "status-socket-user",
+    status_socket_group => "status-socket-group",
+    status_socket_mode => "status-socket-mode",
 });
 
 keyed_table!(RawPool {
@@ -186,6 +203,16 @@ keyed_table!(RawPool {
     listen_backlog => "listen-backlog",
     graceful_timeout => "graceful-timeout",
     shutdown_timeout => "shutdown-timeout",
+    request_timeout => "request-timeout",
+    deadlock_timeout => "deadlock-timeout",
+    queue_timeout => "queue-timeout",
+    slow_log_timeout => "slow-log-timeout",
+    max_queue => "max-queue",
+    max_requests_per_connection => "max-requests-per-connection",
+    max_connections => "max-connections",
+    max_connection_params_size => "max-connection-params-size",
+    keepalive_timeout => "keepalive-timeout",
+    header_timeout => "header-timeout",
     user => "user",
     group => "group",
     umask => "umask",
@@ -201,6 +228,7 @@ keyed_table!(RawPool {
     restart_interval => "restart-interval",
     recycle_jitter => "recycle-jitter",
     max_rss => "max-rss",
+    rss_samples => "rss-samples",
     memory_limit => "memory-limit",
     cpu_time_limit => "cpu-time-limit",
     open_files_limit => "open-files-limit",
@@ -226,10 +254,6 @@ impl RawPool {
     /// The keys of SPEC §4 that this table sets and that are not built yet.
     pub fn unsupported_keys(&self) -> Vec<&'static str> {
         [
-            (self.queue_timeout.is_some(), "queue-timeout"),
-            (self.request_timeout.is_some(), "request-timeout"),
-            (self.slow_log_timeout.is_some(), "slow-log-timeout"),
-            (self.deadlock_timeout.is_some(), "deadlock-timeout"),
             (self.trusted_proxy.is_some(), "trusted-proxy"),
             (self.trusted_proxy_header.is_some(), "trusted-proxy-header"),
             (self.dispatch_script.is_some(), "dispatch-script"),

@@ -36,11 +36,75 @@ pub mod defaults {
     pub const RECYCLE_JITTER: f64 = 0.0;
     /// Python's `threading.stack_size()` refuses less than 32 KiB.
     pub const MIN_STACK_SIZE: usize = 32 * 1024;
+    /// The longest duration any option takes, in seconds (about 115 days):
+    /// beyond it a duration means "never" and is better said with 0, and
+    /// every duration stays far inside what `std::time` can represent.
+    pub const MAX_SECONDS: f64 = 1e7;
+    /// `--request-timeout`, `--deadlock-timeout`, `--queue-timeout`,
+    /// `--slow-log-timeout`: off (0) unless set, as in mod_wsgi.
+    pub const REQUEST_TIMEOUT: f64 = 0.0;
+    pub const DEADLOCK_TIMEOUT: f64 = 0.0;
+    pub const QUEUE_TIMEOUT: f64 = 0.0;
+    pub const SLOW_LOG_TIMEOUT: f64 = 0.0;
+    /// Requests of a pool waiting for a thread (Passenger's
+    /// `max_request_queue_size` default); 0 = no cap.
+    pub const MAX_QUEUE: usize = 100;
+    /// `--max-rss` acts on this many consecutive readings above the limit
+    /// (SPEC §4), so one short spike does not restart a worker.
+    pub const RSS_SAMPLES: u64 = 3;
+    /// Live FastCGI request ids on one connection (a multiplexing front end
+    /// cannot make a worker hold more).
+    pub const MAX_REQUESTS_PER_CONNECTION: usize = 16;
+    /// Connections one worker holds open at once.
+    pub const MAX_CONNECTIONS: usize = 1024;
+    /// Parameter bytes buffered for one connection over all its live
+    /// request ids (at least `max-params-size`).
+    pub const MAX_CONNECTION_PARAMS_BYTES: usize = 4 * 1024 * 1024;
+    /// Seconds an idle kept connection stays open.
+    pub const KEEPALIVE_TIMEOUT: f64 = 120.0;
+    /// Seconds a connection has to deliver a complete request head.
+    pub const HEADER_TIMEOUT: f64 = 60.0;
     pub const ERROR_LOG: &str = "-";
     pub const LOG_LEVEL: &str = "info";
     pub const LOG_FORMAT: &str = "text";
     /// The name of a pool defined on the command line alone (SPEC §4).
     pub const POOL_NAME: &str = "main";
+
+    // serde defaults, so that a worker configuration written by an older
+    // master still reads.
+    pub(crate) fn max_queue() -> usize {
+        MAX_QUEUE
+    }
+    pub(crate) fn rss_samples() -> u64 {
+        RSS_SAMPLES
+    }
+    pub(crate) fn max_requests_per_connection() -> usize {
+        MAX_REQUESTS_PER_CONNECTION
+    }
+    pub(crate) fn max_connections() -> usize {
+        MAX_CONNECTIONS
+    }
+    pub(crate) fn max_connection_params_bytes() -> usize {
+        MAX_CONNECTION_PARAMS_BYTES
+    }
+    pub(crate) fn keepalive_timeout() -> f64 {
+        KEEPALIVE_TIMEOUT
+    }
+    pub(crate) fn header_timeout() -> f64 {
+        HEADER_TIMEOUT
+    }
+}
+
+/// A duration option's seconds as a `Duration`, without the panics of
+/// `Duration::from_secs_f64`: validation keeps every option within
+/// `defaults::MAX_SECONDS`, and anything else (negative, NaN, huge) that
+/// still reached here becomes 0 or the longest duration.
+pub fn seconds(value: f64) -> std::time::Duration {
+    match std::time::Duration::try_from_secs_f64(value) {
+        Ok(d) => d,
+        Err(_) if value > 0.0 => std::time::Duration::MAX,
+        Err(_) => std::time::Duration::ZERO,
+    }
 }
 
 /// The whole validated configuration: what the master runs.
@@ -66,6 +130,21 @@ pub struct ServerConfig {
     /// A level (`error` … `trace`) or a tracing filter directive.
     pub log_level: String,
     pub pid_file: Option<PathBuf>,
+    /// `--need-app`: exit at start-up when a pool's application fails to
+    /// import (uWSGI's name); otherwise the master keeps the other pools
+    /// serving and retries it with back-off.
+    #[serde(default)]
+    pub need_app: bool,
+    /// Peers allowed to reach a TCP status address (empty: any).
+    #[serde(default)]
+    pub status_allowed_clients: Vec<std::net::IpAddr>,
+    /// Owner and mode of a `unix:` status address.
+    #[serde(default)]
+    pub status_socket_user: Option<String>,
+    #[serde(default)]
+    pub status_socket_group: Option<String>,
+    #[serde(default)]
+    pub status_socket_mode: Option<u32>,
 }
 
 impl ServerConfig {
@@ -252,6 +331,38 @@ pub struct PoolConfig {
     pub listen_backlog: i32,
     pub graceful_timeout: f64,
     pub shutdown_timeout: f64,
+    /// Seconds a request may run before it is ended with a 504-style error
+    /// and its stack logged (0: off).
+    #[serde(default)]
+    pub request_timeout: f64,
+    /// Seconds the GIL may stay held before the worker is restarted (0: off).
+    #[serde(default)]
+    pub deadlock_timeout: f64,
+    /// Seconds a request may wait for a free thread before a 503 (0: off).
+    #[serde(default)]
+    pub queue_timeout: f64,
+    /// Seconds after which a running request's stack is logged (0: off).
+    #[serde(default)]
+    pub slow_log_timeout: f64,
+    /// Requests of a pool waiting for a thread; the next gets 503 (0: no cap).
+    #[serde(default = "defaults::max_queue")]
+    pub max_queue: usize,
+    /// Live FastCGI request ids per connection.
+    #[serde(default = "defaults::max_requests_per_connection")]
+    pub max_requests_per_connection: usize,
+    /// Connections one worker holds at once.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Parameter bytes buffered per connection over all its live ids (at
+    /// least `max_params_bytes`).
+    #[serde(default = "defaults::max_connection_params_bytes")]
+    pub max_connection_params_bytes: usize,
+    /// Seconds an idle kept connection stays open.
+    #[serde(default = "defaults::keepalive_timeout")]
+    pub keepalive_timeout: f64,
+    /// Seconds a connection has to deliver a complete request head.
+    #[serde(default = "defaults::header_timeout")]
+    pub header_timeout: f64,
     /// Process options (SPEC §4, mod_wsgi's WSGIDaemonProcess names).
     pub process: ProcessOptions,
     /// The auth responder and access script (SPEC §6).
@@ -288,8 +399,13 @@ pub struct ProcessOptions {
     pub restart_interval: f64,
     /// Each worker's limits are drawn up to this fraction lower (0..1).
     pub recycle_jitter: f64,
-    /// Restart a worker gracefully once its RSS passes this many MB.
+    /// Restart a worker gracefully once its RSS has been above this many MB
+    /// on `rss_samples` consecutive readings.
     pub max_rss_mb: Option<u64>,
+    /// Consecutive readings above `max_rss_mb` that make a worker recycle
+    /// (at least 1; 0, from `Default`, counts as 1).
+    #[serde(default = "defaults::rss_samples")]
+    pub rss_samples: u64,
     /// Hard rlimits of each worker.
     pub memory_limit_mb: Option<u64>,
     pub cpu_time_limit: Option<u64>,
@@ -328,6 +444,12 @@ pub struct WorkerConfig {
     /// auth script.
     #[serde(default)]
     pub nonce_fd: Option<i32>,
+    /// The pool's scoreboard (`scoreboard`): the worker writes what it
+    /// does into slot `scoreboard_slot` of it.
+    #[serde(default)]
+    pub scoreboard_fd: Option<i32>,
+    #[serde(default)]
+    pub scoreboard_slot: Option<usize>,
     /// `-tt`: load the application, then exit without serving.
     #[serde(default)]
     pub check_only: bool,

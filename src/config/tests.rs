@@ -106,7 +106,34 @@ fn command_line_alone_makes_one_pool_named_main_with_mod_wsgi_defaults() {
     assert_eq!((p.cpu_time_limit, p.open_files_limit), (None, None));
     assert_eq!((p.socket_mode, p.stack_size), (None, None));
     assert!(!p.clear_env && !p.preload && p.allowed_clients.is_empty());
+    assert_eq!(p.rss_samples, 3);
+    assert_eq!(
+        (
+            pool.request_timeout,
+            pool.deadlock_timeout,
+            pool.queue_timeout,
+            pool.slow_log_timeout
+        ),
+        (0.0, 0.0, 0.0, 0.0)
+    );
+    assert_eq!(pool.max_queue, 100);
+    assert_eq!(
+        (pool.max_requests_per_connection, pool.max_connections),
+        (16, 1024)
+    );
+    assert_eq!(pool.max_connection_params_bytes, 4 << 20);
+    assert_eq!((pool.keepalive_timeout, pool.header_timeout), (120.0, 60.0));
     let s = &config.server;
+    assert!(!s.need_app);
+    assert!(s.status_allowed_clients.is_empty());
+    assert_eq!(
+        (
+            &s.status_socket_user,
+            &s.status_socket_group,
+            s.status_socket_mode
+        ),
+        (&None, &None, None)
+    );
     assert_eq!(s.error_log, "-");
     assert_eq!(s.log_level, "info");
     assert!(!s.log_format_json);
@@ -166,6 +193,17 @@ fn every_option_parses_and_the_file_keys_mean_the_same() {
         "--listen-backlog=128",
         "--graceful-timeout=20",
         "--shutdown-timeout=7.5",
+        "--request-timeout=30",
+        "--deadlock-timeout=45.5",
+        "--queue-timeout=2",
+        "--slow-log-timeout=5",
+        "--max-queue=0",
+        "--max-requests-per-connection=4",
+        "--max-connections=64",
+        "--max-connection-params-size=8M",
+        "--keepalive-timeout=30",
+        "--header-timeout=10",
+        "--rss-samples=5",
         "--user=site1",
         "--group=1001",
         "--umask=022",
@@ -220,6 +258,23 @@ fn every_option_parses_and_the_file_keys_mean_the_same() {
     assert_eq!(line.socket_timeout, 30.0);
     assert_eq!(line.listen_backlog, 128);
     assert_eq!((line.graceful_timeout, line.shutdown_timeout), (20.0, 7.5));
+    assert_eq!(
+        (
+            line.request_timeout,
+            line.deadlock_timeout,
+            line.queue_timeout,
+            line.slow_log_timeout
+        ),
+        (30.0, 45.5, 2.0, 5.0)
+    );
+    assert_eq!(line.max_queue, 0);
+    assert_eq!(
+        (line.max_requests_per_connection, line.max_connections),
+        (4, 64)
+    );
+    assert_eq!(line.max_connection_params_bytes, 8 << 20);
+    assert_eq!((line.keepalive_timeout, line.header_timeout), (30.0, 10.0));
+    assert_eq!(line.process.rss_samples, 5);
     let p = &line.process;
     assert_eq!(p.user.as_deref(), Some("site1"));
     assert_eq!(p.group.as_deref(), Some("1001"));
@@ -272,6 +327,17 @@ socket-timeout = 30
 listen-backlog = 128
 graceful-timeout = 20
 shutdown-timeout = 7.5
+request-timeout = 30
+deadlock-timeout = 45.5
+queue-timeout = 2
+slow-log-timeout = 5
+max-queue = 0
+max-requests-per-connection = 4
+max-connections = 64
+max-connection-params-size = "8M"
+keepalive-timeout = 30
+header-timeout = 10
+rss-samples = 5
 user = "site1"
 group = "1001"
 umask = "0022"
@@ -429,6 +495,96 @@ fn command_line_errors_name_the_option() {
             "--recycle-jitter: must be a fraction at least 0 and less than 1 (e.g. 0.1)",
         ),
         (&[HELLO, listen, "--max-rss=0"], "--max-rss: must be at least 1"),
+        (&[HELLO, listen, "--rss-samples=0"], "--rss-samples: must be at least 1"),
+        (
+            &[HELLO, listen, "--socket-timeout=1e20"],
+            "--socket-timeout: must be at most 10000000 seconds",
+        ),
+        (
+            &[HELLO, listen, "--startup-timeout=10000001"],
+            "--startup-timeout: must be at most 10000000 seconds",
+        ),
+        (
+            &[HELLO, listen, "--restart-interval=1e300"],
+            "--restart-interval: must be at most 10000000 seconds",
+        ),
+        (
+            &[HELLO, listen, "--request-timeout=-1"],
+            "--request-timeout: must be a number of seconds (0: never)",
+        ),
+        (
+            &[HELLO, listen, "--request-timeout=1e20"],
+            "--request-timeout: must be at most 10000000 seconds",
+        ),
+        (
+            &[HELLO, listen, "--deadlock-timeout=inf"],
+            "--deadlock-timeout: must be a number of seconds (0: never)",
+        ),
+        (
+            &[HELLO, listen, "--queue-timeout=NaN"],
+            "--queue-timeout: must be a number of seconds (0: never)",
+        ),
+        (
+            &[HELLO, listen, "--slow-log-timeout=1e8"],
+            "--slow-log-timeout: must be at most 10000000 seconds",
+        ),
+        (
+            &[HELLO, listen, "--keepalive-timeout=0"],
+            "--keepalive-timeout: must be a positive number of seconds",
+        ),
+        (
+            &[HELLO, listen, "--header-timeout=1e9"],
+            "--header-timeout: must be at most 10000000 seconds",
+        ),
+        (
+            &[HELLO, listen, "--max-requests-per-connection=0"],
+            "--max-requests-per-connection: must be at least 1",
+        ),
+        (
+            &[HELLO, listen, "--max-requests-per-connection=65536"],
+            "--max-requests-per-connection: must be at most 65535",
+        ),
+        (&[HELLO, listen, "--max-connections=0"], "--max-connections: must be at least 1"),
+        (
+            &[HELLO, listen, "--max-connection-params-size=512K"],
+            "--max-connection-params-size: must be at least max-params-size (1048576 bytes)",
+        ),
+        (
+            &[HELLO, listen, "--max-params-size=8M"],
+            "--max-connection-params-size: must be at least max-params-size (8388608 bytes)",
+        ),
+        (
+            &[HELLO, listen, "--max-connection-params-size=lots"],
+            "--max-connection-params-size: `lots` is not a size (bytes, or a number with K, M or G)",
+        ),
+        (
+            &[HELLO, listen, "--status=nowhere"],
+            "--status: `nowhere` is not an address (HOST:PORT, [V6]:PORT, unix:PATH or fd:N)",
+        ),
+        (
+            &[HELLO, listen, "--status=127.0.0.1:9000"],
+            "--status: 127.0.0.1:9000 is already used by --fastcgi 127.0.0.1:9000",
+        ),
+        (
+            &[HELLO, listen, "--status=127.0.0.1:9191", "--status-socket-mode=0600"],
+            "--status-socket-mode: applies to a unix: status address only",
+        ),
+        (
+            &[HELLO, listen, "--status=unix:/tmp/s.sock", "--status-socket-mode=9"],
+            "--status-socket-mode: `9` is not an octal mode such as 0022",
+        ),
+        (
+            &[HELLO, listen, "--status=unix:/tmp/s.sock", "--status-socket-user=a b"],
+            "--status-socket-user: `a b` is not a user or group name or number",
+        ),
+        (
+            &[HELLO, listen, "--status=unix:/tmp/s.sock", "--status-allowed-clients=127.0.0.1"],
+            "--status-allowed-clients: applies to a TCP status address only",
+        ),
+        (
+            &[HELLO, listen, "--status=127.0.0.1:9191", "--status-allowed-clients=here"],
+            "--status-allowed-clients: `here` is not an IP address",
+        ),
         (&[HELLO, listen, "--memory-limit=0"], "--memory-limit: must be at least 1"),
         (
             &[HELLO, listen, "--memory-limit=17592186044416"],
@@ -562,7 +718,7 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
         ),
         (
             "[server]\nlog = \"-\"\n".into(),
-            "site.toml: server.log: unknown key; known keys: status, error-log, access-log, log-format, log-level, pid-file (line 2, column 1)",
+            "site.toml: server.log: unknown key; known keys: status, error-log, access-log, log-format, log-level, pid-file, need-app, status-allowed-clients, status-socket-user, status-socket-group, status-socket-mode (line 2, column 1)",
         ),
         (
             "pools = 3\n".into(),
@@ -714,6 +870,85 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
             "site.toml: pools.trac.recycle-jitter: must be a fraction at least 0 and less than 1 (e.g. 0.1)",
         ),
         (trac("max-rss = 0"), "site.toml: pools.trac.max-rss: must be at least 1"),
+        (trac("rss-samples = 0"), "site.toml: pools.trac.rss-samples: must be at least 1"),
+        (
+            trac("socket-timeout = 1e20"),
+            "site.toml: pools.trac.socket-timeout: must be at most 10000000 seconds",
+        ),
+        (
+            trac("graceful-timeout = 1e10"),
+            "site.toml: pools.trac.graceful-timeout: must be at most 10000000 seconds",
+        ),
+        (
+            trac("inactivity-timeout = 1e308"),
+            "site.toml: pools.trac.inactivity-timeout: must be at most 10000000 seconds",
+        ),
+        (
+            trac("request-timeout = -0.5"),
+            "site.toml: pools.trac.request-timeout: must be a number of seconds (0: never)",
+        ),
+        (
+            trac("deadlock-timeout = 1e20"),
+            "site.toml: pools.trac.deadlock-timeout: must be at most 10000000 seconds",
+        ),
+        (
+            trac("queue-timeout = nan"),
+            "site.toml: pools.trac.queue-timeout: must be a number of seconds (0: never)",
+        ),
+        (
+            trac("slow-log-timeout = inf"),
+            "site.toml: pools.trac.slow-log-timeout: must be a number of seconds (0: never)",
+        ),
+        (
+            trac("keepalive-timeout = 0"),
+            "site.toml: pools.trac.keepalive-timeout: must be a positive number of seconds",
+        ),
+        (
+            trac("header-timeout = -1"),
+            "site.toml: pools.trac.header-timeout: must be a positive number of seconds",
+        ),
+        (trac("max-queue = -1"), "site.toml: pools.trac.max-queue: must be at least 0"),
+        (
+            trac("max-requests-per-connection = 0"),
+            "site.toml: pools.trac.max-requests-per-connection: must be at least 1",
+        ),
+        (
+            trac("max-requests-per-connection = 70000"),
+            "site.toml: pools.trac.max-requests-per-connection: must be at most 65535",
+        ),
+        (trac("max-connections = 0"), "site.toml: pools.trac.max-connections: must be at least 1"),
+        (
+            trac("max-connection-params-size = \"64K\""),
+            "site.toml: pools.trac.max-connection-params-size: must be at least max-params-size (1048576 bytes)",
+        ),
+        (
+            trac("max-connection-params-size = true"),
+            "site.toml: pools.trac.max-connection-params-size: invalid type: boolean `true`, expected a number of bytes or a string such as \"1M\" (line 4, column 30)",
+        ),
+        (
+            trac("request-timeout = \"30s\""),
+            "site.toml: pools.trac.request-timeout: invalid type: string \"30s\", expected a number (line 4, column 19)",
+        ),
+        (
+            format!("[server]\nneed-app = \"yes\"\n{}", trac("")),
+            "site.toml: server.need-app: invalid type: string \"yes\", expected a boolean (line 2, column 12)",
+        ),
+        (
+            format!("[server]\nstatus = \"127.0.0.1:9191\"\nstatus-socket-user = \"www-data\"\n{}", trac("")),
+            "site.toml: server.status-socket-user: applies to a unix: status address only",
+        ),
+        (
+            format!("[server]\nstatus-allowed-clients = [\"127.0.0.1\"]\n{}", trac("")),
+            "site.toml: server.status-allowed-clients: applies to a TCP status address only",
+        ),
+        (
+            format!("[server]\nstatus = \"127.0.0.1:9191\"\nstatus-allowed-clients = [\"10.0.0.0/8\"]\n{}", trac("")),
+            "site.toml: server.status-allowed-clients: `10.0.0.0/8` is not an IP address",
+        ),
+        (
+            format!("[server]\nstatus = \"unix:/tmp/s.sock\"\nstatus-socket-mode = \"0999\"\n{}", trac("")),
+            "site.toml: server.status-socket-mode: `0999` is not an octal mode such as 0022",
+        ),
         (trac("memory-limit = -1"), "site.toml: pools.trac.memory-limit: must be at least 1"),
         (trac("cpu-time-limit = 0"), "site.toml: pools.trac.cpu-time-limit: must be at least 1"),
         (trac("open-files-limit = 0"), "site.toml: pools.trac.open-files-limit: must be at least 1"),
@@ -1149,5 +1384,96 @@ fn auth_keys_make_the_auth_config() {
     assert_eq!(
         bad.unwrap_err(),
         "site.toml: pools.trac.auth-scheme: `ntlm` is neither basic nor digest"
+    );
+}
+
+#[test]
+fn server_keys_for_need_app_and_the_status_socket_parse_from_file_and_command_line() {
+    let text = format!(
+        "[server]\nneed-app = true\nstatus = \"unix:/tmp/wsgi-fpm-status.sock\"\n\
+         status-socket-user = \"www-data\"\nstatus-socket-group = \"adm\"\nstatus-socket-mode = \"0660\"\n{}",
+        trac("")
+    );
+    let server = from_file(&text, &[]).unwrap().server;
+    assert!(server.need_app);
+    assert_eq!(
+        server.status,
+        Some(ListenAddr::Unix("/tmp/wsgi-fpm-status.sock".into()))
+    );
+    assert_eq!(server.status_socket_user.as_deref(), Some("www-data"));
+    assert_eq!(server.status_socket_group.as_deref(), Some("adm"));
+    assert_eq!(server.status_socket_mode, Some(0o660));
+
+    let line = from_cli(&[
+        HELLO,
+        "--fastcgi=127.0.0.1:9000",
+        "--need-app",
+        "--status=127.0.0.1:9191",
+        "--status-allowed-clients=127.0.0.1,::1",
+    ])
+    .unwrap()
+    .server;
+    assert!(line.need_app);
+    assert_eq!(line.status, Some(tcp("127.0.0.1:9191")));
+    assert_eq!(
+        line.status_allowed_clients,
+        ["127.0.0.1", "::1"].map(|a| a.parse::<std::net::IpAddr>().unwrap())
+    );
+    // The command line's --status replaces the file's.
+    let over = from_file(&text, &["--status=127.0.0.1:9292"]);
+    assert_eq!(
+        over.err().as_deref(),
+        Some("site.toml: server.status-socket-user: applies to a unix: status address only")
+    );
+}
+
+#[test]
+fn every_duration_option_stays_within_what_a_duration_can_hold() {
+    // Whatever validation lets through converts without a panic.
+    for key in [
+        "socket-timeout",
+        "graceful-timeout",
+        "shutdown-timeout",
+        "startup-timeout",
+        "restart-interval",
+        "inactivity-timeout",
+        "request-timeout",
+        "deadlock-timeout",
+        "queue-timeout",
+        "slow-log-timeout",
+        "keepalive-timeout",
+        "header-timeout",
+    ] {
+        let pool = only_pool(from_file(&trac(&format!("{key} = 1e7")), &[]));
+        let values = [
+            pool.socket_timeout,
+            pool.graceful_timeout,
+            pool.shutdown_timeout,
+            pool.process.startup_timeout,
+            pool.process.restart_interval,
+            pool.process.inactivity_timeout,
+            pool.request_timeout,
+            pool.deadlock_timeout,
+            pool.queue_timeout,
+            pool.slow_log_timeout,
+            pool.keepalive_timeout,
+            pool.header_timeout,
+        ];
+        assert!(values.contains(&1e7), "{key}");
+        for v in values {
+            assert!(super::model::seconds(v) <= std::time::Duration::from_secs(10_000_000));
+        }
+        let err = from_file(&trac(&format!("{key} = 1.0000001e7")), &[]).unwrap_err();
+        assert_eq!(
+            err,
+            format!("site.toml: pools.trac.{key}: must be at most 10000000 seconds")
+        );
+    }
+    assert_eq!(super::model::seconds(f64::NAN), std::time::Duration::ZERO);
+    assert_eq!(super::model::seconds(-1.0), std::time::Duration::ZERO);
+    assert_eq!(super::model::seconds(1e300), std::time::Duration::MAX);
+    assert_eq!(
+        super::model::seconds(1.5),
+        std::time::Duration::from_millis(1500)
     );
 }

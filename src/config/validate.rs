@@ -6,8 +6,10 @@
 //!
 //! This is the one place that looks at the machine while configuring: it
 //! finds the application script, the interpreter, `home` and the import
-//! script. It does not resolve user or group names (the master does, when it
-//! starts workers) and opens no socket.
+//! script. It runs nothing a pool names: only the default interpreter
+//! (`python3` on the master's PATH) is asked for its real path, as the
+//! pool's user when the master is root — the one time it looks a user up.
+//! It opens no socket.
 
 use super::error::ConfigError;
 use super::file::{Octal, RawFile, RawPool, RawServer, Size};
@@ -262,6 +264,43 @@ fn validate_server(raw: RawServer, origin: &Origin<'_>) -> Result<ServerConfig, 
     if raw.pid_file.as_deref() == Some(Path::new("")) {
         return Err(origin.err("pid-file", "must be a path"));
     }
+    let status_allowed_clients = ip_list(
+        origin,
+        "status-allowed-clients",
+        raw.status_allowed_clients.as_deref(),
+    )?;
+    for (key, value) in [
+        ("status-socket-user", &raw.status_socket_user),
+        ("status-socket-group", &raw.status_socket_group),
+    ] {
+        if let Some(v) = value {
+            if !is_account_name(v) {
+                return Err(origin.err(key, format!("`{v}` is not a user or group name or number")));
+            }
+        }
+    }
+    let status_socket_mode = octal(
+        origin,
+        "status-socket-mode",
+        raw.status_socket_mode.as_ref(),
+    )?;
+    // Owner and mode mean something for a socket file only.
+    let unix_status = matches!(status, Some(ListenAddr::Unix(_)));
+    for (set, key) in [
+        (raw.status_socket_user.is_some(), "status-socket-user"),
+        (raw.status_socket_group.is_some(), "status-socket-group"),
+        (status_socket_mode.is_some(), "status-socket-mode"),
+    ] {
+        if set && !unix_status {
+            return Err(origin.err(key, "applies to a unix: status address only"));
+        }
+    }
+    if !status_allowed_clients.is_empty() && !matches!(status, Some(ListenAddr::Tcp(_))) {
+        return Err(origin.err(
+            "status-allowed-clients",
+            "applies to a TCP status address only",
+        ));
+    }
     Ok(ServerConfig {
         status,
         error_log,
@@ -269,6 +308,11 @@ fn validate_server(raw: RawServer, origin: &Origin<'_>) -> Result<ServerConfig, 
         log_format_json: log_format == "json",
         log_level,
         pid_file: raw.pid_file,
+        need_app: raw.need_app.unwrap_or(false),
+        status_allowed_clients,
+        status_socket_user: raw.status_socket_user,
+        status_socket_group: raw.status_socket_group,
+        status_socket_mode,
     })
 }
 
@@ -348,6 +392,70 @@ fn validate_pool(
         raw.shutdown_timeout,
         defaults::SHUTDOWN_TIMEOUT,
     )?;
+    let request_timeout = never_or_positive(
+        origin,
+        "request-timeout",
+        raw.request_timeout,
+        defaults::REQUEST_TIMEOUT,
+    )?;
+    let deadlock_timeout = never_or_positive(
+        origin,
+        "deadlock-timeout",
+        raw.deadlock_timeout,
+        defaults::DEADLOCK_TIMEOUT,
+    )?;
+    let queue_timeout = never_or_positive(
+        origin,
+        "queue-timeout",
+        raw.queue_timeout,
+        defaults::QUEUE_TIMEOUT,
+    )?;
+    let slow_log_timeout = never_or_positive(
+        origin,
+        "slow-log-timeout",
+        raw.slow_log_timeout,
+        defaults::SLOW_LOG_TIMEOUT,
+    )?;
+    let keepalive_timeout = positive(
+        origin,
+        "keepalive-timeout",
+        raw.keepalive_timeout,
+        defaults::KEEPALIVE_TIMEOUT,
+    )?;
+    let header_timeout = positive(
+        origin,
+        "header-timeout",
+        raw.header_timeout,
+        defaults::HEADER_TIMEOUT,
+    )?;
+    let max_queue = count(
+        origin,
+        "max-queue",
+        raw.max_queue,
+        defaults::MAX_QUEUE as i64,
+        0,
+    )?;
+    let max_requests_per_connection = count(
+        origin,
+        "max-requests-per-connection",
+        raw.max_requests_per_connection,
+        defaults::MAX_REQUESTS_PER_CONNECTION as i64,
+        1,
+    )?;
+    // FastCGI request ids are 16-bit and 0 is the management id.
+    if max_requests_per_connection > i64::from(u16::MAX) {
+        return Err(origin.err(
+            "max-requests-per-connection",
+            format!("must be at most {}", u16::MAX),
+        ));
+    }
+    let max_connections = count(
+        origin,
+        "max-connections",
+        raw.max_connections,
+        defaults::MAX_CONNECTIONS as i64,
+        1,
+    )?;
     let callable = raw
         .callable
         .clone()
@@ -367,24 +475,38 @@ fn validate_pool(
         None => defaults::MAX_PARAMS_BYTES,
         Some(size) => bytes(origin, "max-params-size", size, 1)?,
     };
+    let max_connection_params_bytes = match &raw.max_connection_params_size {
+        None => defaults::MAX_CONNECTION_PARAMS_BYTES,
+        Some(size) => bytes(origin, "max-connection-params-size", size, 1)?,
+    };
+    // One connection must be able to carry at least one request's block.
+    if max_connection_params_bytes < max_params_bytes {
+        return Err(origin.err(
+            "max-connection-params-size",
+            format!("must be at least max-params-size ({max_params_bytes} bytes)"),
+        ));
+    }
     let process = validate_process(name, &raw, origin)?;
     let auth = validate_auth(&raw, origin)?;
 
-    let python =
-        find_python(raw.python.as_deref(), raw.python_home.as_deref()).map_err(|e| match e {
-            PythonError::NotFound(p) => {
-                origin.err("python", format!("`{}` not found", p.display()))
-            }
-            PythonError::NoVenvPython(h) => origin.err(
-                "python-home",
-                format!("`{}` has no bin/python", h.display()),
-            ),
-            PythonError::NoPython3 => origin.missing(
-                "python",
-                "missing, and there is no python3 on PATH: set python or python-home",
-                "no python3 on PATH: name the interpreter with --python",
-            ),
-        })?;
+    let python = find_python(
+        raw.python.as_deref(),
+        raw.python_home.as_deref(),
+        raw.user.as_deref(),
+        raw.group.as_deref(),
+    )
+    .map_err(|e| match e {
+        PythonError::NotFound(p) => origin.err("python", format!("`{}` not found", p.display())),
+        PythonError::NoVenvPython(h) => origin.err(
+            "python-home",
+            format!("`{}` has no bin/python", h.display()),
+        ),
+        PythonError::NoPython3 => origin.missing(
+            "python",
+            "missing, and there is no python3 on PATH: set python or python-home",
+            "no python3 on PATH: name the interpreter with --python",
+        ),
+    })?;
     let python_path = raw
         .python_path
         .unwrap_or_default()
@@ -410,6 +532,16 @@ fn validate_pool(
         listen_backlog,
         graceful_timeout,
         shutdown_timeout,
+        request_timeout,
+        deadlock_timeout,
+        queue_timeout,
+        slow_log_timeout,
+        max_queue: max_queue as usize,
+        max_requests_per_connection: max_requests_per_connection as usize,
+        max_connections: max_connections as usize,
+        max_connection_params_bytes,
+        keepalive_timeout,
+        header_timeout,
         process,
         auth,
     })
@@ -573,19 +705,17 @@ fn validate_process(
         }
     };
     let max_rss_mb = limit("max-rss", raw.max_rss, MAX_MB)?;
+    let rss_samples = count(
+        origin,
+        "rss-samples",
+        raw.rss_samples,
+        defaults::RSS_SAMPLES as i64,
+        1,
+    )? as u64;
     let memory_limit_mb = limit("memory-limit", raw.memory_limit, MAX_MB)?;
     let cpu_time_limit = limit("cpu-time-limit", raw.cpu_time_limit, i64::MAX)?;
     let open_files_limit = limit("open-files-limit", raw.open_files_limit, i64::MAX)?;
-    let allowed_clients = raw
-        .allowed_clients
-        .iter()
-        .flatten()
-        .map(|a| {
-            a.trim()
-                .parse::<IpAddr>()
-                .map_err(|_| origin.err("allowed-clients", format!("`{a}` is not an IP address")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let allowed_clients = ip_list(origin, "allowed-clients", raw.allowed_clients.as_deref())?;
     let import_script = script_file(origin, "import-script", raw.import_script.as_deref())?;
     let python_home = raw
         .python_home
@@ -608,6 +738,7 @@ fn validate_process(
         restart_interval,
         recycle_jitter,
         max_rss_mb,
+        rss_samples,
         memory_limit_mb,
         cpu_time_limit,
         open_files_limit,
@@ -622,6 +753,22 @@ fn validate_process(
         reload_on_change: raw.reload_on_change.unwrap_or(false),
         stack_size,
     })
+}
+
+/// A list of IP addresses (`allowed-clients`, `status-allowed-clients`).
+fn ip_list(
+    origin: &Origin<'_>,
+    key: &str,
+    list: Option<&[String]>,
+) -> Result<Vec<IpAddr>, ConfigError> {
+    list.unwrap_or_default()
+        .iter()
+        .map(|a| {
+            a.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| origin.err(key, format!("`{a}` is not an IP address")))
+        })
+        .collect()
 }
 
 /// A Python file the workers run: it must exist; made absolute.
@@ -718,7 +865,7 @@ fn count(
     Ok(v)
 }
 
-/// Seconds, more than 0.
+/// Seconds, more than 0 and at most `defaults::MAX_SECONDS`.
 fn positive(
     origin: &Origin<'_>,
     key: &str,
@@ -729,10 +876,10 @@ fn positive(
     if !(v.is_finite() && v > 0.0) {
         return Err(origin.err(key, "must be a positive number of seconds"));
     }
-    Ok(v)
+    at_most_max_seconds(origin, key, v)
 }
 
-/// Seconds, or 0 for never.
+/// Seconds, or 0 for never; at most `defaults::MAX_SECONDS`.
 fn never_or_positive(
     origin: &Origin<'_>,
     key: &str,
@@ -742,6 +889,18 @@ fn never_or_positive(
     let v = value.unwrap_or(default);
     if !(v.is_finite() && v >= 0.0) {
         return Err(origin.err(key, "must be a number of seconds (0: never)"));
+    }
+    at_most_max_seconds(origin, key, v)
+}
+
+/// Every duration turns into a `Duration` somewhere; a huge one would make
+/// `Duration::from_secs_f64` panic and means nothing useful anyway.
+fn at_most_max_seconds(origin: &Origin<'_>, key: &str, v: f64) -> Result<f64, ConfigError> {
+    if v > defaults::MAX_SECONDS {
+        return Err(origin.err(
+            key,
+            format!("must be at most {} seconds", defaults::MAX_SECONDS),
+        ));
     }
     Ok(v)
 }
@@ -841,7 +1000,7 @@ enum PythonError {
 /// SPEC §1: `--python`, else the venv's `bin/python`, else `python3` on
 /// PATH, resolved to the real executable.
 pub fn resolve_python(python: Option<&Path>, home: Option<&Path>) -> Result<PathBuf, String> {
-    find_python(python, home).map_err(|e| match e {
+    find_python(python, home, None, None).map_err(|e| match e {
         PythonError::NotFound(p) => format!("--python: `{}` not found", p.display()),
         PythonError::NoVenvPython(h) => {
             format!("--python-home: `{}` has no bin/python", h.display())
@@ -850,9 +1009,23 @@ pub fn resolve_python(python: Option<&Path>, home: Option<&Path>) -> Result<Path
     })
 }
 
-fn find_python(python: Option<&Path>, home: Option<&Path>) -> Result<PathBuf, PythonError> {
+/// The pool's interpreter. A `python` or `python-home` the pool names is
+/// the pool's own file (maybe in a tenant's home): it is found, never run
+/// here, where the master may be root. Only the default, `python3` on the
+/// master's PATH, is asked for its real executable (pyenv's `python3` is a
+/// shell shim), and then as the pool's user (`user`, `group`) when the
+/// master is root.
+fn find_python(
+    python: Option<&Path>,
+    home: Option<&Path>,
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<PathBuf, PythonError> {
     if let Some(p) = python {
-        return find_executable(p).ok_or_else(|| PythonError::NotFound(p.to_path_buf()));
+        return find_executable(p)
+            .into_iter()
+            .next()
+            .ok_or_else(|| PythonError::NotFound(p.to_path_buf()));
     }
     if let Some(home) = home {
         let p = home.join("bin/python");
@@ -864,10 +1037,22 @@ fn find_python(python: Option<&Path>, home: Option<&Path>) -> Result<PathBuf, Py
             Err(PythonError::NoVenvPython(home.to_path_buf()))
         };
     }
-    find_executable(Path::new("python3")).ok_or(PythonError::NoPython3)
+    let candidates = find_executable(Path::new("python3"));
+    let first = candidates.first().cloned().ok_or(PythonError::NoPython3)?;
+    match crate::identity::switch_for(user, group) {
+        Ok(switch) => candidates
+            .iter()
+            .find_map(|c| real_python(c, switch.as_ref()))
+            .ok_or(PythonError::NoPython3),
+        // The user does not resolve (the master says so when it starts
+        // workers, and --check names it): run nothing on the pool's behalf.
+        Err(_) => Ok(first),
+    }
 }
 
-fn find_executable(name: &Path) -> Option<PathBuf> {
+/// The executables `name` names: itself if it is a path, else each match
+/// on PATH, in order. Made absolute without following symlinks.
+fn find_executable(name: &Path) -> Vec<PathBuf> {
     let candidates: Vec<PathBuf> = if name.components().count() > 1 {
         vec![name.to_path_buf()]
     } else {
@@ -875,26 +1060,32 @@ fn find_executable(name: &Path) -> Option<PathBuf> {
             .map(|path| std::env::split_paths(&path).map(|d| d.join(name)).collect())
             .unwrap_or_default()
     };
-    candidates.into_iter().find_map(|c| {
-        let meta = std::fs::metadata(&c).ok()?;
-        use std::os::unix::fs::PermissionsExt;
-        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-            real_python(&c)
-        } else {
-            None
-        }
-    })
+    candidates
+        .into_iter()
+        .filter(|c| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(c)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .filter_map(|c| absolute(&c).ok())
+        .collect()
 }
 
+/// How long the interpreter may take to say where it is.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// pyenv's `python3` is a shell shim; ask the interpreter for its real
-/// executable so workers exec it directly.
-fn real_python(candidate: &Path) -> Option<PathBuf> {
-    let out = std::process::Command::new(candidate)
-        .args(["-c", "import sys; print(sys.executable)"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
+/// executable so workers exec it directly. Runs it as `switch` when given,
+/// isolated (`-I`: no environment variables, no user site, no current
+/// directory on the path).
+fn real_python(candidate: &Path, switch: Option<&crate::identity::Identity>) -> Option<PathBuf> {
+    let mut cmd = std::process::Command::new(candidate);
+    cmd.args(["-I", "-c", "import sys; print(sys.executable)"])
+        .current_dir("/");
+    if let Some(id) = switch {
+        crate::identity::switch_before_exec(&mut cmd, id);
+    }
+    let out = crate::identity::output_within(&mut cmd, RESOLVE_TIMEOUT).ok()?;
     let text = String::from_utf8(out.stdout).ok()?;
     let path = PathBuf::from(text.trim());
     (out.status.success() && path.is_absolute()).then_some(path)

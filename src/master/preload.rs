@@ -1,181 +1,231 @@
-//! `--preload` (SPEC §7): a per-pool template process imports the
-//! application once, then forks the pool's workers, which share its memory
-//! copy-on-write. The template is started like a worker (same user, same
-//! interpreter, same environment) and told to fork over a Unix socket; each
-//! command carries the new worker's status pipe. The template forks twice
-//! so that the worker is orphaned at once and inherited by the master (its
-//! subreaper): the master supervises it like any worker it started.
+//! `--preload` (SPEC §7), the driver's side: asking a template to fork a
+//! worker, and checking the pid it answers before the worker is adopted.
+//!
+//! A per-pool template process imports the application once, then forks
+//! the pool's workers, which share its memory copy-on-write. The master
+//! sends `fork\n` on the template's command socket with the new worker's
+//! status pipe attached (SCM_RIGHTS); the template forks twice, so the
+//! worker is orphaned at once and inherited by the master (its
+//! subreaper), and answers the worker's pid.
+//!
+//! The template has run the application's code, so its answer is a claim:
+//! the state machine refuses pids no new worker can have, and
+//! [`verify_child`] refuses any process that is not this master's child
+//! (after the handover from the template's short-lived intermediate
+//! process) or does not run as the pool's user. Both exchanges are async
+//! and bounded in time and size: a template that never answers, or
+//! answers endlessly, holds up nothing else.
 
-use super::{spawn, Master};
-use std::io::{self, BufRead, BufReader};
+use super::lines::Splitter;
+use super::state::{Line, MAX_LINE};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::process::Child;
-use std::time::Duration;
-use tracing::{error, info, warn};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::net::UnixStream;
 
-/// How long the template may take to fork a worker.
-const FORK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a template may take to answer a fork command.
+pub const FORK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a forked worker may stay below the template's intermediate
+/// process before the master is its parent.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub(super) struct Template {
-    pub child: Child,
-    /// The master's end of the command socket.
-    control: UnixStream,
-    /// The application is loaded: forks may be asked for.
-    pub ready: bool,
-    pub generation: u64,
-    pub started: std::time::Instant,
-}
-
-impl Template {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Forks one worker; its status lines arrive on `status` (write end).
-    fn fork(&mut self, status: &OwnedFd) -> io::Result<u32> {
-        let fds = [status.as_raw_fd()];
-        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-        let iov = [io::IoSlice::new(b"fork\n")];
-        nix::sys::socket::sendmsg::<()>(
-            self.control.as_raw_fd(),
-            &iov,
-            &cmsg,
-            nix::sys::socket::MsgFlags::empty(),
-            None,
-        )?;
-        self.control.set_read_timeout(Some(FORK_TIMEOUT))?;
-        let mut line = String::new();
-        BufReader::new(&self.control).read_line(&mut line)?;
-        line.trim()
-            .parse::<u32>()
-            .map_err(|_| io::Error::other(format!("the template answered {line:?}, not a pid")))
-    }
-}
-
-/// Makes the master inherit the workers its templates fork.
-pub fn become_subreaper() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-impl Master {
-    /// A worker for preloading pool `i`: forked by the pool's template,
-    /// once one of the current generation has loaded the application
-    /// (started here if there is none). Returns the pid, or None while
-    /// the template is still loading.
-    pub(super) fn fork_worker(&mut self, i: usize) -> io::Result<Option<(u32, OwnedFd)>> {
-        let generation = self.pools[i].generation;
-        let current = self.pools[i]
-            .template
-            .as_ref()
-            .is_some_and(|t| t.generation == generation);
-        if !current {
-            if let Some(mut old) = self.pools[i].template.take() {
-                // Its workers live on without it; it forks no more.
-                let _ = old.child.kill();
-                let _ = old.child.wait();
-            }
-            let template = self.start_template(i)?;
-            info!(pool = %self.pools[i].config.name, pid = template.pid(), generation, "template started; it will load the application and fork the workers");
-            self.pools[i].template = Some(template);
-            return Ok(None);
+/// Sends one fork command carrying `status` (the write end of the new
+/// worker's status pipe) and returns the template's answer line.
+pub async fn fork(
+    control: Arc<UnixStream>,
+    status: OwnedFd,
+    slot: Option<usize>,
+) -> Result<String, String> {
+    // Whatever an earlier exchange left (a late answer, extra bytes) must
+    // not pair with this command.
+    let mut junk = [0u8; 512];
+    loop {
+        match control.try_read(&mut junk) {
+            Ok(0) => return Err("the template closed its command socket".into()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(format!("its command socket: {e}")),
         }
-        let Some(template) = self.pools[i].template.as_mut().filter(|t| t.ready) else {
-            return Ok(None);
+    }
+    let sent = tokio::time::timeout(FORK_TIMEOUT, send_fork(&control, &status, slot)).await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("cannot send the fork command: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "its command socket stayed full for {}s",
+                FORK_TIMEOUT.as_secs()
+            ))
+        }
+    }
+    drop(status);
+    match tokio::time::timeout(FORK_TIMEOUT, read_answer(&control)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(format!("no answer within {}s", FORK_TIMEOUT.as_secs())),
+    }
+}
+
+/// `fork\n`, or `fork SLOT\n` with the new worker's scoreboard slot.
+async fn send_fork(control: &UnixStream, status: &OwnedFd, slot: Option<usize>) -> io::Result<()> {
+    let fds = [status.as_raw_fd()];
+    let message = match slot {
+        Some(s) => format!("fork {s}\n"),
+        None => "fork\n".to_owned(),
+    };
+    loop {
+        control.writable().await?;
+        let sent = control.try_io(Interest::WRITABLE, || {
+            let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+            let iov = [io::IoSlice::new(message.as_bytes())];
+            nix::sys::socket::sendmsg::<()>(
+                control.as_raw_fd(),
+                &iov,
+                &cmsg,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
+        });
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The first line the template sends, at most `MAX_LINE` bytes.
+async fn read_answer(control: &UnixStream) -> Result<String, String> {
+    let mut splitter = Splitter::new(MAX_LINE);
+    let mut buf = [0u8; 512];
+    let mut lines = Vec::new();
+    loop {
+        control.readable().await.map_err(|e| e.to_string())?;
+        match control.try_read(&mut buf) {
+            Ok(0) => return Err("the template closed its command socket".into()),
+            Ok(n) => {
+                splitter.push(&buf[..n], &mut lines);
+                match lines.first() {
+                    Some(Line::Text(text)) => return Ok(text.clone()),
+                    Some(Line::TooLong) => {
+                        return Err(format!("its answer was longer than {MAX_LINE} bytes"))
+                    }
+                    None => {}
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// What /proc says of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStatus {
+    pub ppid: u32,
+    /// Real and effective uid.
+    pub uid: (u32, u32),
+}
+
+/// Parses the `PPid:` and `Uid:` lines of `/proc/PID/status`.
+pub fn parse_status(text: &str) -> Option<ProcStatus> {
+    let mut ppid = None;
+    let mut uid = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("PPid:") {
+            ppid = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("Uid:") {
+            let mut ids = v.split_whitespace().map(|n| n.parse::<u32>().ok());
+            uid = match (ids.next().flatten(), ids.next().flatten()) {
+                (Some(real), Some(effective)) => Some((real, effective)),
+                _ => None,
+            };
+        }
+    }
+    Some(ProcStatus {
+        ppid: ppid?,
+        uid: uid?,
+    })
+}
+
+fn proc_status(pid: u32) -> Option<ProcStatus> {
+    parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// Whether `pid` may be adopted as a worker the template `template_pid`
+/// forked: it exists, runs as `uid`, and its parent is this master — once
+/// the template's intermediate process has exited; while the worker is
+/// still below that process (the parent of its parent is the template,
+/// or the master if the template died meanwhile), this waits, up to
+/// `HANDOVER_TIMEOUT`.
+pub async fn verify_child(pid: u32, template_pid: u32, uid: u32) -> Result<(), String> {
+    let master = std::process::id();
+    let deadline = Instant::now() + HANDOVER_TIMEOUT;
+    loop {
+        let Some(status) = proc_status(pid) else {
+            return Err("no such process".into());
         };
-        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        match template.fork(&write_end) {
-            Ok(pid) => Ok(Some((pid, read_end))),
-            Err(e) => {
-                // Its answer may still come and pair with the next command:
-                // a new template starts clean instead.
-                if let Some(mut t) = self.pools[i].template.take() {
-                    let _ = t.child.kill();
-                    let _ = t.child.wait();
-                }
-                Err(io::Error::other(format!(
-                    "the template did not fork a worker: {e}"
-                )))
-            }
+        if status.uid != (uid, uid) {
+            return Err(format!(
+                "it runs as uid {}, not the pool's {uid}",
+                status.uid.0
+            ));
         }
-    }
-
-    fn start_template(&mut self, i: usize) -> io::Result<Template> {
-        let pool = &self.pools[i];
-        let (master_end, template_end) = UnixStream::pair()?;
-        let child = self.exec_process(pool, Some(&OwnedFd::from(template_end)))?;
-        Ok(Template {
-            child,
-            control: master_end,
-            ready: false,
-            generation: pool.generation,
-            started: std::time::Instant::now(),
-        })
-    }
-
-    /// Collects exited templates. One that had loaded the application is
-    /// simply replaced when a worker is next needed; one that failed to
-    /// load it fails like a worker would: the reload is abandoned, the
-    /// master exits if nothing serves yet, else it is retried with back-off.
-    pub(super) fn reap_templates(&mut self, starting_up: bool) -> Option<i32> {
-        for i in 0..self.pools.len() {
-            let Some(t) = self.pools[i].template.as_mut() else {
-                continue;
-            };
-            let Ok(Some(status)) = t.child.try_wait() else {
-                continue;
-            };
-            let (ready, generation, pid) = (t.ready, t.generation, t.pid());
-            self.pools[i].template = None;
-            let name = self.pools[i].config.name.clone();
-            if ready {
-                warn!(pool = %name, pid, "template exited ({}); a new one will load the application when a worker is needed", super::describe(status));
-                continue;
-            }
-            let reloading = self.pools[i]
-                .previous
-                .as_ref()
-                .is_some_and(|(g, _)| generation > *g);
-            if reloading {
-                error!(pool = %name, pid, "reload abandoned: the template could not load the new application ({}); the previous generation keeps serving", super::describe(status));
-                self.abandon_reload(i);
-                continue;
-            }
-            if starting_up && status.code() == Some(spawn::EXIT_APP_LOAD_FAILED) {
-                error!(pool = %name, pid, "template failed to start ({}): the application could not be loaded; see the error above", super::describe(status));
-                return Some(1);
-            }
-            let pool = &mut self.pools[i];
-            pool.backoff = (pool.backoff * 2).clamp(Duration::from_secs(1), super::MAX_BACKOFF);
-            pool.next_spawn = Some(std::time::Instant::now() + pool.backoff);
-            warn!(pool = %name, pid, "template failed to load the application ({}); retrying in {}s", super::describe(status), pool.backoff.as_secs());
-            self.count_restart(&name, "crash");
+        if status.ppid == master {
+            return Ok(());
         }
-        None
-    }
-
-    /// A template that has not loaded the application within the pool's
-    /// `startup-timeout` is killed; `reap_templates` retries it.
-    pub(super) fn check_template_timeouts(&mut self) {
-        for pool in &mut self.pools {
-            let limit = pool.config.process.startup_timeout;
-            if let Some(t) = pool.template.as_mut().filter(|t| !t.ready) {
-                if limit > 0.0 && t.started.elapsed().as_secs_f64() > limit {
-                    warn!(pool = %pool.config.name, pid = t.pid(), "template did not load the application within the startup timeout ({limit}s); killing it");
-                    let _ = t.child.kill();
-                }
-            }
+        let grandparent = proc_status(status.ppid).map(|s| s.ppid);
+        let handing_over = grandparent.is_some_and(|g| g == template_pid || g == master);
+        if !handing_over || Instant::now() >= deadline {
+            return Err(format!("its parent is {}, not this master", status.ppid));
         }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_status_gives_the_parent_and_the_real_and_effective_uid() {
+        let text = "Name:\tpython3\nState:\tS (sleeping)\nTgid:\t42\nPid:\t42\nPPid:\t7\n\
+                    TracerPid:\t0\nUid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\n";
+        assert_eq!(
+            parse_status(text),
+            Some(ProcStatus {
+                ppid: 7,
+                uid: (65534, 65534)
+            })
+        );
+        assert_eq!(parse_status("Name:\tx\n"), None);
     }
 
-    /// Which pool's template `pid` is.
-    pub(super) fn template_of(&self, pid: u32) -> Option<usize> {
-        self.pools
-            .iter()
-            .position(|p| p.template.as_ref().is_some_and(|t| t.pid() == pid))
+    #[tokio::test]
+    async fn a_process_that_is_not_the_masters_child_is_refused() {
+        // This test's own parent is not its child.
+        let parent = std::os::unix::process::parent_id();
+        let me = nix::unistd::getuid().as_raw();
+        let refused = verify_child(parent, 0, me).await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(
+            verify_child(u32::MAX - 1, 0, me).await,
+            Err("no such process".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_direct_child_running_as_the_user_is_accepted() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let me = nix::unistd::getuid().as_raw();
+        assert_eq!(verify_child(child.id(), 0, me).await, Ok(()));
+        assert!(verify_child(child.id(), 0, me + 1).await.is_err());
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

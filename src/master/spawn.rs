@@ -2,11 +2,14 @@
 //! bootstrap that loads the worker extension module and hands control to it
 //! (SPEC §1 "any Python, per pool"; STYLE §4).
 //!
-//! The child gets the listening sockets and the write end of a status pipe
-//! as inherited descriptors, its configuration as JSON in the environment,
-//! and `PR_SET_PDEATHSIG` so that it dies with the master.
+//! The child gets the listening sockets of its own pool and the write end
+//! of a status pipe as inherited descriptors — every other descriptor the
+//! master has (another pool's sockets, sockets systemd passed, the status
+//! endpoint) is closed at exec — its configuration as JSON in the
+//! environment, and `PR_SET_PDEATHSIG` so that it dies with the master.
 
-use crate::config::model::WorkerConfig;
+use crate::config::model::{PoolConfig, WorkerConfig};
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -56,102 +59,98 @@ pub struct SpawnRequest<'a> {
     /// Switch to this identity before exec (None: stay who we are).
     pub switch_to: Option<Identity>,
     /// The complete environment of the worker.
-    pub env: &'a [(String, String)],
+    pub env: &'a [(OsString, OsString)],
     pub cwd: &'a Path,
 }
 
-/// Who a worker runs as, resolved in the master before the fork.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups (the user's, as `initgroups` would give).
-    pub groups: Vec<u32>,
-    /// The home directory from the password database (it may not exist).
-    pub home: Option<PathBuf>,
-    pub name: String,
+pub use crate::identity::Identity;
+
+/// Who a pool's workers run as, with what environment, where.
+#[derive(Debug, Clone)]
+pub struct WorkerSetup {
+    /// Switch to this identity before exec (None: stay who we are).
+    pub switch_to: Option<Identity>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: PathBuf,
 }
 
-impl Identity {
-    /// Resolves `user` (name or number) and `group` (default: the user's).
-    pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, String> {
-        use nix::unistd::{Gid, Group, Uid, User};
-        let found = match user.parse::<u32>() {
-            Ok(n) => User::from_uid(Uid::from_raw(n)),
-            Err(_) => User::from_name(user),
-        }
-        .map_err(|e| format!("user `{user}`: {e}"))?
-        .ok_or_else(|| format!("user `{user}` does not exist"))?;
-        let gid = match group {
-            None => found.gid,
-            Some(g) => match g.parse::<u32>() {
-                Ok(n) => Gid::from_raw(n),
-                Err(_) => {
-                    Group::from_name(g)
-                        .map_err(|e| format!("group `{g}`: {e}"))?
-                        .ok_or_else(|| format!("group `{g}` does not exist"))?
-                        .gid
-                }
+impl WorkerSetup {
+    /// From the pool's process options and the master's environment.
+    pub fn of(config: &PoolConfig) -> Result<WorkerSetup, String> {
+        let opts = &config.process;
+        let switch_to = match &opts.user {
+            Some(user) => Some(Identity::resolve(user, opts.group.as_deref())?),
+            None => match &opts.group {
+                Some(_) => Err(format!(
+                    "pool {}: a group needs a user (--user)",
+                    config.name
+                ))?,
+                None => None,
             },
         };
-        let cname = std::ffi::CString::new(found.name.as_str())
-            .map_err(|_| format!("user `{user}`: bad name"))?;
-        let mut groups: Vec<u32> = nix::unistd::getgrouplist(&cname, gid)
-            .map_err(|e| format!("groups of `{user}`: {e}"))?
-            .into_iter()
-            .map(|g| g.as_raw())
-            .collect();
-        groups.sort_unstable();
-        groups.dedup();
-        Ok(Identity {
-            uid: found.uid.as_raw(),
-            gid: gid.as_raw(),
-            groups,
-            home: Some(found.dir),
-            name: found.name,
+        let identity = switch_to.clone().unwrap_or_else(Identity::current);
+        let app_dir = Path::new(&config.app)
+            .parent()
+            .filter(|p| p.is_absolute())
+            .map(|p| p.to_path_buf());
+        let cwd = opts
+            .home
+            .clone()
+            .or_else(|| identity.home.clone().filter(|h| h.is_dir()))
+            .or(app_dir)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let env = worker_env(opts, &identity, std::env::vars_os());
+        Ok(WorkerSetup {
+            switch_to,
+            env,
+            cwd,
         })
     }
 
-    /// The identity this process already has (no switch).
-    pub fn current() -> Identity {
-        let uid = nix::unistd::getuid();
-        let user = nix::unistd::User::from_uid(uid).ok().flatten();
-        Identity {
-            uid: uid.as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
-            groups: Vec::new(),
-            home: user.as_ref().map(|u| u.dir.clone()),
-            name: user.map(|u| u.name).unwrap_or_default(),
+    /// The uid the pool's processes run as.
+    pub fn uid(&self) -> u32 {
+        match &self.switch_to {
+            Some(id) => id.uid,
+            None => nix::unistd::getuid().as_raw(),
         }
     }
 }
 
 /// The environment a worker starts with (SPEC §4 `--clear-env`,
 /// `--pass-env`, `env`, `--lang`, `--locale`; `HOME` is the user's home).
+/// Variables are passed as the master got them, bytes and all: one that is
+/// not UTF-8 is the application's business, not a reason to stop.
 pub fn worker_env(
     opts: &crate::config::model::ProcessOptions,
     identity: &Identity,
-    current: impl Iterator<Item = (String, String)>,
-) -> Vec<(String, String)> {
-    let mut env: std::collections::BTreeMap<String, String> = current.collect();
+    current: impl Iterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: std::collections::BTreeMap<OsString, OsString> = current.collect();
     if opts.clear_env {
-        env.retain(|k, _| k == "PATH" || opts.pass_env.contains(k));
+        env.retain(|k, _| {
+            k == "PATH"
+                || k.to_str()
+                    .is_some_and(|k| opts.pass_env.iter().any(|p| p == k))
+        });
     }
+    let mut set = |k: &str, v: &str| {
+        env.insert(k.into(), v.into());
+    };
     for (k, v) in &opts.env {
-        env.insert(k.clone(), v.clone());
+        set(k, v);
     }
     if let Some(lang) = &opts.lang {
-        env.insert("LANG".into(), lang.clone());
+        set("LANG", lang);
     }
     if let Some(locale) = &opts.locale {
-        env.insert("LC_ALL".into(), locale.clone());
+        set("LC_ALL", locale);
     }
     if let Some(home) = &identity.home {
-        env.insert("HOME".into(), home.display().to_string());
+        env.insert("HOME".into(), home.clone().into_os_string());
     }
     if !identity.name.is_empty() {
-        env.insert("USER".into(), identity.name.clone());
-        env.insert("LOGNAME".into(), identity.name.clone());
+        env.insert("USER".into(), identity.name.clone().into());
+        env.insert("LOGNAME".into(), identity.name.clone().into());
     }
     // Socket activation was for the master; workers get their sockets
     // through the configuration.
@@ -161,7 +160,7 @@ pub fn worker_env(
         "LISTEN_FDNAMES",
         "NOTIFY_SOCKET",
     ] {
-        env.remove(k);
+        env.remove(std::ffi::OsStr::new(k));
     }
     env.into_iter().collect()
 }
@@ -181,12 +180,14 @@ fn rlimits(opts: &crate::config::model::ProcessOptions) -> Vec<(libc::__rlimit_r
     out
 }
 
+/// Starts the worker (or template) `req` describes.
 pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Child> {
     let json = serde_json::to_string(req.config).map_err(io::Error::other)?;
     let mut keep: Vec<i32> = req.inherit.iter().map(|fd| fd.as_raw_fd()).collect();
     keep.push(req.status_pipe.as_raw_fd());
+    keep.sort_unstable();
+    keep.dedup();
     let opts = &req.config.pool.process;
-    let switch = req.switch_to.clone();
     let umask = opts.umask;
     let limits = rlimits(opts);
     let mut cmd = Command::new(req.python);
@@ -201,10 +202,13 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Child> {
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe calls are allowed. It makes only system calls
-    // (fcntl, setgroups, setgid, setuid, umask, setrlimit, prctl) on values
-    // built before the fork; it allocates nothing and takes no locks.
+    // (close_range, fcntl, getrlimit, setrlimit, umask) on values built
+    // before the fork; it allocates nothing and takes no locks.
     unsafe {
         cmd.pre_exec(move || {
+            // Only this worker's own descriptors cross the exec: not
+            // another pool's sockets, not ones systemd passed to the master.
+            close_on_exec_all_but(&keep)?;
             for &fd in &keep {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
@@ -223,20 +227,17 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Child> {
             if let Some(mask) = umask {
                 libc::umask(mask as libc::mode_t);
             }
-            if let Some(id) = &switch {
-                // Groups first, while still allowed to change them; then the
-                // gid; the uid last. Any failure ends the child: a worker
-                // never serves as root by accident.
-                if libc::setgroups(id.groups.len(), id.groups.as_ptr()) < 0
-                    || libc::setgid(id.gid) < 0
-                    || libc::setuid(id.uid) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                if id.uid != 0 && (libc::getuid() == 0 || libc::geteuid() == 0) {
-                    return Err(io::Error::from(io::ErrorKind::PermissionDenied));
-                }
-            }
+            Ok(())
+        });
+    }
+    if let Some(id) = &req.switch_to {
+        // Any failure ends the child: a worker never serves as root by
+        // accident.
+        crate::identity::switch_before_exec(&mut cmd, id);
+    }
+    // SAFETY: as above; one system call.
+    unsafe {
+        cmd.pre_exec(|| {
             // The worker must not outlive the master, even a SIGKILLed one.
             // Set after the uid change: Linux clears it on credential changes.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) < 0 {
@@ -246,4 +247,140 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Child> {
         });
     }
     cmd.spawn()
+}
+
+/// Marks every descriptor from 3 up that is not in `keep` (sorted)
+/// close-on-exec. Runs between fork and exec: system calls only.
+fn close_on_exec_all_but(keep: &[i32]) -> io::Result<()> {
+    let mut next: libc::c_uint = 3;
+    for &fd in keep {
+        let Ok(fd) = libc::c_uint::try_from(fd) else {
+            continue;
+        };
+        if fd > next {
+            close_on_exec_range(next, fd - 1)?;
+        }
+        next = next.max(fd + 1);
+    }
+    close_on_exec_range(next, libc::c_uint::MAX)
+}
+
+fn close_on_exec_range(first: libc::c_uint, last: libc::c_uint) -> io::Result<()> {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors in the range; it closes nothing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            last,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Before Linux 5.11: each open descriptor up to the limit, one by one.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let end = libc::c_uint::try_from(lim.rlim_cur.min(1 << 20))
+        .unwrap_or(1 << 20)
+        .min(last.saturating_add(1));
+    for fd in first..end {
+        let fd = fd as libc::c_int;
+        // SAFETY: fcntl on a descriptor number; a closed one fails (EBADF).
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::ProcessOptions;
+
+    #[test]
+    fn a_variable_that_is_not_utf8_is_passed_through_not_a_panic() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = OsString::from_vec(b"caf\xe9".to_vec());
+        let env = worker_env(
+            &ProcessOptions::default(),
+            &Identity::current(),
+            [
+                (OsString::from("ODD"), odd.clone()),
+                (OsString::from_vec(b"K\xff".to_vec()), OsString::from("v")),
+                (OsString::from("LISTEN_FDS"), OsString::from("2")),
+            ]
+            .into_iter(),
+        );
+        assert!(env.contains(&(OsString::from("ODD"), odd)));
+        assert!(env.iter().any(|(k, _)| k.as_encoded_bytes() == b"K\xff"));
+        assert!(!env.iter().any(|(k, _)| k == "LISTEN_FDS"));
+    }
+
+    #[test]
+    fn clear_env_keeps_path_the_pass_env_names_and_the_pools_env() {
+        let opts = ProcessOptions {
+            clear_env: true,
+            pass_env: vec!["TZ".into()],
+            env: [("APP_MODE".to_owned(), "x".to_owned())].into(),
+            lang: Some("C.UTF-8".into()),
+            ..ProcessOptions::default()
+        };
+        let env = worker_env(
+            &opts,
+            &Identity {
+                uid: 1,
+                gid: 1,
+                groups: vec![],
+                home: Some("/home/u".into()),
+                name: "u".into(),
+            },
+            [("PATH", "/bin"), ("TZ", "UTC"), ("SECRET", "s")]
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        );
+        let keys: Vec<&str> = env.iter().filter_map(|(k, _)| k.to_str()).collect();
+        assert_eq!(
+            keys,
+            ["APP_MODE", "HOME", "LANG", "LOGNAME", "PATH", "TZ", "USER"]
+        );
+    }
+
+    #[test]
+    fn a_child_keeps_only_the_descriptors_it_is_given() {
+        use std::os::fd::AsRawFd;
+        // Two descriptors the child could inherit (not close-on-exec).
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        for fd in [&a, &b] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .unwrap();
+        }
+        let keep = vec![b.as_raw_fd()];
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ls /proc/self/fd"]);
+        // SAFETY: as in spawn: system calls only.
+        unsafe {
+            cmd.pre_exec(move || close_on_exec_all_but(&keep));
+        }
+        let out = cmd.output().unwrap();
+        let fds: Vec<i32> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        assert!(fds.contains(&b.as_raw_fd()), "{fds:?}");
+        assert!(!fds.contains(&a.as_raw_fd()), "{fds:?}");
+    }
 }

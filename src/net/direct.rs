@@ -861,18 +861,21 @@ impl DirectConn {
         })
     }
 
-    /// The deadline for the next event on a parked connection.
+    /// The deadline for the next event on a parked connection: an idle
+    /// kept connection gets `--keepalive-timeout`; one owing a request
+    /// head must make progress within `--socket-timeout` and finish the
+    /// head within `--header-timeout` of its first byte.
     pub fn park_deadline(&self, idle: bool) -> Instant {
         let now = Instant::now();
         if idle {
-            now + self.settings.keepalive_timeout
-        } else {
-            let waited = self
-                .first_byte
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .unwrap_or_default();
-            now + self.settings.header_timeout.saturating_sub(waited)
+            return now + self.settings.keepalive_timeout;
         }
+        let waited = self
+            .first_byte
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        let head = now + self.settings.header_timeout.saturating_sub(waited);
+        head.min(now + self.settings.socket_timeout)
     }
 }
 

@@ -160,6 +160,8 @@ pub struct Hub {
     retiring: AtomicBool,
     stopping: AtomicBool,
     io: tokio::sync::mpsc::UnboundedSender<IoTask>,
+    /// Counts accepted connections for `/status`.
+    board: Option<Arc<crate::scoreboard::WorkerSlot>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -177,6 +179,7 @@ impl Hub {
         listeners: Vec<HubListener>,
         settings: HubSettings,
         io: tokio::sync::mpsc::UnboundedSender<IoTask>,
+        board: Option<Arc<crate::scoreboard::WorkerSlot>>,
     ) -> io::Result<Hub> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let wake = EventFd::from_value_and_flags(
@@ -198,6 +201,7 @@ impl Hub {
             retiring: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             io,
+            board,
         };
         hub.set_accepting(true);
         Ok(hub)
@@ -330,6 +334,9 @@ impl Hub {
             }
             let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::TcpNoDelay, &true);
         }
+        if let Some(board) = &self.board {
+            board.accepted();
+        }
         let open = self.conns.fetch_add(1, Ordering::AcqRel) + 1;
         if open >= self.settings.max_connections {
             warn!(
@@ -368,7 +375,10 @@ impl Hub {
             match conn.fill() {
                 Ok(Fill::Data) => continue,
                 Ok(Fill::WouldBlock) => {
-                    let idle = !conn.has_partial_head();
+                    // Between requests of a kept connection: the idle
+                    // deadline. A new connection, or a head half there: the
+                    // head's.
+                    let idle = conn.served > 0 && !conn.has_partial_head();
                     self.park(conn, idle);
                     return None;
                 }
@@ -444,7 +454,7 @@ impl Hub {
         };
         for p in expired {
             if !p.idle {
-                warn!(peer = %p.conn.peer, proto = %p.conn.protocol, "closing a connection that sent no complete request head within --header-timeout");
+                warn!(peer = %p.conn.peer, proto = %p.conn.protocol, "closing a connection that sent no complete request head in time (--socket-timeout, --header-timeout)");
             }
             let _ = self.epoll.delete(p.conn.fd());
         }
@@ -485,6 +495,9 @@ impl Hub {
     pub fn retire(&self) {
         self.close_listeners();
         self.retiring.store(true, Ordering::Release);
+        if let Some(board) = &self.board {
+            board.set_state(crate::scoreboard::WorkerState::Retiring);
+        }
     }
 
     pub fn is_retiring(&self) -> bool {
@@ -527,6 +540,13 @@ impl Hub {
 }
 
 impl Hub {
+    /// Counts a connection accepted elsewhere (the `--http` listener).
+    pub fn count_accepted(&self) {
+        if let Some(board) = &self.board {
+            board.accepted();
+        }
+    }
+
     /// Whether `--allowed-clients` lets this TCP peer in.
     pub fn allows(&self, ip: IpAddr) -> bool {
         allowed(&self.settings.allowed_clients, ip)

@@ -89,7 +89,28 @@ pub fn set_owner_and_mode(
     let ListenAddr::Unix(path) = &spec.addr else {
         return Ok(());
     };
-    let uid = match &opts.socket_user {
+    set_socket_access(
+        path,
+        opts.socket_user.as_deref(),
+        opts.socket_group.as_deref(),
+        opts.socket_mode,
+    )
+}
+
+/// Owner, group and mode of the socket file at `path`, changed through a
+/// descriptor of that very file, never by following a path: the master may
+/// be root and the socket's directory writable by others, where a link
+/// planted in its place would otherwise make root chown or chmod any file.
+/// A path that is not a socket (a link, anything else) is refused.
+pub fn set_socket_access(
+    path: &std::path::Path,
+    user: Option<&str>,
+    group: Option<&str>,
+    mode: Option<u32>,
+) -> Result<(), String> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::{fstat, Mode, SFlag};
+    let uid = match user {
         Some(u) => Some(
             nix::unistd::User::from_name(u)
                 .ok()
@@ -99,7 +120,7 @@ pub fn set_owner_and_mode(
         ),
         None => None,
     };
-    let gid = match &opts.socket_group {
+    let gid = match group {
         Some(g) => Some(
             nix::unistd::Group::from_name(g)
                 .ok()
@@ -109,12 +130,34 @@ pub fn set_owner_and_mode(
         ),
         None => None,
     };
-    if uid.is_some() || gid.is_some() {
-        nix::unistd::chown(path.as_path(), uid, gid).map_err(|e| format!("chown: {e}"))?;
+    if uid.is_none() && gid.is_none() && mode.is_none() {
+        return Ok(());
     }
-    if let Some(mode) = opts.socket_mode {
+    // O_PATH | O_NOFOLLOW opens the link itself if one was planted: the
+    // check below then refuses it.
+    let fd = open(
+        path,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let st = fstat(&fd).map_err(|e| format!("{}: {e}", path.display()))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(format!(
+            "{} is not the socket just bound (a link or another file took its place)",
+            path.display()
+        ));
+    }
+    if uid.is_some() || gid.is_some() {
+        nix::unistd::fchownat(&fd, "", uid, gid, nix::fcntl::AtFlags::AT_EMPTY_PATH)
+            .map_err(|e| format!("chown: {e}"))?;
+    }
+    if let Some(mode) = mode {
+        // chmod through the descriptor (fchmod refuses O_PATH ones): the
+        // /proc link names this very inode, whatever the path holds now.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        let by_fd = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        std::fs::set_permissions(&by_fd, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod: {e}"))?;
     }
     Ok(())

@@ -120,6 +120,7 @@ async fn accept_http(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        hub.count_accepted();
         if to_serve.send((stream, peer)).await.is_err() {
             return;
         }

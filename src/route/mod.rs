@@ -261,6 +261,9 @@ pub fn split_path(vars: &CgiVars, mount: Option<&str>) -> Result<(Vec<u8>, Vec<u
     .map(|(s, p)| (s.into_owned(), p.into_owned()))
 }
 
+/// `(SCRIPT_NAME, PATH_INFO)`, each borrowed or built.
+type Split<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
 /// The split, borrowing from the request wherever nothing had to change
 /// (no dot segment, no `%`: the usual path costs no copy).
 fn split<'a>(
@@ -268,7 +271,7 @@ fn split<'a>(
     script: Option<&'a [u8]>,
     path_info: Option<&'a [u8]>,
     mount: Option<&'a str>,
-) -> Result<(Cow<'a, [u8]>, Cow<'a, [u8]>), EnvironError> {
+) -> Result<Split<'a>, EnvironError> {
     let path: Cow<'a, [u8]> = match uri {
         Some(uri) if !uri.is_empty() => {
             let end = uri.iter().position(|&b| b == b'?').unwrap_or(uri.len());

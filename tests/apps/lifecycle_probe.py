@@ -3,6 +3,10 @@
     /pid      this worker's pid
     /errors   ?m=TEXT: writes TEXT to wsgi.errors, answers the pid
     /alloc    ?mb=N: keeps N MiB (written, so resident) in a global, answers the pid
+    /spike    ?mb=N&s=S: holds N MiB for S seconds, then gives them back; answers the pid
+    /flood    ?mb=N: a thread writes N MiB without a newline to the worker's status
+              pipe (found in /proc/self/fd: the write-only pipe); answers the pid
+    /flooded  whether that thread is done ("yes"/"no")
     /sleep    ?s=SECONDS, then answers "slept"
     /helper   the VALUE of the module named by PROBE_HELPER, and the pid
     /imported what the import script left: {"pid", "script_pid"}
@@ -22,6 +26,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -53,6 +58,40 @@ if _grab:
         signal.signal(_sig, _grabbed)
 
 
+_FLOOD = {}
+
+
+def _status_pipes():
+    """Write-only pipes of this process other than stdio: the status pipe."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd < 3:
+            continue
+        try:
+            if not os.readlink("/proc/self/fd/%d" % fd).startswith("pipe:"):
+                continue
+            with open("/proc/self/fdinfo/%d" % fd) as f:
+                flags = int(f.read().split("flags:")[1].split()[0], 8)
+        except (OSError, IndexError, ValueError):
+            continue
+        if flags & 3 == os.O_WRONLY:
+            found.append(fd)
+    return found
+
+
+def _flood(mb):
+    chunk = b"x" * (1 << 20)
+    try:
+        for fd in _status_pipes():
+            for _ in range(mb):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+    finally:
+        _FLOOD["done"] = True
+
+
 def _answer(start_response, body, status="200 OK"):
     body = body.encode() if isinstance(body, str) else body
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
@@ -72,6 +111,18 @@ def application(environ, start_response):
         mb = int(query.get("mb", ["100"])[0])
         BALLAST.append(b"\x01" * (mb << 20))
         return _answer(start_response, str(os.getpid()))
+    if path == "/spike":
+        held = bytearray(b"\x01" * (int(query.get("mb", ["100"])[0]) << 20))
+        time.sleep(float(query.get("s", ["0.5"])[0]))
+        del held
+        return _answer(start_response, str(os.getpid()))
+    if path == "/flood":
+        mb = int(query.get("mb", ["100"])[0])
+        _FLOOD["done"] = False
+        threading.Thread(target=_flood, args=(mb,), daemon=True).start()
+        return _answer(start_response, str(os.getpid()))
+    if path == "/flooded":
+        return _answer(start_response, "yes" if _FLOOD.get("done") else "no")
     if path == "/sleep":
         time.sleep(float(query.get("s", ["1"])[0]))
         return _answer(start_response, "slept")

@@ -30,6 +30,7 @@ mod start_response;
 mod template;
 mod threads;
 mod watch;
+mod watchdog;
 mod worker;
 
 use pyo3::prelude::*;

@@ -88,7 +88,7 @@ pub fn send_simple(py: Python<'_>, link: &SharedLink, head: ResponseHead, body: 
 /// A status with a one-line text body (`403 Forbidden\n`).
 pub fn text_head(line: &str) -> (ResponseHead, String) {
     let body = format!("{line}\n");
-    let head = ResponseHead::new(line.to_owned())
+    let head = ResponseHead::new(line)
         .header(b"Content-Type", b"text/plain; charset=utf-8")
         .header(b"Content-Length", itoa(body.len() as u64));
     (head, body)

@@ -106,6 +106,9 @@ def fork_workers(control_fd, start_worker):
         if not fds:
             continue
         status_fd = fds[0]
+        # "fork SLOT": the new worker's scoreboard slot, if it has one.
+        parts = message.split()
+        slot = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
         intermediate = os.fork()
         if intermediate == 0:
             me = os.getpid()
@@ -115,7 +118,7 @@ def fork_workers(control_fd, start_worker):
                 # Adopted by the master once the intermediate process exits.
                 while os.getppid() == me:
                     time.sleep(0.001)
-                return start_worker(status_fd)
+                return start_worker(status_fd, slot)
             os.write(control.fileno(), b"%d\n" % worker)
             os._exit(0)
         os.close(status_fd)

@@ -41,6 +41,7 @@ pub fn fork_workers(
           -> PyResult<i32> {
         let py = args.py();
         let status_fd: i32 = args.get_item(0)?.extract()?;
+        let slot: i64 = args.get_item(1)?.extract()?;
         let taken = inheritance.lock().ok().and_then(|mut i| i.take());
         let Some((loaded, template_status)) = taken else {
             return Ok(1);
@@ -65,7 +66,11 @@ pub fn fork_workers(
             &status,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
-        serve_loaded(py, &worker_cfg, loaded, Some(status))
+        let cfg = WorkerConfig {
+            scoreboard_slot: usize::try_from(slot).ok(),
+            ..worker_cfg.clone()
+        };
+        serve_loaded(py, &cfg, loaded, Some(status))
     };
     let start_worker = PyCFunction::new_closure(py, None, None, start_worker)?;
     support

@@ -13,10 +13,14 @@ use crate::response::{self, AppContext, PerThread};
 use pyo3::prelude::*;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 use tracing::error;
 use wsgi_fpm::busy::Activity;
+use wsgi_fpm::exchange::RequestMeta;
 use wsgi_fpm::net::hub::{Hub, Ready, Work};
+use wsgi_fpm::proto::RequestHead;
 use wsgi_fpm::recycle::Recycler;
+use wsgi_fpm::scoreboard::WorkerSlot;
 
 /// What every Python thread of the worker shares.
 pub struct Pool {
@@ -24,6 +28,8 @@ pub struct Pool {
     pub hub: Arc<Hub>,
     pub recycler: Arc<Recycler>,
     pub activity: Arc<Activity>,
+    /// This worker's scoreboard slot (`/status`), if the master gave one.
+    pub board: Option<Arc<WorkerSlot>>,
 }
 
 pub fn start(
@@ -38,12 +44,12 @@ pub fn start(
         if let Some(size) = stack_size {
             builder = builder.stack_size(size);
         }
-        handles.push(builder.spawn(move || run(&pool))?);
+        handles.push(builder.spawn(move || run(&pool, n))?);
     }
     Ok(handles)
 }
 
-fn run(pool: &Pool) {
+fn run(pool: &Pool, index: usize) {
     Python::attach(|py| {
         let mut cache = match EnvCache::new(py, &pool.ctx.shared) {
             Ok(env) => PerThread {
@@ -55,15 +61,22 @@ fn run(pool: &Pool) {
                 return;
             }
         };
+        let me = Thread {
+            index,
+            board: pool.board.as_deref(),
+        };
         loop {
             let hub = &pool.hub;
-            match py.detach(|| hub.wait()) {
+            // How long taking the GIL back took: the GIL wait (SPEC §8).
+            let (work, woke) = py.detach(|| (hub.wait(), Instant::now()));
+            let gil_wait = woke.elapsed();
+            match work {
                 Work::Stop => break,
-                Work::Conn(ready) => serve_conn(py, pool, &mut cache, ready),
+                Work::Conn(ready) => serve_conn(py, pool, &me, &mut cache, ready, gil_wait),
                 Work::Request(request) => {
                     let request = *request;
                     let link = SharedLink::new(Link::Channel(request.exchange));
-                    begin(pool);
+                    let started = begin(pool, &me, &request.head, &request.meta);
                     response::serve(
                         py,
                         &pool.ctx,
@@ -72,7 +85,7 @@ fn run(pool: &Pool) {
                         &request.meta,
                         &link,
                     );
-                    end(pool);
+                    end(pool, &me, &request.meta, started, gil_wait);
                     drop(link.take());
                 }
             }
@@ -80,14 +93,28 @@ fn run(pool: &Pool) {
     })
 }
 
+/// This thread, as the scoreboard knows it.
+struct Thread<'a> {
+    index: usize,
+    board: Option<&'a WorkerSlot>,
+}
+
 /// Serves a connection's request, then every request it already holds.
-fn serve_conn(py: Python<'_>, pool: &Pool, cache: &mut PerThread, ready: Ready) {
+fn serve_conn(
+    py: Python<'_>,
+    pool: &Pool,
+    me: &Thread<'_>,
+    cache: &mut PerThread,
+    ready: Ready,
+    mut gil_wait: Duration,
+) {
     let mut next = Some(ready);
     while let Some(Ready { conn, head, meta }) = next.take() {
         let link = SharedLink::new(Link::Direct(conn));
-        begin(pool);
+        let started = begin(pool, me, &head, &meta);
         response::serve(py, &pool.ctx, cache, &head, &meta, &link);
-        end(pool);
+        end(pool, me, &meta, started, gil_wait);
+        gil_wait = Duration::ZERO;
         drop(head);
         next = match link.take() {
             Some(Link::Direct(conn)) => pool.hub.after(conn),
@@ -96,16 +123,54 @@ fn serve_conn(py: Python<'_>, pool: &Pool, cache: &mut PerThread, ready: Ready) 
     }
 }
 
-fn begin(pool: &Pool) {
+fn begin(pool: &Pool, me: &Thread<'_>, head: &RequestHead, meta: &RequestMeta) -> Instant {
     pool.activity.started();
     if pool.recycler.on_request() {
         // maximum-requests: serve N, stop accepting, and let kept
         // connections close after their answer.
         pool.hub.retire();
     }
+    if let Some(board) = me.board {
+        board.request();
+        if let Some(t) = board.thread(me.index) {
+            let mut id = [0u8; 26];
+            let vars = &head.vars;
+            t.begin(
+                meta.request_id.write_hex(&mut id).as_bytes(),
+                vars.get(b"REQUEST_METHOD").unwrap_or(b""),
+                vars.get(b"REQUEST_URI").unwrap_or(b""),
+                unix_ms(SystemTime::now()),
+            );
+        }
+    }
+    Instant::now()
 }
 
-fn end(pool: &Pool) {
+fn end(pool: &Pool, me: &Thread<'_>, meta: &RequestMeta, started: Instant, gil_wait: Duration) {
     pool.activity.finished();
     pool.recycler.on_request_done();
+    if let Some(board) = me.board {
+        if let Some(t) = board.thread(me.index) {
+            t.end();
+        }
+        let queued = SystemTime::now()
+            .duration_since(meta.queue_start)
+            .unwrap_or_default()
+            .saturating_sub(started.elapsed());
+        board.record(
+            micros(started.elapsed() + queued),
+            micros(queued),
+            micros(gil_wait),
+        );
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -184,26 +184,30 @@ pub fn serve_loaded(
     let conn = Arc::new(ConnSettings {
         limits: Limits {
             max_params_bytes: pool.max_params_bytes,
+            max_connection_params_bytes: pool.max_connection_params_bytes,
+            max_requests_per_conn: pool.max_requests_per_connection,
             ..Limits::default()
         },
         socket_timeout,
-        header_timeout: socket_timeout,
-        keepalive_timeout: Duration::from_secs(120),
+        header_timeout: seconds(pool.header_timeout),
+        keepalive_timeout: seconds(pool.keepalive_timeout),
         fastcgi: wsgi_fpm::proto::fastcgi::Settings {
-            max_conns: 1024,
+            max_conns: u32::try_from(pool.max_connections).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(pool.threads).unwrap_or(u32::MAX),
             mpxs_conns: true,
         },
     });
+    let board = open_board(cfg);
     let (io_tx, io_rx) = tokio::sync::mpsc::unbounded_channel();
     let hub = Arc::new(Hub::new(
         hub_listeners,
         HubSettings {
             conn,
-            max_connections: 1024,
+            max_connections: pool.max_connections,
             allowed_clients: pool.process.allowed_clients.clone(),
         },
         io_tx,
+        board.clone(),
     )?);
     let thread_handles = threads::start(
         pool.threads,
@@ -213,14 +217,18 @@ pub fn serve_loaded(
             hub: hub.clone(),
             recycler: recycler.clone(),
             activity: activity.clone(),
+            board: board.clone(),
         }),
     )?;
+    if let Some(board) = &board {
+        board.set_state(wsgi_fpm::scoreboard::WorkerState::Idle);
+        crate::watchdog::start_heartbeat(board.clone())?;
+    }
     let graces = Graces {
         retire: seconds(pool.graceful_timeout),
         stop: seconds(pool.shutdown_timeout),
     };
-    let mut status = StatusPipe(status_pipe);
-    status.send("ready");
+    let status = StatusPipe(status_pipe);
     info!("serving {} with {} threads", pool.app, pool.threads);
 
     let error_log = cfg.log.error_log.clone();
@@ -251,10 +259,23 @@ pub fn serve_loaded(
     Ok(0)
 }
 
-/// A duration option in seconds; out-of-range values (validation refuses
-/// them) become the longest duration rather than a panic.
-fn seconds(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+use wsgi_fpm::config::model::seconds;
+
+/// This worker's scoreboard slot. A `--preload` template has the board's
+/// descriptor but no slot: it keeps the descriptor for the workers it
+/// forks, each of which maps it with the slot the master gave it.
+fn open_board(cfg: &WorkerConfig) -> Option<Arc<wsgi_fpm::scoreboard::WorkerSlot>> {
+    let (fd, slot) = (cfg.scoreboard_fd?, cfg.scoreboard_slot?);
+    // SAFETY: the master passed this descriptor for this purpose; it is
+    // adopted once (a forked worker adopts its own copy).
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    match wsgi_fpm::scoreboard::WorkerSlot::open(fd, slot) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            error!("no scoreboard slot for /status: {e}");
+            None
+        }
+    }
 }
 
 /// A listener this worker serves: non-blocking, and close-on-exec so that
@@ -360,6 +381,9 @@ fn serve(
         );
         let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut usr2 = signal(SignalKind::user_defined2())?;
+        // Ready only now that every signal the master sends has a handler:
+        // the master signals only workers that said ready.
+        status.send("ready");
         let mut asked_recycle = false;
         let parent = nix::unistd::getppid();
         let mut io_task = tokio::spawn(wsgi_fpm::net::serve::run(io, io_rx, stop_rx));
