@@ -319,7 +319,10 @@ def unit_dir(listing):
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory):
     out = tmp_path_factory.mktemp("deb")
-    release = ROOT / "target" / "release"
+    # Reuse what the suite built (build-deb looks in the same place).
+    release = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target", "release")
+    if not release.is_absolute():
+        release = ROOT / release
     built = (release / "wsgi-fpm").exists() and (release / "libwsgi_fpm_worker.so").exists()
     cmd = [ROOT / "packaging" / "debian" / "build-deb", "--out", out] + (["--no-build"] if built else [])
     path = Path(run(cmd, timeout=BUILD_TIMEOUT).strip().splitlines()[-1])

@@ -29,7 +29,6 @@ DATA = os.path.join(ROOT, "target", "wheel-data")
 get_requires_for_build_wheel = maturin.get_requires_for_build_wheel
 get_requires_for_build_sdist = maturin.get_requires_for_build_sdist
 get_requires_for_build_editable = maturin.get_requires_for_build_editable
-build_sdist = maturin.build_sdist
 
 
 def _build_master():
@@ -70,22 +69,27 @@ def _stage_master():
         subprocess.run([strip, "--strip-debug", staged], check=True)
 
 
-def _metadata(hook, metadata_directory, config_settings):
+def _without_master(hook, directory, config_settings):
     # maturin checks that the data directory exists even when it only
-    # writes the metadata; the master is not needed for that.
+    # writes the metadata or the source distribution; neither needs the
+    # master.
     os.makedirs(DATA, exist_ok=True)
     try:
-        return hook(metadata_directory, config_settings)
+        return hook(directory, config_settings)
     finally:
         shutil.rmtree(DATA, ignore_errors=True)
 
 
+def build_sdist(sdist_directory, config_settings=None):
+    return _without_master(maturin.build_sdist, sdist_directory, config_settings)
+
+
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
-    return _metadata(maturin.prepare_metadata_for_build_wheel, metadata_directory, config_settings)
+    return _without_master(maturin.prepare_metadata_for_build_wheel, metadata_directory, config_settings)
 
 
 def prepare_metadata_for_build_editable(metadata_directory, config_settings=None):
-    return _metadata(maturin.prepare_metadata_for_build_editable, metadata_directory, config_settings)
+    return _without_master(maturin.prepare_metadata_for_build_editable, metadata_directory, config_settings)
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
