@@ -5,7 +5,9 @@
 #      the interpreter wsgi-fpm runs applications with);
 #   2. builds the release binary and runs the cargo tests;
 #   3. runs the end-to-end suite (integration/, pytest) against real nginx,
-#      Apache httpd and lighttpd in front of target/release/wsgi-fpm.
+#      Apache httpd and lighttpd in front of target/release/wsgi-fpm;
+#   4. builds the wheel and the Debian package, installs each and serves
+#      from the install behind nginx (integration/test_install.py).
 # Environment: WSGI_FPM_BIN (default target/release/wsgi-fpm), PYTEST_ARGS
 # (extra pytest arguments, e.g. "-k nginx -x"), SKIP_CARGO=1 (reuse the built
 # binary, skip cargo), SKIP_INSTALL=1 (install nothing).
@@ -78,5 +80,12 @@ fi
 export WSGI_FPM_BIN="${WSGI_FPM_BIN:-$ROOT/target/release/wsgi-fpm}"
 log "end-to-end tests against $WSGI_FPM_BIN"
 # shellcheck disable=SC2086
-timeout 1200 python3 -m pytest integration -q -p no:cacheprovider ${PYTEST_ARGS:-}
+timeout 1200 python3 -m pytest integration -q -p no:cacheprovider \
+    --ignore=integration/test_install.py ${PYTEST_ARGS:-}
+# Separately: the wheel is another release build of the worker crate
+# (maturin, which pip fetches from the package index, shares target/ with
+# the build above); the Debian package is made from the binaries built
+# above, installed, served from and purged (as root).
+log "install: the wheel into a fresh venv, the Debian package"
+timeout 1800 python3 -m pytest integration/test_install.py -q -p no:cacheprovider
 log "bench/run --check: every benchmark workload answered right"; timeout 300 python3 bench/run --check

@@ -17,6 +17,7 @@ pub mod config;
 pub mod exchange;
 pub mod http;
 pub mod identity;
+pub mod install;
 pub mod log;
 pub mod master;
 pub mod migrate;

@@ -42,22 +42,10 @@ sys.exit(worker.run(sys.modules['os'].environ.pop('WSGI_FPM_WORKER_CONFIG')))
 ";
 
 /// Where the worker module is: `$WSGI_FPM_WORKER_MODULE`, else beside the
-/// `wsgi-fpm` executable (where `cargo build` puts it).
+/// `wsgi-fpm` executable (where `cargo build` puts it), else where the
+/// Debian package or `pip install` put it (`crate::install`).
 pub fn worker_module_path() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os(MODULE_ENV) {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    let candidate = dir.join("libwsgi_fpm_worker.so");
-    if candidate.is_file() {
-        Ok(candidate)
-    } else {
-        Err(format!(
-            "worker module not found at {} (build the whole workspace, or set {MODULE_ENV})",
-            candidate.display()
-        ))
-    }
+    crate::install::worker_module()
 }
 
 /// What the spawner needs besides the config.
