@@ -285,8 +285,6 @@ def test_the_installed_wheel_serves_behind_nginx_with_the_venvs_python_and_debia
     assert master.popen.returncode == 0, tail(log)
 
 
-@pytest.mark.xfail(reason="config/validate.rs::find_python does not yet ask install::installed_python() "
-                          "before python3 on PATH (SPEC §1)", strict=False)
 def test_after_pip_install_into_a_venv_the_default_interpreter_is_the_venvs(venv):
     top = venv.parent
     app = write(top / "app" / "hello.py", APP)

@@ -1037,6 +1037,11 @@ fn find_python(
             Err(PythonError::NoVenvPython(home.to_path_buf()))
         };
     }
+    // SPEC §1: after `pip install` into a venv, that venv's python (found
+    // beside the running wsgi-fpm, never run to find it).
+    if let Some(p) = crate::install::installed_python() {
+        return Ok(p);
+    }
     let candidates = find_executable(Path::new("python3"));
     let first = candidates.first().cloned().ok_or(PythonError::NoPython3)?;
     match crate::identity::switch_for(user, group) {

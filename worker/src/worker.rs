@@ -196,7 +196,6 @@ pub fn serve_loaded(
             max_params_count: Limits::params_count_for(pool.max_params_bytes),
             max_connection_params_bytes: pool.max_connection_params_bytes,
             max_requests_per_conn: pool.max_requests_per_connection,
-            ..Limits::default()
         },
         socket_timeout,
         header_timeout: seconds(pool.header_timeout),

@@ -46,12 +46,12 @@ fn what_happens_to_a_connection_after_its_response() {
             After::Linger,
         ),
         (
-            "retiring closes a kept connection after its answer",
+            "retiring keeps a kept connection: the front end may be reusing it",
             AfterState {
                 retiring: true,
                 ..base
             },
-            After::Close,
+            After::KeepAlive,
         ),
         (
             "a broken connection closes at once",
