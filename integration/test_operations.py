@@ -302,6 +302,44 @@ def test_a_thread_that_never_unwinds_gets_its_worker_replaced_after_the_grace_pe
     wait_for(lambda: not _alive(first), timeout=2, what="the stuck worker's process to exit")
 
 
+def nginx_bin():
+    import shutil
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+@pytest.mark.skipif(not Path(nginx_bin()).exists(), reason="nginx is not installed")
+def test_behind_nginx_the_client_gets_the_504_of_a_stuck_request_and_the_503_of_a_full_queue(
+        ops, run_dir, request):
+    from harness import SitesFrontEnd
+    o = ops("--request-timeout", "2", "--max-queue", "1")
+    fe = SitesFrontEnd(run_dir, "nginx", {"ops": ("fastcgi.conf", {
+        "BACKEND_PORT": o.b.ports["fastcgi"], "MOUNT": "", "NAME": "ops"})}, label="ops")
+    request.addfinalizer(fe.stop)
+    port = fe.ports["ops"]
+    r = client.request(port, "GET", "/sleep?s=30", timeout=10)
+    assert r.status == 504 and r.elapsed < TIMEOUT_ANSWER_BOUND + 0.5, r
+    # One long request holds the only thread; of four more, one may wait.
+    replies = {}
+
+    def one(key, path):
+        replies[key] = client.request(port, "GET", path, timeout=15)
+
+    threads = [threading.Thread(target=one, args=("long", "/work?tag=long&s=1.5"))]
+    threads[0].start()
+    wait_for(lambda: o.calls() == ["long"], timeout=3, what="the long request to start")
+    for i in range(4):
+        threads.append(threading.Thread(target=one, args=("q%d" % i, "/work?tag=q%d" % i)))
+        threads[-1].start()
+    for t in threads:
+        t.join(20)
+    statuses = sorted(r.status for r in replies.values())
+    assert statuses == [200, 200, 503, 503, 503], replies
+    for r in replies.values():
+        if r.status == 503:
+            assert r.header("Retry-After", "").isdigit() and r.elapsed < 1.0, r
+    assert len(o.calls()) == 2
+
+
 # ------------------------------------------------------------------ --deadlock-timeout
 
 def test_deadlock_timeout_kills_and_replaces_a_worker_stuck_in_c_holding_the_gil(ops):
@@ -677,12 +715,14 @@ def test_status_full_shows_the_current_request_with_method_uri_seconds_and_reque
     bg.join()
 
 
-def test_status_answers_within_100_ms_while_every_thread_of_every_worker_is_stuck(ops):
-    o = ops(processes=2, threads=2)
+@pytest.mark.parametrize("stuck", ["sleeping", "holding-the-gil"])
+def test_status_answers_within_100_ms_while_every_thread_of_every_worker_is_stuck(ops, stuck):
+    threads = 2 if stuck == "sleeping" else 1
+    o = ops(processes=2, threads=threads)
     bg = Background(o)
-    for i in range(6):                  # more than the 4 threads: none left idle
-        bg.start("s%d" % i, "/sleep", "s=2.5&n=%d" % i)
-    wait_for(lambda: o.pool()["busy_threads"] == 4, timeout=3, what="all 4 threads busy")
+    for i in range(2 * threads + 2):    # more than the threads: none left idle
+        bg.start("s%d" % i, "/sleep" if stuck == "sleeping" else "/gil", "s=2.5&n=%d" % i)
+    wait_for(lambda: o.pool()["busy_threads"] == 2 * threads, timeout=3, what="every thread busy")
     for path in ["/status"] * 5 + ["/status?full", "/metrics"]:
         r = o.http(path)
         assert r.status == 200, r
