@@ -3,7 +3,8 @@ the watchdogs (--request-timeout, --deadlock-timeout, --slow-log-timeout),
 SIGUSR2 stack dumps, the request queue (--max-queue, --queue-timeout, aborted
 requests), --max-rss counted in the status, the status endpoint (/status,
 /status?full, /metrics, `wsgi-fpm status`) and what reaches the error log
-(--log-format json, the application's own output).
+(--log-format json, the application's own output); and, behind nginx's
+shipped FastCGI site, the 504 and 503 a browser would get.
 
 Each test starts its own wsgi-fpm with `tests/apps/operations.py` and a
 `--status` port, talks FastCGI to it directly and watches the client's
@@ -16,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -26,7 +28,7 @@ import pytest
 
 import client
 import wire
-from harness import APPS, HOST, free_ports, wait_for, wsgi_fpm_bin
+from harness import APPS, HOST, SitesFrontEnd, free_ports, wait_for, wsgi_fpm_bin
 
 OPS = APPS / "operations.py"
 OPS_SOURCE = OPS.read_text().splitlines()
@@ -303,14 +305,12 @@ def test_a_thread_that_never_unwinds_gets_its_worker_replaced_after_the_grace_pe
 
 
 def nginx_bin():
-    import shutil
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 @pytest.mark.skipif(not Path(nginx_bin()).exists(), reason="nginx is not installed")
 def test_behind_nginx_the_client_gets_the_504_of_a_stuck_request_and_the_503_of_a_full_queue(
         ops, run_dir, request):
-    from harness import SitesFrontEnd
     o = ops("--request-timeout", "2", "--max-queue", "1")
     fe = SitesFrontEnd(run_dir, "nginx", {"ops": ("fastcgi.conf", {
         "BACKEND_PORT": o.b.ports["fastcgi"], "MOUNT": "", "NAME": "ops"})}, label="ops")
