@@ -1,9 +1,8 @@
 """Beyond one machine (SPEC §9) and the status subcommand (SPEC §4, §8):
-the cluster files in conf/cluster/ run as they are, and `wsgi-fpm status`
-says how to name the master it asks.
-
-The Kubernetes probe test needs the master to serve --status; until it
-does, that test is skipped with the reason (see test_kubernetes_probes_...).
+the cluster files in conf/cluster/ run as they are, the Kubernetes probes
+get 200 from a running master's --status port, and `wsgi-fpm status` says
+how to name the master it asks. (What /status and /metrics report is in
+test_operations.py.)
 """
 import json
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import client
-from harness import APPS, CONF, HOST, SitesFrontEnd, StartError, fill, free_ports, wsgi_fpm_bin
+from harness import APPS, CONF, HOST, SitesFrontEnd, fill, free_ports, wsgi_fpm_bin
 
 LIFECYCLE = APPS / "lifecycle.py"
 UPSTREAM = CONF / "cluster" / "nginx-upstream.conf"
@@ -112,23 +111,16 @@ def test_the_kubernetes_deployment_probes_the_status_port_and_outlives_the_shutd
 
 def test_kubernetes_probes_get_200_from_a_running_master(spawn):
     """The probes' exact requests (path from the YAML) against a master run
-    with --status on a loopback port. Skipped while the master does not
-    serve --status yet (its wiring lands separately from the endpoint)."""
+    with --status on a loopback port."""
     deployment, _ = _k8s()
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     probes = [container[p]["httpGet"] for p in ("readinessProbe", "livenessProbe")]
     port = free_ports(1)[0]
-    try:
-        spawn("k8s-probes", LIFECYCLE, "--status", "%s:%d" % (HOST, port), protocols=("fastcgi",))
-    except StartError as e:
-        pytest.skip("the master does not serve --status yet: %s" % str(e).splitlines()[0])
+    spawn("k8s-probes", LIFECYCLE, "--status", "%s:%d" % (HOST, port), protocols=("fastcgi",))
     for probe in probes:
         url = "http://%s:%d%s" % (HOST, port, probe["path"])
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                status, body = r.status, r.read()
-        except OSError as e:
-            pytest.skip("the master started but /status answers nothing (%s): not wired yet" % e)
+        with urllib.request.urlopen(url, timeout=5) as r:
+            status, body = r.status, r.read()
         assert status == 200
         doc = json.loads(body)
         assert "main" in doc["pools"]

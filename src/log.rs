@@ -90,8 +90,9 @@ fn has_request_field(event: &tracing::Event<'_>) -> bool {
 }
 
 /// `--log-format json`: one object per line with the time, level,
-/// message, the process (`master` or `pool NAME`), its pid, the request
-/// id when a request thread logs, and the event's other fields.
+/// message, the process (`master` or `worker`, with its `pool`), its pid,
+/// the request id when a request thread logs, and the event's other
+/// fields, all at the top level.
 struct Json {
     who: String,
 }
@@ -115,7 +116,15 @@ where
         let mut line = serde_json::Map::new();
         line.insert("timestamp".into(), time.into());
         line.insert("level".into(), event.metadata().level().as_str().into());
-        line.insert("process".into(), self.who.clone().into());
+        match self.who.strip_prefix("pool ") {
+            Some(pool) => {
+                line.insert("process".into(), "worker".into());
+                line.insert("pool".into(), pool.into());
+            }
+            None => {
+                line.insert("process".into(), self.who.clone().into());
+            }
+        }
         line.insert("pid".into(), std::process::id().into());
         if let Some(id) = current_request().filter(|_| !fields.contains_key("request_id")) {
             line.insert("request_id".into(), id.to_string().into());

@@ -566,7 +566,10 @@ impl Driver {
             let Some(stamp) = board.heartbeat_ms(*slot) else {
                 continue;
             };
-            let held = Duration::from_millis(now.saturating_sub(stamp));
+            // The GIL has been held at least since the stamp's next one was
+            // due: never judged early.
+            let age = Duration::from_millis(now.saturating_sub(stamp));
+            let held = age.saturating_sub(crate::scoreboard::HEARTBEAT_EVERY);
             if held >= limit {
                 self.queue.push_back(Event::GilStuck { id: *id, held });
             }

@@ -242,6 +242,24 @@ impl DirectConn {
                         request_id: crate::exchange::RequestId::next(),
                         queue_start: self.first_byte.take().unwrap_or_else(SystemTime::now),
                     };
+                    // The front end gave up on it before a thread could take
+                    // it (an ABORT already here): answered, never started.
+                    if self.aborted_already(id) {
+                        debug!(peer = %self.peer, request = id, "the front end aborted the request before it started; not running it");
+                        let mut w = BytesMut::new();
+                        self.session.end(id, &mut w);
+                        let mut parts = [io::IoSlice::new(&w)];
+                        let timeout = self.settings.socket_timeout;
+                        if sys::send_all(self.fd.as_fd(), &mut parts, timeout, &mut |f| f())
+                            .is_err()
+                        {
+                            self.broken = true;
+                            return Step::Close;
+                        }
+                        self.current = None;
+                        self.served = self.served.saturating_add(1);
+                        continue;
+                    }
                     // An authorizer gets no body at all.
                     if head.body == crate::proto::BodyFraming::None {
                         if let Some(c) = self.current.as_mut() {
@@ -255,6 +273,49 @@ impl DirectConn {
                 }
                 // Input for a request that ended or was refused.
                 Event::Body { .. } | Event::BodyEnd { .. } | Event::Abort { .. } => {}
+            }
+        }
+    }
+
+    /// Whether an `ABORT_REQUEST` for `id` has already arrived (among what
+    /// was decoded, without reading more): its events are taken out of the
+    /// way, the rest kept in order.
+    fn aborted_already(&mut self, id: u16) -> bool {
+        if self.session.kind() != Kind::FastCgi {
+            return false;
+        }
+        let mut aborted = false;
+        loop {
+            match self.session.poll_event(&mut self.buf) {
+                Ok(Some(Event::Abort { id: a })) if a == id => aborted = true,
+                Ok(Some(e)) => self.deferred.push_back(e),
+                Ok(None) => break,
+                Err(e) => {
+                    self.refuse(&e);
+                    return true;
+                }
+            }
+        }
+        if aborted {
+            self.deferred.retain(
+                |e| !matches!(e, Event::Body { id: b, .. } | Event::BodyEnd { id: b } if *b == id),
+            );
+        }
+        aborted
+    }
+
+    /// The next event of request `id` among what has arrived (no read):
+    /// set aside earlier, or decoded now; other requests' events are set
+    /// aside, in order, for their turn.
+    fn event_for(&mut self, id: u16) -> Result<Option<Event>, SessionError> {
+        if let Some(at) = self.deferred.iter().position(|e| event_id(e) == id) {
+            return Ok(self.deferred.remove(at));
+        }
+        loop {
+            match self.session.poll_event(&mut self.buf)? {
+                Some(e) if event_id(&e) == id => return Ok(Some(e)),
+                Some(e) => self.deferred.push_back(e),
+                None => return Ok(None),
             }
         }
     }
@@ -363,17 +424,15 @@ impl DirectConn {
         }
         let Some(cur) = self.current else { return };
         loop {
-            match self.session.poll_event(&mut self.buf) {
-                Ok(Some(Event::Abort { id })) if id == cur.id => self.on_abort(),
-                Ok(Some(Event::Body { id, .. })) if id == cur.id => {
-                    // The application stopped reading its body: dropped.
-                }
-                Ok(Some(Event::BodyEnd { id })) if id == cur.id => {
+            match self.event_for(cur.id) {
+                Ok(Some(Event::Abort { .. })) => self.on_abort(),
+                Ok(Some(Event::BodyEnd { .. })) => {
                     if let Some(c) = self.current.as_mut() {
                         c.body_done = true;
                     }
                 }
-                Ok(Some(other)) => self.deferred.push_back(other),
+                // Body the application stopped reading: dropped.
+                Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(e) => {
                     self.refuse(&e);
@@ -411,16 +470,14 @@ impl DirectConn {
             return;
         }
         loop {
-            match self.session.poll_event(&mut self.buf) {
-                Ok(Some(Event::BodyEnd { id })) if id == cur.id => {
+            match self.event_for(cur.id) {
+                Ok(Some(Event::BodyEnd { .. })) => {
                     if let Some(c) = self.current.as_mut() {
                         c.body_done = true;
                     }
                     return;
                 }
-                Ok(Some(Event::Body { id, .. })) if id == cur.id => {}
-                Ok(Some(Event::Abort { id })) if id == cur.id => {}
-                Ok(Some(other)) => self.deferred.push_back(other),
+                Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(e) => {
                     self.refuse(&e);
@@ -433,7 +490,7 @@ impl DirectConn {
     /// Whether a complete request is already buffered (the front end sent
     /// it before our answer, or it waits among the deferred events).
     pub fn has_buffered_input(&self) -> bool {
-        !self.deferred.is_empty() || !self.buf.is_empty()
+        !self.deferred.is_empty() || !self.buf.is_empty() || self.session.has_events()
     }
 
     /// Closes the connection; its read buffer goes back to this thread's
@@ -474,6 +531,17 @@ fn keep_spare(mut buf: BytesMut) {
             s.push(buf);
         }
     });
+}
+
+/// The request id an event is about.
+fn event_id(e: &Event) -> u16 {
+    match e {
+        Event::Request { id, .. }
+        | Event::Body { id, .. }
+        | Event::BodyEnd { id }
+        | Event::Abort { id }
+        | Event::Rejected { id, .. } => *id,
+    }
 }
 
 /// What the multiplexing driver takes over.
@@ -556,19 +624,19 @@ impl Exchange for DirectConn {
         }
         let timeout = self.settings.socket_timeout;
         loop {
-            match self.session.poll_event(&mut self.buf) {
-                Ok(Some(Event::Body { id, data })) if id == cur.id => return Ok(Some(data)),
-                Ok(Some(Event::BodyEnd { id })) if id == cur.id => {
+            match self.event_for(cur.id) {
+                Ok(Some(Event::Body { data, .. })) => return Ok(Some(data)),
+                Ok(Some(Event::BodyEnd { .. })) => {
                     if let Some(c) = self.current.as_mut() {
                         c.body_done = true;
                     }
                     return Ok(None);
                 }
-                Ok(Some(Event::Abort { id })) if id == cur.id => {
+                Ok(Some(Event::Abort { .. })) => {
                     self.on_abort();
                     return Err(BodyError::ConnectionLost);
                 }
-                Ok(Some(other)) => self.deferred.push_back(other),
+                Ok(Some(_)) => {}
                 Ok(None) => {}
                 Err(e) => {
                     let text = e.to_string();

@@ -149,6 +149,15 @@ impl Session {
         }
     }
 
+    /// Whether decoded events wait to be polled (FastCGI decodes whole
+    /// records ahead; the stream protocols decode on demand).
+    pub fn has_events(&self) -> bool {
+        match self {
+            Session::FastCgi(conn) => conn.has_events(),
+            _ => false,
+        }
+    }
+
     /// FastCGI request ids the session holds (params arriving, or given to
     /// the application and not yet ended); 0 or 1 for the others.
     pub fn live_requests(&self) -> usize {

@@ -40,6 +40,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// How often a worker's watchdog stamps its heartbeat. A stamp this old
+/// or younger proves nothing is wrong: the master allows for it before it
+/// judges a GIL held past `--deadlock-timeout`.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The largest region the master will create: a pool is sized from its
 /// configuration, and a mistake (a million threads) should fail to start
 /// rather than map gigabytes.

@@ -1,6 +1,6 @@
 //! The worker's watchdog: a thread apart from the request threads that
 //!
-//! - stamps the scoreboard's heartbeat once a second, taking the GIL to do
+//! - stamps the scoreboard's heartbeat four times a second, taking the GIL to do
 //!   it: a worker whose GIL is held for good (a C extension looping without
 //!   releasing it) stops stamping, and the master replaces it after
 //!   `--deadlock-timeout` (mod_wsgi's method);
@@ -33,7 +33,7 @@ use wsgi_fpm::recycle::Recycler;
 use wsgi_fpm::scoreboard::WorkerSlot;
 
 /// How often the heartbeat is stamped.
-const HEARTBEAT: Duration = Duration::from_secs(1);
+const HEARTBEAT: Duration = wsgi_fpm::scoreboard::HEARTBEAT_EVERY;
 /// How long a thread gets to end its request after `RequestTimeout` was
 /// raised in it, before the worker is replaced (SPEC §4: 5 s).
 pub const GRACE: Duration = Duration::from_secs(5);

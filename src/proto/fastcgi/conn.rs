@@ -262,6 +262,11 @@ impl ServerConn {
         self.events.pop_front()
     }
 
+    /// Whether events wait for [`ServerConn::poll_event`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Response output for a live request, split into STDOUT records of at
     /// most 65535 content bytes, each padded to 8. Empty `data` sends
     /// nothing (an empty record would end the stream). Ignored for an id the
