@@ -369,8 +369,15 @@ mod tests {
             .unwrap();
         }
         let keep = vec![b.as_raw_fd()];
+        // The shell tests its own descriptors without opening any (a
+        // listing would open one, maybe under a's old number).
+        let script = format!(
+            "for fd in {} {}; do [ -e /proc/$$/fd/$fd ] && echo $fd; done; true",
+            a.as_raw_fd(),
+            b.as_raw_fd()
+        );
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", "ls /proc/self/fd"]);
+        cmd.args(["-c", &script]);
         // SAFETY: as in spawn: system calls only.
         unsafe {
             cmd.pre_exec(move || close_on_exec_all_but(&keep));

@@ -103,3 +103,269 @@ fn what_happens_to_a_connection_after_its_response() {
         assert_eq!(decide(&s), want, "{name}");
     }
 }
+
+// ------------------------------------------------------------ in process
+//
+// The driver over a socket pair: the test is the front end on one end,
+// the connection the other; every byte on the wire is checked.
+
+use crate::exchange::JustWait;
+use crate::proto::fastcgi::nv::put_pair;
+use crate::proto::fastcgi::record::{put_record, RecordType, RequestId};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+fn settings() -> Arc<ConnSettings> {
+    Arc::new(ConnSettings {
+        limits: Limits::default(),
+        socket_timeout: Duration::from_secs(5),
+        header_timeout: Duration::from_secs(5),
+        keepalive_timeout: Duration::from_secs(5),
+        fastcgi: crate::proto::fastcgi::Settings {
+            max_conns: 8,
+            max_reqs: 8,
+            mpxs_conns: true,
+        },
+    })
+}
+
+fn conn(protocol: Protocol) -> (Box<DirectConn>, UnixStream) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    theirs
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let c = DirectConn::new(OwnedFd::from(ours), Peer::Unix, protocol, settings(), None);
+    (c, theirs)
+}
+
+fn fastcgi_request(id: u16, keep: bool, method: &str, body: &[&[u8]]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    put_record(
+        &mut b,
+        RecordType::BeginRequest,
+        RequestId(id),
+        &[0, 1, u8::from(keep), 0, 0, 0, 0, 0],
+    );
+    let mut params = BytesMut::new();
+    put_pair(&mut params, b"REQUEST_METHOD", method.as_bytes());
+    put_pair(&mut params, b"REQUEST_URI", b"/x");
+    put_record(&mut b, RecordType::Params, RequestId(id), &params);
+    put_record(&mut b, RecordType::Params, RequestId(id), &[]);
+    for chunk in body {
+        put_record(&mut b, RecordType::Stdin, RequestId(id), chunk);
+    }
+    put_record(&mut b, RecordType::Stdin, RequestId(id), &[]);
+    b.to_vec()
+}
+
+/// Reads until the connection has a complete head.
+fn ready(c: &mut DirectConn) -> (Box<RequestHead>, RequestMeta) {
+    for _ in 0..100 {
+        match c.next_request() {
+            Step::Ready(head, meta) => return (head, meta),
+            Step::NeedMore => {
+                if c.fill().unwrap() == Fill::WouldBlock {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    panic!("no request head");
+}
+
+/// Reads FastCGI records until END_REQUEST for `id`: (STDOUT bytes, records seen).
+fn read_response(front: &mut UnixStream, id: u16) -> (Vec<u8>, Vec<u8>) {
+    let mut out = Vec::new();
+    let mut kinds = Vec::new();
+    loop {
+        let mut h = [0u8; 8];
+        front.read_exact(&mut h).unwrap();
+        let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+        let mut content = vec![0u8; len + usize::from(h[6])];
+        front.read_exact(&mut content).unwrap();
+        content.truncate(len);
+        assert_eq!(u16::from_be_bytes([h[2], h[3]]), id);
+        kinds.push(h[1]);
+        match h[1] {
+            6 => out.extend_from_slice(&content),
+            3 => return (out, kinds),
+            _ => {}
+        }
+    }
+}
+
+fn ok_head() -> ResponseHead {
+    ResponseHead::new(&b"200 OK"[..]).header(b"Content-Type", b"text/plain")
+}
+
+#[test]
+fn a_fastcgi_get_is_answered_in_one_write_with_its_end() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    front
+        .write_all(&fastcgi_request(1, false, "GET", &[]))
+        .unwrap();
+    let (head, _) = ready(&mut c);
+    assert_eq!(head.vars.get(b"REQUEST_METHOD"), Some(&b"GET"[..]));
+    c.start(&ok_head(), b"hello", true, &mut JustWait).unwrap();
+    // Head and body in one STDOUT record, then the empty STDOUT and the end.
+    let (out, kinds) = read_response(&mut front, 1);
+    assert_eq!(kinds, vec![6, 6, 3]);
+    assert_eq!(
+        out,
+        b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"
+    );
+    assert_eq!(c.after_response(false), After::Close);
+}
+
+#[test]
+fn a_kept_connection_serves_the_next_request_and_late_output_goes_nowhere() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"one", true, &mut JustWait).unwrap();
+    read_response(&mut front, 1);
+    // Output after the end (an iterator's close()) is refused, not sent.
+    assert_eq!(c.data(b"late", &mut JustWait), Err(Gone));
+    assert_eq!(c.after_response(false), After::KeepAlive);
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"two", true, &mut JustWait).unwrap();
+    let (out, _) = read_response(&mut front, 1);
+    assert!(out.ends_with(b"\r\n\r\ntwo"), "{out:?}");
+}
+
+#[test]
+fn a_body_is_read_from_the_socket_in_its_chunks_then_ends() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    let whole = fastcgi_request(1, false, "POST", &[b"abc", b"de"]);
+    let head_only = fastcgi_request(1, false, "POST", &[]);
+    // The head first (all but its closing empty STDIN record); the body
+    // comes while the application reads it.
+    let split = head_only.len() - 8;
+    let bytes = whole;
+    front.write_all(&bytes[..split]).unwrap();
+    ready(&mut c);
+    let writer = std::thread::spawn({
+        let mut front = front.try_clone().unwrap();
+        let rest = bytes[split..].to_vec();
+        move || {
+            std::thread::sleep(Duration::from_millis(50));
+            front.write_all(&rest).unwrap();
+        }
+    });
+    let mut body = Vec::new();
+    while let Some(chunk) = c.read_body(&mut JustWait).unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    writer.join().unwrap();
+    assert_eq!(body, b"abcde");
+    assert_eq!(c.read_body(&mut JustWait), Ok(None));
+}
+
+#[test]
+fn an_abort_while_streaming_ends_the_request_at_once_and_the_connection_goes_on() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"part", false, &mut JustWait).unwrap();
+    let mut abort = BytesMut::new();
+    put_record(&mut abort, RecordType::AbortRequest, RequestId(1), &[]);
+    front.write_all(&abort).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // The next piece notices the abort: refused, and END_REQUEST is sent.
+    assert_eq!(c.data(b"more", &mut JustWait), Err(Gone));
+    assert!(c.is_cancelled());
+    let (out, kinds) = read_response(&mut front, 1);
+    assert!(out.ends_with(b"part"));
+    assert_eq!(kinds.last(), Some(&3));
+    assert_eq!(c.after_response(false), After::KeepAlive);
+}
+
+#[test]
+fn an_abort_sent_before_the_request_started_means_it_never_starts() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    // A first request, served: the connection is past its start.
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"one", true, &mut JustWait).unwrap();
+    read_response(&mut front, 1);
+    assert_eq!(c.after_response(false), After::KeepAlive);
+    // Then one the front end gives up on at once, and another.
+    let mut bytes = fastcgi_request(1, true, "GET", &[]);
+    put_record_vec(&mut bytes, RecordType::AbortRequest, 1);
+    bytes.extend(fastcgi_request(2, true, "GET", &[]));
+    front.write_all(&bytes).unwrap();
+    let (_, _) = ready(&mut c);
+    // The first request was answered with END_REQUEST by the connection
+    // itself; the one handed out is the second.
+    let (out, kinds) = read_response(&mut front, 1);
+    assert!(out.is_empty());
+    assert_eq!(kinds, vec![6, 3]);
+}
+
+fn put_record_vec(v: &mut Vec<u8>, kind: RecordType, id: u16) {
+    let mut b = BytesMut::new();
+    put_record(&mut b, kind, RequestId(id), &[]);
+    v.extend_from_slice(&b);
+}
+
+#[test]
+fn scgi_answers_in_cgi_form_and_closes_after_the_response() {
+    let (mut c, mut front) = conn(Protocol::Scgi);
+    let block =
+        b"CONTENT_LENGTH\x000\x00SCGI\x001\x00REQUEST_METHOD\x00GET\x00REQUEST_URI\x00/\x00";
+    let mut netstring = format!("{}:", block.len()).into_bytes();
+    netstring.extend_from_slice(block);
+    netstring.push(b',');
+    front.write_all(&netstring).unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"hi", true, &mut JustWait).unwrap();
+    assert_eq!(c.after_response(false), After::Close);
+    c.close();
+    let mut got = Vec::new();
+    front.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhi");
+}
+
+#[test]
+fn a_large_body_is_framed_in_records_of_at_most_65528_bytes_without_a_copy() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    front
+        .write_all(&fastcgi_request(1, false, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    let body = vec![b'z'; 200_000];
+    let reader = std::thread::spawn(move || {
+        let mut sizes = Vec::new();
+        let mut total = 0;
+        loop {
+            let mut h = [0u8; 8];
+            front.read_exact(&mut h).unwrap();
+            let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            let mut content = vec![0u8; len + usize::from(h[6])];
+            front.read_exact(&mut content).unwrap();
+            if h[1] == 6 {
+                sizes.push(len);
+                total += len;
+            }
+            if h[1] == 3 {
+                return (sizes, total);
+            }
+        }
+    });
+    c.start(&ok_head(), &body, true, &mut JustWait).unwrap();
+    let (sizes, total) = reader.join().unwrap();
+    assert!(sizes.iter().all(|s| *s <= MAX_FRAME), "{sizes:?}");
+    let head_len = "Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n".len();
+    assert_eq!(total, head_len + body.len());
+}
