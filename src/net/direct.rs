@@ -425,14 +425,24 @@ impl DirectConn {
         let Some(cur) = self.current else { return };
         loop {
             match self.event_for(cur.id) {
-                Ok(Some(Event::Abort { .. })) => self.on_abort(),
+                Ok(Some(Event::Abort { .. })) => {
+                    // The id is free again: what follows for it is the
+                    // front end's next request, left for after_response.
+                    self.on_abort();
+                    return;
+                }
                 Ok(Some(Event::BodyEnd { .. })) => {
                     if let Some(c) = self.current.as_mut() {
                         c.body_done = true;
                     }
                 }
                 // Body the application stopped reading: dropped.
-                Ok(Some(_)) => {}
+                Ok(Some(Event::Body { .. })) => {}
+                // A new request under the same id: not ours to consume.
+                Ok(Some(other)) => {
+                    self.deferred.push_front(other);
+                    return;
+                }
                 Ok(None) => return,
                 Err(e) => {
                     self.refuse(&e);
@@ -466,7 +476,8 @@ impl DirectConn {
     /// send with the head. No system call: only what is buffered.
     fn take_buffered_body(&mut self) {
         let Some(cur) = self.current else { return };
-        if cur.body_done || self.broken {
+        // After an abort the id is free: its next events are a new request.
+        if cur.body_done || cur.aborted || self.broken {
             return;
         }
         loop {
@@ -477,7 +488,11 @@ impl DirectConn {
                     }
                     return;
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(Event::Body { .. })) => {}
+                Ok(Some(other)) => {
+                    self.deferred.push_front(other);
+                    return;
+                }
                 Ok(None) => return,
                 Err(e) => {
                     self.refuse(&e);
@@ -736,6 +751,9 @@ impl Exchange for DirectConn {
     }
 
     fn data(&mut self, data: &[u8], wait: &mut dyn Wait) -> Result<(), Gone> {
+        // Only a live response looks at the input: once it has ended, what
+        // arrives is the next request (nginx reuses the id), not an abort.
+        self.current_live()?;
         self.notice_abort();
         let cur = self.current_live()?;
         if !cur.started {
