@@ -29,9 +29,11 @@
 //! The lookups are pure functions over what a [`Probe`] says about the file
 //! system, so that every layout is tested without building it.
 
-use crate::master::spawn::MODULE_ENV;
 use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
+
+/// The environment variable naming the worker module's file.
+pub const MODULE_ENV: &str = "WSGI_FPM_WORKER_MODULE";
 
 /// The module's name where cargo builds it, and in the Debian package.
 pub const MODULE_FILE: &str = "libwsgi_fpm_worker.so";

@@ -183,7 +183,9 @@ impl DirectConn {
         match sys::recv(self.fd.as_fd(), &mut self.buf, READ_CHUNK) {
             Ok(0) => Ok(Fill::Eof),
             Ok(_) => {
-                if self.first_byte.is_none() {
+                // Bytes read while a request is served are its body (or an
+                // abort); the next request's queue starts in after_response.
+                if self.first_byte.is_none() && self.current.is_none() {
                     self.first_byte = Some(SystemTime::now());
                 }
                 Ok(Fill::Data)
@@ -458,6 +460,11 @@ impl DirectConn {
         let Some(cur) = self.current.take() else {
             return After::Close;
         };
+        if !self.buf.is_empty() || !self.deferred.is_empty() {
+            // The next request began to arrive during this one; it waits
+            // from now on (the earliest moment it could be told apart).
+            self.first_byte.get_or_insert_with(SystemTime::now);
+        }
         self.served = self.served.saturating_add(1);
         decide(&AfterState {
             kind: self.session.kind(),

@@ -6,7 +6,7 @@
 use crate::environ;
 use crate::link::SharedLink;
 use crate::load::{format_exception, module_name};
-use crate::response::{send_simple, text_head, AppContext, Served};
+use crate::reply::{send_simple, text_head, Served};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyModule, PyString};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -155,7 +155,7 @@ impl AuthContext {
     pub fn answer(
         &self,
         py: Python<'_>,
-        ctx: &AppContext,
+        shared: &environ::Shared,
         question: Question,
         request: &RequestHead,
         meta: &RequestMeta,
@@ -174,7 +174,7 @@ impl AuthContext {
             let input = Bound::new(py, crate::input::Input::new(link.clone()))?.into_any();
             let errors = Bound::new(py, crate::errors::ErrorLog::new(meta.request_id))?.into_any();
             let wrapper = py.get_type::<crate::file_wrapper::FileWrapper>().into_any();
-            environ::for_auth(py, &ctx.shared, &cgi, vars, meta, input, errors, &wrapper)
+            environ::for_auth(py, shared, &cgi, vars, meta, input, errors, &wrapper)
         })();
         let answer = match environ {
             Ok(environ) => {

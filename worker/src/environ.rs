@@ -384,7 +384,7 @@ impl EnvCache {
         env.set_item(c.k_request_start.bind(py), seconds(SystemTime::now()))?;
         // mod_wsgi's key, read by APM agents: integer microseconds as a string.
         let mut digits = [0u8; 20];
-        let micros = crate::start_response::decimal((queue_start * 1e6) as u64, &mut digits);
+        let micros = crate::digits::decimal((queue_start * 1e6) as u64, &mut digits);
         env.set_item(c.k_mod_wsgi_queue_start.bind(py), PyString::new(py, micros))?;
         Ok(())
     }
@@ -510,7 +510,7 @@ pub fn for_auth<'py>(
     env.set_item("wsgi_fpm.request_start", seconds(SystemTime::now()))?;
     env.set_item(
         "mod_wsgi.queue_start",
-        crate::start_response::itoa((queue_start * 1e6) as u64),
+        crate::digits::itoa((queue_start * 1e6) as u64),
     )?;
     Ok(env)
 }

@@ -17,6 +17,7 @@
 #![deny(clippy::unwrap_used)]
 
 mod auth;
+mod digits;
 mod environ;
 mod errors;
 mod file_wrapper;
@@ -24,8 +25,12 @@ mod input;
 mod link;
 mod load;
 mod pystr;
+mod refcount;
+mod reload;
+mod reply;
 mod response;
 mod reuse;
+mod serving;
 mod start_response;
 mod template;
 mod threads;

@@ -3,12 +3,14 @@
 //! for a connection served directly and for a request the I/O thread
 //! handed over: both are behind the request's [`SharedLink`].
 
+use crate::digits::itoa;
 use crate::environ::EnvCache;
 use crate::file_wrapper::FileWrapper;
-use crate::link::{ReleaseGil, SharedLink};
+use crate::link::SharedLink;
 use crate::load::format_exception;
+use crate::reply::{send_simple, text_head, Served};
 use crate::reuse::Reuse;
-use crate::start_response::{itoa, Ending, Responder};
+use crate::start_response::{Ending, Responder};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::os::fd::AsFd;
@@ -22,7 +24,7 @@ use wsgi_fpm::route::{self, EnvironRules};
 
 /// What every request of this worker shares.
 pub struct AppContext {
-    pub app: Py<PyAny>,
+    pub app: crate::reload::App,
     pub rules: EnvironRules,
     pub shared: crate::environ::Shared,
     /// The auth responder and access script, when the pool has either.
@@ -37,13 +39,6 @@ pub struct AppContext {
 pub struct PerThread {
     pub env: EnvCache,
     pub reuse: Reuse,
-}
-
-/// How a request ended, for the access log.
-pub struct Served {
-    pub status: Option<u16>,
-    pub bytes: u64,
-    pub aborted: bool,
 }
 
 /// Serves one request whose head is complete.
@@ -77,7 +72,7 @@ pub fn serve(
             let head = ResponseHead::new(&b"503 Service Unavailable"[..])
                 .header(
                     b"Retry-After",
-                    itoa(crate::worker::retry_after(ctx.queue_timeout.as_secs_f64())),
+                    itoa(crate::reply::retry_after(ctx.queue_timeout.as_secs_f64())),
                 )
                 .header(b"Content-Type", b"text/plain; charset=utf-8")
                 .header(b"Content-Length", itoa(body.len() as u64));
@@ -89,7 +84,7 @@ pub fn serve(
         .as_ref()
         .and_then(|auth| Some((auth, auth.question(head)?)));
     let served = match question {
-        Some((auth, question)) => auth.answer(py, ctx, question, head, meta, link),
+        Some((auth, question)) => auth.answer(py, &ctx.shared, question, head, meta, link),
         None => serve_app(py, ctx, cache, head, meta, link),
     };
     if logging {
@@ -116,26 +111,6 @@ fn waited_too_long(
         .unwrap_or(meta.queue_start);
     let waited = now.duration_since(since).ok()?;
     (waited > limit).then_some(waited)
-}
-
-/// Sends a whole small response with no application involved.
-pub fn send_simple(py: Python<'_>, link: &SharedLink, head: ResponseHead, body: &str) -> Served {
-    let status = head.code();
-    let sent = link.with(|x| x.start(&head, body.as_bytes(), true, &mut ReleaseGil(py)));
-    Served {
-        status,
-        bytes: body.len() as u64,
-        aborted: !matches!(sent, Ok(Ok(()))),
-    }
-}
-
-/// A status with a one-line text body (`403 Forbidden\n`).
-pub fn text_head(line: &str) -> (ResponseHead, String) {
-    let body = format!("{line}\n");
-    let head = ResponseHead::new(line)
-        .header(b"Content-Type", b"text/plain; charset=utf-8")
-        .header(b"Content-Length", itoa(body.len() as u64));
-    (head, body)
 }
 
 fn serve_app(
@@ -236,7 +211,12 @@ fn run_app(
             }
         }
         let start_response = cache.reuse.start_response(py, responder)?;
-        ctx.app.bind(py).call1((environ, start_response)).map(Some)
+        let Some(app) = ctx.app.get(py) else {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "the application is unavailable",
+            ));
+        };
+        app.bind(py).call1((environ, start_response)).map(Some)
     };
     let result = match call() {
         Ok(Some(r)) => r,

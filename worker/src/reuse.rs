@@ -8,17 +8,11 @@
 use crate::errors::ErrorLog;
 use crate::input::Input;
 use crate::link::SharedLink;
+use crate::refcount::sole;
 use crate::start_response::{Responder, StartResponse};
 use pyo3::prelude::*;
 use std::sync::Arc;
 use wsgi_fpm::exchange::RequestId;
-
-/// Whether our reference is the only one.
-pub fn sole<T>(obj: &Py<T>) -> bool {
-    // SAFETY: reading the reference count of a live object we hold a
-    // reference to; the GIL (held by every caller) keeps it stable.
-    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1 }
-}
 
 /// A Python thread's reusable request objects.
 #[derive(Default)]

@@ -8,6 +8,7 @@
 //! A violation raises in the application, which ends in a 500 — never a
 //! broken response on the wire.
 
+use crate::digits::itoa;
 use crate::link::{ReleaseGil, SharedLink, Unusable};
 use crate::pystr::latin1_bytes;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
@@ -290,7 +291,7 @@ impl Responder {
     /// Answers `403 Forbidden` instead of running the application (the
     /// access script said no).
     pub fn refuse(&self, py: Python<'_>) -> Ending {
-        let (head, body) = crate::response::text_head("403 Forbidden");
+        let (head, body) = crate::reply::text_head("403 Forbidden");
         if let Ok(mut st) = self.lock() {
             st.head = Some(head.clone());
             st.head_sent = true;
@@ -322,26 +323,6 @@ impl Responder {
         st.declared_len = declared_len;
         Ok(())
     }
-}
-
-/// A decimal number as text in `buf`, without the formatting machinery.
-pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
-}
-
-/// [`decimal`], owned.
-pub fn itoa(n: u64) -> String {
-    decimal(n, &mut [0u8; 20]).to_owned()
 }
 
 /// The `start_response` callable handed to the application.
@@ -391,7 +372,7 @@ impl StartResponse {
         let (head, declared_len) = validate(status, headers)?;
         self.responder
             .start(head, declared_len, exc_info.is_some())?;
-        if let Some(write) = self.write.as_ref().filter(|w| crate::reuse::sole(w)) {
+        if let Some(write) = self.write.as_ref().filter(|w| crate::refcount::sole(w)) {
             write.bind(py).borrow_mut().responder = self.responder.clone();
             return Ok(write.clone_ref(py));
         }

@@ -3,7 +3,7 @@
 //! is `wsgi_fpm::master::preload`'s). Each worker continues from here with
 //! the application already in memory, shared copy-on-write.
 
-use crate::worker::{run_import_script, serve_loaded, Loaded};
+use crate::serving::{run_import_script, serve_loaded, Loaded};
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyModule, PyTuple};
 use std::io::Write;

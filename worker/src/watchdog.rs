@@ -245,10 +245,7 @@ fn answer_504(link: &SharedLink) {
     let body = b"Gateway Timeout\n";
     let head = ResponseHead::new(&b"504 Gateway Timeout"[..])
         .header(b"Content-Type", b"text/plain; charset=utf-8")
-        .header(
-            b"Content-Length",
-            crate::start_response::itoa(body.len() as u64),
-        );
+        .header(b"Content-Length", crate::digits::itoa(body.len() as u64));
     for _ in 0..20 {
         if link
             .with(|x| x.replace_response(&head, body, &mut JustWait))

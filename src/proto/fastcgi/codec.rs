@@ -34,7 +34,7 @@ impl Decoder for RecordCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Record>, CodecError> {
-        Ok(decode_record(src)?)
+        Ok(decode_record(src).map_err(ConnError::from)?)
     }
 }
 

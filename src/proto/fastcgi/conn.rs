@@ -250,7 +250,7 @@ impl ServerConn {
             let step = match decode_record(buf) {
                 Ok(Some(rec)) => self.handle(rec),
                 Ok(None) => return Ok(()),
-                Err(e) => Err(e),
+                Err(e) => Err(ConnError::from(e)),
             };
             if let Err(err) = step {
                 return Err(self.fail(err));

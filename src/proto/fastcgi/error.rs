@@ -11,7 +11,7 @@
 //! operator needs for the one log line (STYLE §3). Nothing here does I/O.
 
 use super::nv::NvError;
-use super::record::{ProtocolStatus, RecordType, RequestId};
+use super::record::{BadVersion, ProtocolStatus, RecordType, RequestId};
 
 /// A mistake confined to one request. The codec answered it by itself;
 /// [`super::Event::Rejected`] carries it to the log line.
@@ -175,6 +175,15 @@ impl ConnError {
             | ConnError::UnexpectedRecord { .. }
             | ConnError::BodyTooLong { .. }
             | ConnError::BodyTooShort { .. } => None,
+        }
+    }
+}
+
+impl From<BadVersion> for ConnError {
+    fn from(b: BadVersion) -> ConnError {
+        ConnError::UnsupportedVersion {
+            version: b.version,
+            kind: b.kind,
         }
     }
 }

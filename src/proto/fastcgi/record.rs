@@ -6,7 +6,6 @@
 //! in which state (that is `conn.rs`), does not decode name/value pairs
 //! (`nv.rs`) and does no I/O.
 
-use super::error::ConnError;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// `FCGI_VERSION_1`, the only version there is (fastcgi.md §2).
@@ -207,19 +206,28 @@ pub fn padding_for(len: usize) -> u8 {
     ((ALIGN - len % ALIGN) % ALIGN) as u8
 }
 
+/// A record header whose version is not 1 (fastcgi.md §3): after it,
+/// nothing in the stream can be trusted to be a record boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadVersion {
+    pub version: u8,
+    /// The type byte, for the log line.
+    pub kind: u8,
+}
+
 /// Takes one whole record off the front of `buf`, or returns `Ok(None)`
 /// (leaving `buf` untouched) while the record is incomplete.
 ///
 /// The content is sliced out of `buf` without copying. A header whose
 /// version is not 1 is an error: after that nothing in the stream can be
 /// trusted to be a record boundary.
-pub fn decode_record(buf: &mut BytesMut) -> Result<Option<Record>, ConnError> {
+pub fn decode_record(buf: &mut BytesMut) -> Result<Option<Record>, BadVersion> {
     let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
     let header = Header::parse(*head);
     if header.version != VERSION_1 {
-        return Err(ConnError::UnsupportedVersion {
+        return Err(BadVersion {
             version: header.version,
             kind: u8::from(header.kind),
         });

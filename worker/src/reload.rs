@@ -1,0 +1,91 @@
+//! Touching the application's script runs the new code from the next
+//! request on (SPEC §4, mod_wsgi's process reloading). The master notices
+//! the new mtime within a quarter second and starts a new generation of
+//! workers; until it is ready, each request thread of this worker checks
+//! the script's mtime before it dispatches a request and, when it changed,
+//! loads the script again in this process first. A script that no longer
+//! loads is logged and the code already loaded keeps serving (as the
+//! master's reload keeps the old generation).
+
+use crate::load::{self, format_exception};
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+use tracing::{error, info};
+use wsgi_fpm::config::PoolConfig;
+
+/// The application, and what reloading it needs.
+pub struct App {
+    current: Mutex<Py<PyAny>>,
+    /// None for `module:callable` applications: nothing to watch.
+    script: Option<Script>,
+}
+
+struct Script {
+    path: PathBuf,
+    /// The mtime the loaded code came from.
+    loaded: Mutex<Option<SystemTime>>,
+    support: Py<PyModule>,
+    pool: PoolConfig,
+}
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl App {
+    pub fn new(app: Py<PyAny>, support: &Bound<'_, PyModule>, pool: &PoolConfig) -> App {
+        let path = PathBuf::from(&pool.app);
+        let script = path.is_absolute().then(|| Script {
+            loaded: Mutex::new(mtime(&path)),
+            path,
+            support: support.clone().unbind(),
+            pool: pool.clone(),
+        });
+        App {
+            current: Mutex::new(app),
+            script,
+        }
+    }
+
+    /// The callable to run the next request with: the script is loaded
+    /// again first if its mtime changed since.
+    pub fn get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        if let Some(script) = &self.script {
+            self.reload_if_changed(py, script);
+        }
+        self.current.lock().ok().map(|a| a.clone_ref(py))
+    }
+
+    fn reload_if_changed(&self, py: Python<'_>, script: &Script) {
+        let now = mtime(&script.path);
+        {
+            let Ok(mut loaded) = script.loaded.lock() else {
+                return;
+            };
+            if *loaded == now || now.is_none() {
+                return;
+            }
+            // Claimed: other threads go on with the code they have.
+            *loaded = now;
+        }
+        match load::application(script.support.bind(py), &script.pool) {
+            Ok(app) => {
+                if let Ok(mut current) = self.current.lock() {
+                    *current = app;
+                }
+                info!(
+                    "{} changed: loaded it again before the next request",
+                    script.path.display()
+                );
+            }
+            Err(err) => error!(
+                "{} changed but no longer loads; the code loaded before keeps serving:\n{}",
+                script.path.display(),
+                format_exception(py, &err)
+            ),
+        }
+    }
+}
