@@ -153,6 +153,9 @@ pub struct Hub {
     epoll: Epoll,
     wake: EventFd,
     listeners: Vec<HubListener>,
+    /// Per listener: accepted sockets need TCP_NODELAY set (Linux copies
+    /// it from a listener that has it, as the ones the master binds do).
+    set_nodelay: Vec<bool>,
     settings: HubSettings,
     parked: Mutex<ParkedTable>,
     jobs: Mutex<VecDeque<Box<Request>>>,
@@ -194,9 +197,18 @@ impl Hub {
             EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_SEMAPHORE,
         )?;
         epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, TAG_WAKE))?;
+        let set_nodelay = listeners
+            .iter()
+            .map(|l| {
+                l.tcp
+                    && !nix::sys::socket::getsockopt(&l.fd, nix::sys::socket::sockopt::TcpNoDelay)
+                        .unwrap_or(false)
+            })
+            .collect();
         let hub = Hub {
             epoll,
             wake,
+            set_nodelay,
             listeners,
             settings,
             parked: Mutex::new(ParkedTable::default()),
@@ -339,7 +351,10 @@ impl Hub {
                 warn!(peer = %peer, proto = %listener.protocol, "refusing a connection from an address not in --allowed-clients");
                 return None;
             }
-            let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::TcpNoDelay, &true);
+            if self.set_nodelay.get(index).copied().unwrap_or(true) {
+                let _ =
+                    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::TcpNoDelay, &true);
+            }
         }
         if let Some(board) = &self.board {
             board.accepted();

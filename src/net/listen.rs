@@ -22,6 +22,7 @@ pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
             socket.set_tcp_nodelay(true)?;
             socket.bind(&SockAddr::from(*addr))?;
             socket.listen(backlog)?;
+            defer_accept(&socket);
             Ok(socket.into())
         }
         ListenAddr::Unix(path) => {
@@ -66,6 +67,30 @@ pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
                 )
             })
         }
+    }
+}
+
+/// Front ends always speak first: with `TCP_DEFER_ACCEPT` the kernel
+/// queues a connection for `accept` only once its first bytes are there, so
+/// a worker that accepts finds the request head waiting instead of parking
+/// the connection for one more epoll round. A connection that stays silent
+/// is still handed over after about a second (the header timeout then
+/// applies as before). Best effort: a kernel without it accepts as usual.
+fn defer_accept(socket: &Socket) {
+    let seconds: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a c_int option value of the
+    // size given.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&seconds as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!("TCP_DEFER_ACCEPT not set: {}", io::Error::last_os_error());
     }
 }
 
@@ -161,4 +186,40 @@ pub fn set_socket_access(
             .map_err(|e| format!("chmod: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::Protocol;
+
+    fn int_option(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid descriptor and an output buffer of `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "{}", io::Error::last_os_error());
+        value
+    }
+
+    #[test]
+    fn a_tcp_listener_defers_accept_until_data_and_hands_nodelay_down() {
+        let spec = ListenSpec {
+            protocol: Protocol::FastCgi,
+            addr: ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
+        };
+        let fd = bind(&spec, 16).unwrap();
+        assert!(int_option(&fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT) > 0);
+        // Accepted sockets copy it from the listener: the hub relies on it
+        // to skip a setsockopt per connection.
+        assert_eq!(int_option(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY), 1);
+    }
 }
