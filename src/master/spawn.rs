@@ -16,7 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-pub use crate::install::MODULE_ENV;
+use crate::install::MODULE_ENV;
 /// The environment variable carrying the status pipe's descriptor.
 pub const STATUS_FD_ENV: &str = "WSGI_FPM_STATUS_FD";
 /// Exit code of a worker whose application (or auth script) could not be

@@ -49,6 +49,10 @@ pub struct ConnSettings {
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Unread request body [`DirectConn::notice_abort`] may hold while the
+/// response streams.
+const NOTICE_BODY_MAX: usize = 256 * 1024;
+
 /// Response bytes up to which a piece is copied into the write buffer;
 /// larger ones are written from the application's own buffer.
 const INLINE_MAX: usize = 16 * 1024;
@@ -73,6 +77,9 @@ pub struct DirectConn {
     broken: bool,
     /// Requests served on this connection.
     pub served: u32,
+    /// Body bytes of the current request read ahead while its response
+    /// streamed, waiting among the deferred events for read_body.
+    held_body: usize,
     /// Whether the hub's epoll knows this descriptor.
     pub(crate) registered: bool,
     /// The worker's connection count, given back when this closes.
@@ -155,6 +162,7 @@ impl DirectConn {
             wbuf: BytesMut::new(),
             broken: false,
             served: 0,
+            held_body: 0,
             registered: false,
             count: ConnCount(count),
         })
@@ -175,7 +183,7 @@ impl DirectConn {
 
     /// Whether bytes of an unfinished request head are buffered.
     pub fn has_partial_head(&self) -> bool {
-        !self.buf.is_empty() || self.first_byte.is_some()
+        !self.buf.is_empty() || self.first_byte.is_some() || self.session.live_requests() > 0
     }
 
     /// Reads what the socket has, without waiting.
@@ -205,6 +213,15 @@ impl DirectConn {
                     Ok(Some(e)) => e,
                     Ok(None) => {
                         self.flush_transmit();
+                        if self.session.kind() == Kind::FastCgi
+                            && self.buf.is_empty()
+                            && self.session.live_requests() == 0
+                        {
+                            // What arrived began no request (the last one's
+                            // late STDIN, GET_VALUES): the next request's
+                            // clock has not started.
+                            self.first_byte = None;
+                        }
                         return Step::NeedMore;
                     }
                     Err(e) => {
@@ -411,7 +428,10 @@ impl DirectConn {
     /// Looks at what arrived while the response streams, so that a FastCGI
     /// `ABORT_REQUEST` stops it (other requests' records wait their turn).
     fn notice_abort(&mut self) {
-        if self.session.kind() != Kind::FastCgi {
+        // Past this much unread body held in memory, stop looking: an
+        // application that streams its answer before reading a large
+        // upload must not make the worker buffer the upload.
+        if self.session.kind() != Kind::FastCgi || self.held_body > NOTICE_BODY_MAX {
             return;
         }
         match self.fill() {
@@ -425,32 +445,43 @@ impl DirectConn {
             _ => return,
         }
         let Some(cur) = self.current else { return };
+        // Body the application has not read yet is kept, in order, for
+        // read_body; only an abort is acted on here.
+        let mut body = Vec::new();
         loop {
             match self.event_for(cur.id) {
                 Ok(Some(Event::Abort { .. })) => {
                     // The id is free again: what follows for it is the
                     // front end's next request, left for after_response.
                     self.on_abort();
-                    return;
+                    // Its unread body goes with it.
+                    body.clear();
+                    break;
                 }
-                Ok(Some(Event::BodyEnd { .. })) => {
-                    if let Some(c) = self.current.as_mut() {
-                        c.body_done = true;
-                    }
-                }
-                // Body the application stopped reading: dropped.
-                Ok(Some(Event::Body { .. })) => {}
+                Ok(Some(e @ (Event::Body { .. } | Event::BodyEnd { .. }))) => body.push(e),
                 // A new request under the same id: not ours to consume.
                 Ok(Some(other)) => {
                     self.deferred.push_front(other);
-                    return;
+                    break;
                 }
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(e) => {
                     self.refuse(&e);
-                    return;
+                    break;
                 }
             }
+        }
+        // All of it passes through `body` each time (event_for gives the
+        // deferred ones first), so this is the whole amount held.
+        self.held_body = body
+            .iter()
+            .map(|e| match e {
+                Event::Body { data, .. } => data.len(),
+                _ => 0,
+            })
+            .sum();
+        for e in body.into_iter().rev() {
+            self.deferred.push_front(e);
         }
     }
 
@@ -484,6 +515,7 @@ impl DirectConn {
     fn take_buffered_body(&mut self) {
         let Some(cur) = self.current else { return };
         // After an abort the id is free: its next events are a new request.
+        self.held_body = 0;
         if cur.body_done || cur.aborted || self.broken {
             return;
         }
@@ -644,10 +676,19 @@ impl Exchange for DirectConn {
         if cur.body_done {
             return Ok(None);
         }
+        if cur.ended || cur.aborted || cur.cancelled || self.broken {
+            // The id may already name the front end's next request (nginx
+            // reuses it): what arrives now is not this body. An error, not
+            // an end, so the application cannot take a cut body for whole.
+            return Err(BodyError::ConnectionLost);
+        }
         let timeout = self.settings.socket_timeout;
         loop {
             match self.event_for(cur.id) {
-                Ok(Some(Event::Body { data, .. })) => return Ok(Some(data)),
+                Ok(Some(Event::Body { data, .. })) => {
+                    self.held_body = self.held_body.saturating_sub(data.len());
+                    return Ok(Some(data));
+                }
                 Ok(Some(Event::BodyEnd { .. })) => {
                     if let Some(c) = self.current.as_mut() {
                         c.body_done = true;
@@ -658,7 +699,10 @@ impl Exchange for DirectConn {
                     self.on_abort();
                     return Err(BodyError::ConnectionLost);
                 }
-                Ok(Some(_)) => {}
+                Ok(Some(other)) => {
+                    self.deferred.push_front(other);
+                    return Err(BodyError::ConnectionLost);
+                }
                 Ok(None) => {}
                 Err(e) => {
                     let text = e.to_string();

@@ -557,7 +557,10 @@ impl Hub {
                         _ => None,
                     };
                 }
-                self.park(conn, true);
+                // Idle, unless a head's first records are already in
+                // the codec (its deadline is the head's, not keepalive's).
+                let idle = !conn.has_partial_head();
+                self.park(conn, idle);
                 None
             }
             After::Close => {

@@ -76,6 +76,8 @@ pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
 /// the connection for one more epoll round. A connection that stays silent
 /// is still handed over after about a second (the header timeout then
 /// applies as before). Best effort: a kernel without it accepts as usual.
+/// Inherited listeners keep what their owner set (systemd:
+/// `DeferAcceptSec=`, as `conf/wsgi-fpm.socket` does).
 fn defer_accept(socket: &Socket) {
     let seconds: libc::c_int = 1;
     // SAFETY: a valid socket descriptor and a c_int option value of the

@@ -73,9 +73,19 @@ impl App {
         }
         match load::application(script.support.bind(py), &script.pool) {
             Ok(app) => {
-                if let Ok(mut current) = self.current.lock() {
-                    *current = app;
+                // Installed only if no later change was claimed meanwhile
+                // (that load installs its own, newer code).
+                let latest = script.loaded.lock().map(|l| *l == now).unwrap_or(false);
+                if !latest {
+                    return;
                 }
+                let old = match self.current.lock() {
+                    Ok(mut current) => std::mem::replace(&mut *current, app),
+                    Err(_) => return,
+                };
+                // Dropped with the lock released: the old application's
+                // finalizers may run Python, and other threads with it.
+                drop(old);
                 info!(
                     "{} changed: loaded it again before the next request",
                     script.path.display()

@@ -14,8 +14,17 @@ def run_script(path, name):
         source = f.read()
     module = types.ModuleType(name)
     module.__file__ = path
+    previous = sys.modules.get(name)
     sys.modules[name] = module
-    exec(compile(source, path, "exec"), module.__dict__)
+    try:
+        exec(compile(source, path, "exec"), module.__dict__)
+    except BaseException:
+        # A script that no longer loads leaves the module that did.
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
+        raise
     return module
 
 

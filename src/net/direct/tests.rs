@@ -241,6 +241,58 @@ fn a_kept_connection_serves_the_next_request_and_late_output_goes_nowhere() {
 }
 
 #[test]
+fn reading_or_writing_after_the_end_never_takes_the_next_request_under_the_same_id() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    // A POST whose body the application leaves unread; its answer ends it.
+    let first = fastcgi_request(1, true, "POST", &[b"unread"]);
+    let head_only = fastcgi_request(1, true, "POST", &[]);
+    front.write_all(&first[..head_only.len() - 8]).unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"one", true, &mut JustWait).unwrap();
+    read_response(&mut front, 1);
+    // nginx sends the rest of the body, then the next request, id 1 again,
+    // before the application's iterator close() reads and writes.
+    front.write_all(&first[head_only.len() - 8..]).unwrap();
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(c.data(b"late", &mut JustWait), Err(Gone));
+    assert_eq!(
+        c.read_body(&mut JustWait),
+        Err(BodyError::ConnectionLost),
+        "a read after the end is refused, not given the next request's body"
+    );
+    assert_eq!(c.after_response(false), After::KeepAlive);
+    let (head, _) = ready(&mut c);
+    assert_eq!(head.vars.get(b"REQUEST_METHOD"), Some(&b"GET"[..]));
+    c.start(&ok_head(), b"two", true, &mut JustWait).unwrap();
+    let (out, _) = read_response(&mut front, 1);
+    assert!(out.ends_with(b"\r\n\r\ntwo"), "{out:?}");
+}
+
+#[test]
+fn a_response_streamed_before_the_body_is_read_loses_none_of_the_body() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    let whole = fastcgi_request(1, false, "POST", &[b"abc", b"de"]);
+    let head_only = fastcgi_request(1, false, "POST", &[]);
+    front.write_all(&whole[..head_only.len() - 8]).unwrap();
+    ready(&mut c);
+    front.write_all(&whole[head_only.len() - 8..]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // The application writes first (each write looks for an abort) ...
+    c.start(&ok_head(), b"progress ", false, &mut JustWait)
+        .unwrap();
+    c.data(b"more", &mut JustWait).unwrap();
+    // ... and reads its body after: all of it, in order.
+    let mut body = Vec::new();
+    while let Some(chunk) = c.read_body(&mut JustWait).unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(body, b"abcde");
+}
+
+#[test]
 fn a_body_is_read_from_the_socket_in_its_chunks_then_ends() {
     let (mut c, mut front) = conn(Protocol::FastCgi);
     let whole = fastcgi_request(1, false, "POST", &[b"abc", b"de"]);
