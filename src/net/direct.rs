@@ -77,8 +77,10 @@ pub struct DirectConn {
     broken: bool,
     /// Requests served on this connection.
     pub served: u32,
-    /// Body bytes of the current request read ahead while its response
-    /// streamed, waiting among the deferred events for read_body.
+    /// The current request's body events read ahead while its response
+    /// streamed ([`DirectConn::notice_abort`]), for read_body, and their
+    /// body bytes.
+    held: VecDeque<Event>,
     held_body: usize,
     /// Whether the hub's epoll knows this descriptor.
     pub(crate) registered: bool,
@@ -162,6 +164,7 @@ impl DirectConn {
             wbuf: BytesMut::new(),
             broken: false,
             served: 0,
+            held: VecDeque::new(),
             held_body: 0,
             registered: false,
             count: ConnCount(count),
@@ -339,6 +342,20 @@ impl DirectConn {
         }
     }
 
+    /// The next event of request `id`'s body: what notice_abort read ahead
+    /// first, then what has arrived since.
+    fn body_event(&mut self, id: u16) -> Result<Option<Event>, SessionError> {
+        match self.held.pop_front() {
+            Some(e) => {
+                if let Event::Body { data, .. } = &e {
+                    self.held_body -= data.len();
+                }
+                Ok(Some(e))
+            }
+            None => self.event_for(id),
+        }
+    }
+
     /// The multiplexing driver's starting point: socket, buffer, protocol
     /// state and the events already taken.
     pub fn into_parts(self: Box<Self>) -> MultiplexParts {
@@ -447,7 +464,6 @@ impl DirectConn {
         let Some(cur) = self.current else { return };
         // Body the application has not read yet is kept, in order, for
         // read_body; only an abort is acted on here.
-        let mut body = Vec::new();
         loop {
             match self.event_for(cur.id) {
                 Ok(Some(Event::Abort { .. })) => {
@@ -455,33 +471,27 @@ impl DirectConn {
                     // front end's next request, left for after_response.
                     self.on_abort();
                     // Its unread body goes with it.
-                    body.clear();
-                    break;
+                    self.held.clear();
+                    self.held_body = 0;
+                    return;
                 }
-                Ok(Some(e @ (Event::Body { .. } | Event::BodyEnd { .. }))) => body.push(e),
+                Ok(Some(e @ (Event::Body { .. } | Event::BodyEnd { .. }))) => {
+                    if let Event::Body { data, .. } = &e {
+                        self.held_body += data.len();
+                    }
+                    self.held.push_back(e);
+                }
                 // A new request under the same id: not ours to consume.
                 Ok(Some(other)) => {
                     self.deferred.push_front(other);
-                    break;
+                    return;
                 }
-                Ok(None) => break,
+                Ok(None) => return,
                 Err(e) => {
                     self.refuse(&e);
-                    break;
+                    return;
                 }
             }
-        }
-        // All of it passes through `body` each time (event_for gives the
-        // deferred ones first), so this is the whole amount held.
-        self.held_body = body
-            .iter()
-            .map(|e| match e {
-                Event::Body { data, .. } => data.len(),
-                _ => 0,
-            })
-            .sum();
-        for e in body.into_iter().rev() {
-            self.deferred.push_front(e);
         }
     }
 
@@ -515,12 +525,13 @@ impl DirectConn {
     fn take_buffered_body(&mut self) {
         let Some(cur) = self.current else { return };
         // After an abort the id is free: its next events are a new request.
-        self.held_body = 0;
         if cur.body_done || cur.aborted || self.broken {
+            self.held.clear();
+            self.held_body = 0;
             return;
         }
         loop {
-            match self.event_for(cur.id) {
+            match self.body_event(cur.id) {
                 Ok(Some(Event::BodyEnd { .. })) => {
                     if let Some(c) = self.current.as_mut() {
                         c.body_done = true;
@@ -684,11 +695,8 @@ impl Exchange for DirectConn {
         }
         let timeout = self.settings.socket_timeout;
         loop {
-            match self.event_for(cur.id) {
-                Ok(Some(Event::Body { data, .. })) => {
-                    self.held_body = self.held_body.saturating_sub(data.len());
-                    return Ok(Some(data));
-                }
+            match self.body_event(cur.id) {
+                Ok(Some(Event::Body { data, .. })) => return Ok(Some(data)),
                 Ok(Some(Event::BodyEnd { .. })) => {
                     if let Some(c) = self.current.as_mut() {
                         c.body_done = true;
