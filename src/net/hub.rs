@@ -346,6 +346,22 @@ impl Hub {
                 return None;
             }
         };
+        self.count_taken(index);
+        let conn = self.admit(index, fd, peer)?;
+        self.advance(conn)
+    }
+
+    /// Counts a connection taken off listener `index`'s queue, for the
+    /// pool's dating of the ones still waiting (`net::backlog`); returns
+    /// how many the pool had taken before.
+    fn count_taken(&self, index: usize) -> Option<u64> {
+        self.board.as_ref()?.taken_from(index)
+    }
+
+    /// A connection just accepted on listener `index` becomes this
+    /// worker's, or is refused (`--allowed-clients`).
+    fn admit(&self, index: usize, fd: OwnedFd, peer: Peer) -> Option<Box<DirectConn>> {
+        let listener = self.listeners.get(index)?;
         if let Peer::Tcp(addr) = peer {
             if !allowed(&self.settings.allowed_clients, addr.ip()) {
                 warn!(peer = %peer, proto = %listener.protocol, "refusing a connection from an address not in --allowed-clients");
@@ -366,14 +382,50 @@ impl Hub {
             );
             self.set_accepting(false);
         }
-        let conn = DirectConn::new(
+        Some(DirectConn::new(
             fd,
             peer,
             listener.protocol,
             self.settings.conn.clone(),
             Some(self.conns.clone()),
-        );
-        self.advance(conn)
+        ))
+    }
+
+    /// Takes the connection at the head of listener `index`'s queue for
+    /// the I/O thread to refuse or [`Hub::adopt`] (`net::backlog`,
+    /// `net::overflow`), with how many the pool had taken before it.
+    /// Connections from peers not in `--allowed-clients` are closed here.
+    pub fn take_waiting(&self, index: usize) -> Option<(OwnedFd, Peer, u64)> {
+        let listener = self.listeners.get(index)?;
+        let (fd, peer) = sys::accept(listener.fd.as_fd()).ok()?;
+        let before = self.count_taken(index).unwrap_or(0);
+        if let Peer::Tcp(addr) = peer {
+            if !allowed(&self.settings.allowed_clients, addr.ip()) {
+                warn!(peer = %peer, proto = %listener.protocol, "refusing a connection from an address not in --allowed-clients");
+                return None;
+            }
+        }
+        Some((fd, peer, before))
+    }
+
+    /// Serves a connection taken by [`Hub::take_waiting`] after all: parked
+    /// until a free thread takes it (its bytes are there, so at once).
+    pub fn adopt(&self, fd: OwnedFd, peer: Peer, index: usize) {
+        if let Some(conn) = self.admit(index, fd, peer) {
+            self.park(conn, false);
+        }
+    }
+
+    /// Whether a new connection's front end closed it while its request
+    /// waited in a listen queue: looked at only while the pool's watcher
+    /// has seen requests waiting there, as it costs a system call.
+    fn gave_up_waiting(&self, conn: &DirectConn) -> bool {
+        let Some(seen) = self.board.as_ref().and_then(|b| b.backlog_seen()) else {
+            return false;
+        };
+        let now = crate::net::backlog::unix_ms(std::time::SystemTime::now());
+        crate::net::backlog::backlog_recent(seen, now)
+            && sys::peer_hung_up(conn.fd(), matches!(conn.peer, Peer::Tcp(_)))
     }
 
     fn resume(&self, key: u64) -> Option<Work> {
@@ -386,6 +438,10 @@ impl Hub {
     fn advance(&self, mut conn: Box<DirectConn>) -> Option<Work> {
         loop {
             match conn.next_request() {
+                Step::Ready(..) if conn.served == 0 && self.gave_up_waiting(&conn) => {
+                    debug!(peer = %conn.peer, proto = %conn.protocol, "the front end closed the connection while its request waited for a thread; not running it");
+                    return None;
+                }
                 Step::Ready(head, meta) => return Some(Work::Conn(Ready { conn, head, meta })),
                 Step::NeedMore => {}
                 Step::Multiplexed => {
@@ -592,6 +648,13 @@ impl Hub {
     pub fn count_queue_full(&self) {
         if let Some(board) = &self.board {
             board.queue_full();
+        }
+    }
+
+    /// Counts a connection refused for `--queue-timeout` in a listen queue.
+    pub fn count_queue_timeout(&self) {
+        if let Some(board) = &self.board {
+            board.queue_timeout();
         }
     }
 

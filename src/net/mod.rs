@@ -3,6 +3,7 @@
 //! the multiplexing driver and the I/O thread. No Python here: the worker
 //! drives the hub and the connections it hands out.
 
+pub mod backlog;
 pub mod conn;
 pub mod direct;
 pub mod general;
@@ -11,3 +12,4 @@ pub mod listen;
 pub mod overflow;
 pub mod serve;
 pub mod sys;
+pub mod watcher;

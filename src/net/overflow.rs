@@ -13,7 +13,7 @@
 
 use crate::config::model::Protocol;
 use crate::net::conn::{close_lingering, read_some, write_all_timeout, Conn, LingerLimits};
-use crate::net::sys;
+use crate::net::hub::Hub;
 use crate::proto::session::{Event, Kind, Session};
 use crate::proto::{Limits, ResponseHead};
 use bytes::BytesMut;
@@ -36,13 +36,32 @@ pub fn excess(listener: BorrowedFd<'_>, max_queue: usize) -> u64 {
         .min(MAX_REFUSALS_PER_CHECK)
 }
 
-/// Accepts one waiting connection, if any, for refusal.
-pub fn take_one(listener: BorrowedFd<'_>) -> Option<(std::os::fd::OwnedFd, crate::exchange::Peer)> {
-    sys::accept(listener).ok()
+/// Why a waiting connection is refused without the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--max-queue` requests already wait.
+    QueueFull,
+    /// It waited `--queue-timeout` in a listen queue (`net::backlog`).
+    QueueTimeout,
+}
+
+impl Refusal {
+    fn body(self) -> &'static [u8] {
+        match self {
+            Refusal::QueueFull => b"Service Unavailable: the server is at capacity\n",
+            Refusal::QueueTimeout => b"Service Unavailable: the request waited too long\n",
+        }
+    }
 }
 
 /// Reads the request head and answers 503 with `Retry-After`.
-pub async fn refuse(conn: Conn, protocol: Protocol, limits: Limits, retry_after: u64) {
+pub async fn refuse(
+    conn: Conn,
+    protocol: Protocol,
+    limits: Limits,
+    retry_after: u64,
+    why: Refusal,
+) {
     let kind = match protocol {
         Protocol::Scgi => Kind::Scgi,
         Protocol::Uwsgi => Kind::Uwsgi,
@@ -73,7 +92,7 @@ pub async fn refuse(conn: Conn, protocol: Protocol, limits: Limits, retry_after:
             Ok(_) => {}
         }
     };
-    let body = b"Service Unavailable: the server is at capacity\n";
+    let body = why.body();
     let head = ResponseHead::new(&b"503 Service Unavailable"[..])
         .header(b"Retry-After", retry_after.to_string())
         .header(b"Content-Type", b"text/plain; charset=utf-8")
@@ -85,28 +104,28 @@ pub async fn refuse(conn: Conn, protocol: Protocol, limits: Limits, retry_after:
     session.put_data(id, &text, &mut out);
     session.end(id, &mut out);
     if let Err(e) = write_all_timeout(&mut conn, &out, REFUSAL_HEAD_TIMEOUT).await {
-        debug!("a 503 for max-queue was not delivered: {e}");
+        debug!("a 503 ({why:?}) was not delivered: {e}");
         return;
     }
     close_lingering(conn, LingerLimits::DEFAULT).await;
 }
 
-/// One check of every listener; returns how many connections it took off
-/// the queues to refuse (the caller spawns [`refuse`] for each).
-pub fn check<'a>(
-    listeners: impl IntoIterator<Item = (BorrowedFd<'a>, Protocol)>,
+/// One check of every listener; returns the connections it took off the
+/// queues to refuse (the caller spawns [`refuse`] for each).
+pub fn check(
+    hub: &Hub,
     max_queue: usize,
 ) -> Vec<(std::os::fd::OwnedFd, crate::exchange::Peer, Protocol)> {
     let mut taken = Vec::new();
-    for (fd, protocol) in listeners {
+    for (index, (fd, protocol)) in hub.listeners().enumerate() {
         let over = excess(fd.as_fd(), max_queue);
         if over == 0 {
             continue;
         }
         warn!(proto = %protocol, "{over} requests over --max-queue {max_queue} wait: answering them 503");
         for _ in 0..over {
-            match take_one(fd) {
-                Some((conn, peer)) => taken.push((conn, peer, protocol)),
+            match hub.take_waiting(index) {
+                Some((conn, peer, _)) => taken.push((conn, peer, protocol)),
                 None => break,
             }
         }

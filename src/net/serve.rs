@@ -7,6 +7,7 @@
 use crate::exchange::Peer;
 use crate::net::conn::{close_lingering, Conn, LingerLimits};
 use crate::net::hub::{Hub, IoTask};
+use crate::net::overflow::{refuse, Refusal};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub struct Io {
     pub limits: crate::proto::Limits,
     /// `Retry-After` of a refusal, in seconds.
     pub retry_after: u64,
+    /// Dates what waits in the listen queues, and refuses what waited past
+    /// `--queue-timeout` (None without a scoreboard).
+    pub watcher: Option<crate::net::watcher::Watcher>,
 }
 
 /// How often a saturated worker checks the accept queues against
@@ -55,7 +59,10 @@ pub async fn run(
         saturated,
         limits,
         retry_after,
+        mut watcher,
     } = io;
+    let mut backlog = tokio::time::interval(crate::net::backlog::TICK);
+    backlog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut overflow = tokio::time::interval(OVERFLOW_EVERY);
     let (conn_stop_tx, conn_stop) = watch::channel(false);
     let mut accepts = JoinSet::new();
@@ -107,12 +114,23 @@ pub async fn run(
             _ = sweep.tick() => hub.sweep(false),
             _ = overflow.tick(), if max_queue > 0 => {
                 if saturated() && !hub.is_closed() {
-                    for (fd, peer, protocol) in crate::net::overflow::check(hub.listeners(), max_queue) {
+                    for (fd, peer, protocol) in crate::net::overflow::check(&hub, max_queue) {
                         hub.count_queue_full();
                         match Conn::from_fd(fd, peer) {
-                            Ok(c) => { conns.spawn(crate::net::overflow::refuse(c, protocol, limits, retry_after)); }
+                            Ok(c) => { conns.spawn(refuse(c, protocol, limits, retry_after, Refusal::QueueFull)); }
                             Err(e) => warn!(%peer, "cannot refuse a connection over --max-queue: {e}"),
                         }
+                    }
+                }
+            }
+            _ = backlog.tick(), if watcher.is_some() => {
+                let expired = watcher.as_mut().map(|w| w.tick(&hub)).unwrap_or_default();
+                for e in expired {
+                    warn!(peer = %e.peer, proto = %e.protocol, "request waited {:.1}s in the listen queue for a thread, over --queue-timeout: answering 503", e.waited.as_secs_f64());
+                    hub.count_queue_timeout();
+                    match Conn::from_fd(e.fd, e.peer) {
+                        Ok(c) => { conns.spawn(refuse(c, e.protocol, limits, retry_after, Refusal::QueueTimeout)); }
+                        Err(err) => warn!(peer = %e.peer, "cannot refuse a connection over --queue-timeout: {err}"),
                     }
                 }
             }

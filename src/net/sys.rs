@@ -150,6 +150,29 @@ pub fn wait(fd: BorrowedFd<'_>, ready: Ready, timeout: Duration) -> io::Result<(
     }
 }
 
+/// Whether the peer has closed a connection whose bytes this side has
+/// read, without waiting. On a Unix socket only a full close counts; over
+/// TCP a close and a half-close look the same (a FIN), and the front ends
+/// wsgi-fpm serves never half-close, so a FIN counts too.
+pub fn peer_hung_up(fd: BorrowedFd<'_>, tcp: bool) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, borrowed for the call; no waiting.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if r <= 0 {
+        return false;
+    }
+    let gone = if tcp {
+        libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR
+    } else {
+        libc::POLLHUP | libc::POLLERR
+    };
+    pfd.revents & gone != 0
+}
+
 /// A blocking step the caller runs its own way (the worker releases the GIL
 /// around it).
 pub type Step<'a> = &'a mut (dyn FnMut() -> io::Result<()> + Send);
@@ -249,5 +272,38 @@ mod tests {
             }
         };
         assert_eq!(peer, Peer::Tcp(c.local_addr().unwrap()));
+    }
+
+    #[test]
+    fn a_peer_that_closed_after_sending_is_seen_gone_and_a_half_close_only_over_tcp() {
+        use std::io::Write;
+        let (a, b) = UnixStream::pair().unwrap();
+        (&b).write_all(b"request").unwrap();
+        assert!(
+            !peer_hung_up(a.as_fd(), false),
+            "still connected, bytes unread"
+        );
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(
+            !peer_hung_up(a.as_fd(), false),
+            "a Unix half-close is not a hang-up"
+        );
+        drop(b);
+        assert!(
+            peer_hung_up(a.as_fd(), false),
+            "closed, its bytes still unread"
+        );
+
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        c.write_all(b"request").unwrap();
+        assert!(!peer_hung_up(s.as_fd(), true));
+        drop(c);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !peer_hung_up(s.as_fd(), true) {
+            assert!(std::time::Instant::now() < deadline, "the FIN never showed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

@@ -25,7 +25,8 @@
 //! Layout (all words are native-endian `u64`, used only through atomics):
 //!
 //! ```text
-//! offset 0                       Header (128 bytes): magic, slots, threads, queued
+//! offset 0                       Header (128 bytes): magic, slots, threads, queued,
+//!                                per-listener taken counts, watcher lease, backlog stamp
 //! 128 + s × stride               WorkerBlock (512 bytes) of slot s
 //! 128 + s × stride + 512 + t×384 ThreadBlock of thread t of slot s
 //! stride = 512 + threads × 384
@@ -79,6 +80,11 @@ pub const BUCKET_BOUNDS_US: [u64; 14] = [
 /// Buckets per histogram, `+Inf` included.
 pub const BUCKETS: usize = BUCKET_BOUNDS_US.len() + 1;
 
+/// Listeners per pool whose waiting connections are dated
+/// (`net::backlog`); connections on further listeners are dated from
+/// when a worker takes them.
+pub const BACKLOG_LISTENERS: usize = 8;
+
 const MAGIC: u64 = u64::from_be_bytes(*b"WFPMSB01");
 const ID_WORDS: usize = REQUEST_ID_BYTES.div_ceil(8);
 const METHOD_WORDS: usize = METHOD_BYTES.div_ceil(8);
@@ -92,7 +98,18 @@ struct Header {
     /// Requests of the whole pool waiting for a thread (`max-queue`); as a
     /// signed count, so a stray decrement reads as 0, not 2^64.
     queued: AtomicU64,
-    _reserved: [AtomicU64; 12],
+    /// Per listener (the first [`BACKLOG_LISTENERS`]), connections the
+    /// pool's workers have taken off its listen queue: served or refused.
+    /// With the queue's length, it dates the waiting connections
+    /// (`net::backlog`).
+    taken: [AtomicU64; BACKLOG_LISTENERS],
+    /// Which worker watches the listen queues now, and until when: slot + 1
+    /// in the top 16 bits, the lease's end in Unix milliseconds below.
+    watcher: AtomicU64,
+    /// When the watcher last saw a connection waiting in a listen queue
+    /// (Unix milliseconds), 0 when none waited at its last look.
+    backlog_seen_ms: AtomicU64,
+    _reserved: [AtomicU64; 2],
 }
 
 /// One histogram: per-bucket counts (not cumulative: the writer adds to
@@ -450,6 +467,60 @@ impl WorkerSlot {
         sub_floor_zero(&self.header().queued, 1);
     }
 
+    /// One connection taken off listener `listener`'s queue (served or
+    /// refused); returns how many the pool had taken before it.
+    pub fn taken_from(&self, listener: usize) -> Option<u64> {
+        let word = self.header().taken.get(listener)?;
+        Some(word.fetch_add(1, Ordering::AcqRel))
+    }
+
+    /// How many connections the pool has taken off listener `listener`.
+    pub fn taken(&self, listener: usize) -> Option<u64> {
+        Some(self.header().taken.get(listener)?.load(Ordering::Acquire))
+    }
+
+    /// Takes or renews the pool's watcher lease until `now_unix_ms +
+    /// lease_ms`; true while this worker holds it. A lease its holder
+    /// stopped renewing (a dead or stuck worker) passes to the next asker.
+    pub fn watch(&self, now_unix_ms: u64, lease_ms: u64) -> bool {
+        let word = &self.header().watcher;
+        let me = self.slot as u64 + 1;
+        let current = word.load(Ordering::Acquire);
+        let (holder, until) = (current >> LEASE_SHIFT, current & LEASE_MS_MASK);
+        if holder != me && until >= now_unix_ms {
+            return false;
+        }
+        let mine = (me << LEASE_SHIFT) | (now_unix_ms.saturating_add(lease_ms) & LEASE_MS_MASK);
+        word.compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Gives the watcher lease up, if this worker holds it (retiring).
+    pub fn stop_watching(&self) {
+        let word = &self.header().watcher;
+        let current = word.load(Ordering::Acquire);
+        if current >> LEASE_SHIFT == self.slot as u64 + 1 {
+            let _ = word.compare_exchange(current, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// The watcher's look at the listen queues: `Some(now)` when a
+    /// connection waited, None when none did.
+    pub fn saw_backlog(&self, at_unix_ms: Option<u64>) {
+        self.header()
+            .backlog_seen_ms
+            .store(at_unix_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// When the watcher last saw connections waiting in a listen queue
+    /// (None: none at its last look).
+    pub fn backlog_seen(&self) -> Option<u64> {
+        match self.header().backlog_seen_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
     /// The record of thread `index` (0-based), or None beyond the threads
     /// the region was made for (a reload that raised `threads`: those
     /// threads go unreported rather than write elsewhere).
@@ -469,6 +540,9 @@ impl WorkerSlot {
 /// short. A bounded number of compare-and-swap tries: under a storm of
 /// writes from another process the count may stay off by `n`, but no caller
 /// (the master least of all) ever spins on a word someone else controls.
+const LEASE_SHIFT: u32 = 48;
+const LEASE_MS_MASK: u64 = (1 << LEASE_SHIFT) - 1;
+
 fn sub_floor_zero(word: &AtomicU64, n: i64) {
     let mut current = word.load(Ordering::Relaxed);
     for _ in 0..SEQLOCK_TRIES {

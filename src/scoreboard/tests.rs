@@ -402,3 +402,43 @@ proptest! {
         prop_assert_eq!(&r.uri, &uri);
     }
 }
+
+#[test]
+fn the_listen_queue_counts_are_the_pools_shared_by_every_worker() {
+    let board = Scoreboard::create(2, 1).unwrap();
+    let a = WorkerSlot::open(board.fd().try_clone().unwrap(), board.claim().unwrap()).unwrap();
+    let b = WorkerSlot::open(board.fd().try_clone().unwrap(), board.claim().unwrap()).unwrap();
+    assert_eq!(a.taken_from(0), Some(0));
+    assert_eq!(b.taken_from(0), Some(1));
+    assert_eq!(b.taken_from(1), Some(0));
+    assert_eq!(
+        (a.taken(0), a.taken(1), b.taken(2)),
+        (Some(2), Some(1), Some(0))
+    );
+    // Beyond the listeners that are dated: nothing counted, nothing read.
+    assert_eq!(a.taken_from(BACKLOG_LISTENERS), None);
+    assert_eq!(a.taken(BACKLOG_LISTENERS), None);
+    assert_eq!(b.backlog_seen(), None);
+    a.saw_backlog(Some(NOW));
+    assert_eq!(b.backlog_seen(), Some(NOW));
+    a.saw_backlog(None);
+    assert_eq!(b.backlog_seen(), None);
+}
+
+#[test]
+fn one_worker_watches_at_a_time_and_a_lapsed_lease_passes_on() {
+    let board = Scoreboard::create(2, 1).unwrap();
+    let a = WorkerSlot::open(board.fd().try_clone().unwrap(), board.claim().unwrap()).unwrap();
+    let b = WorkerSlot::open(board.fd().try_clone().unwrap(), board.claim().unwrap()).unwrap();
+    assert!(a.watch(NOW, 250), "the first asker takes the lease");
+    assert!(!b.watch(NOW + 100, 250), "held by another until NOW + 250");
+    assert!(a.watch(NOW + 200, 250), "the holder renews");
+    assert!(!b.watch(NOW + 450, 250), "renewed until NOW + 450");
+    assert!(b.watch(NOW + 451, 250), "lapsed: the next asker takes it");
+    assert!(!a.watch(NOW + 452, 250));
+    b.stop_watching();
+    assert!(a.watch(NOW + 453, 250), "given up: free at once");
+    a.stop_watching();
+    b.stop_watching(); // not the holder's: changes nothing
+    assert!(b.watch(NOW + 454, 250));
+}

@@ -190,6 +190,9 @@ pub fn serve_loaded(
             ..Limits::default()
         },
         retry_after: retry_after(pool.queue_timeout),
+        watcher: board
+            .clone()
+            .map(|b| wsgi_fpm::net::watcher::Watcher::new(b, seconds(pool.queue_timeout))),
     };
     let dump = Dump { support, registry };
     py.detach(move || {
