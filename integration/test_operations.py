@@ -444,6 +444,46 @@ def test_sigusr2_logs_every_workers_thread_stacks_with_the_request_each_serves(o
     assert o.worker_pid() in pids
 
 
+# ------------------------------------------------------------------ rlimits
+
+def test_a_worker_that_uses_its_cpu_time_limit_is_replaced_and_the_limit_named(ops):
+    o = ops("--cpu-time-limit", "2")
+    first = o.worker_pid()
+    r, took = o.timed_get("/cpu", timeout=20)
+    # The worker died under the request: the connection closed unanswered.
+    assert isinstance(r, Exception), r
+    assert took < 10, took
+    wait_for(lambda: o.pool()["restarts"]["cpu-time-limit"] == 1, timeout=15,
+             what="the restart counted as cpu-time-limit")
+    wait_for(lambda: [p["state"] for p in o.pool()["processes"]] == ["idle"], timeout=15,
+             what="a replacement")
+    assert o.worker_pid() != first
+    assert o.get("/work", "tag=after").status == 200
+    assert log_lines_of(o, "it used its cpu-time-limit of 2s of CPU"), o.log()[-3000:]
+    assert o.pool()["restarts"]["crash"] == 0
+    assert sample(o.metrics(), "wsgi_fpm_restarts_total", cause="cpu-time-limit") == 1
+
+
+@pytest.mark.parametrize("what,option,value,cause", [
+    ("memory", "--memory-limit", "400", "memory-limit"),
+    ("files", "--open-files-limit", "128", "open-files-limit"),
+])
+def test_an_application_at_its_resource_limit_gets_500_and_its_worker_is_replaced_gracefully(
+        ops, what, option, value, cause):
+    o = ops(option, value)
+    first = o.worker_pid()
+    r = o.get("/exhaust", "what=" + what, timeout=30)
+    assert r.status == 500, r
+    wait_for(lambda: o.pool()["restarts"][cause] == 1, timeout=15,
+             what="the replacement counted as %s" % cause)
+    wait_for(lambda: [p["pid"] for p in o.pool()["processes"] if p["state"] == "idle"] not in ([], [first]),
+             timeout=15, what="a new worker")
+    assert o.worker_pid() != first
+    assert o.get("/work", "tag=after").status == 200
+    assert log_lines_of(o, "under %s %s" % (cause, value)), o.log()[-3000:]
+    assert o.pool()["restarts"]["crash"] == 0
+
+
 # ------------------------------------------------------------------ the queue
 
 def test_max_queue_answers_the_requests_beyond_it_503_with_retry_after_without_the_application(ops):

@@ -22,6 +22,12 @@ pub const STATUS_FD_ENV: &str = "WSGI_FPM_STATUS_FD";
 /// Exit code of a worker whose application (or auth script) could not be
 /// loaded.
 pub const EXIT_APP_LOAD_FAILED: i32 = 3;
+/// A worker's exit status when an allocation of its own failed (under
+/// `memory-limit`): it exits at once rather than abort.
+pub const EXIT_OUT_OF_MEMORY: i32 = 5;
+/// CPU seconds past `cpu-time-limit` before the kernel's SIGKILL, for an
+/// application that catches the SIGXCPU sent at the limit.
+const CPU_HARD_GRACE_SECS: u64 = 5;
 
 /// Runs in the pool's interpreter. It resets SIGINT (Python installs its
 /// own), loads the module from wherever wsgi-fpm is installed — any path
@@ -164,17 +170,22 @@ pub fn worker_env(
     env.into_iter().collect()
 }
 
-/// Hard resource limits of a worker: (resource, value).
-fn rlimits(opts: &crate::config::model::ProcessOptions) -> Vec<(libc::__rlimit_resource_t, u64)> {
+/// Resource limits of a worker: (resource, soft, hard). The CPU limit's
+/// soft value sends SIGXCPU, which ends a Python process and names the
+/// cause in the master's log; the hard one a few seconds on is SIGKILL.
+fn rlimits(
+    opts: &crate::config::model::ProcessOptions,
+) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
     let mut out = Vec::new();
     if let Some(mb) = opts.memory_limit_mb {
-        out.push((libc::RLIMIT_DATA, mb.saturating_mul(1024 * 1024)));
+        let bytes = mb.saturating_mul(1024 * 1024);
+        out.push((libc::RLIMIT_DATA, bytes, bytes));
     }
     if let Some(s) = opts.cpu_time_limit {
-        out.push((libc::RLIMIT_CPU, s));
+        out.push((libc::RLIMIT_CPU, s, s.saturating_add(CPU_HARD_GRACE_SECS)));
     }
     if let Some(n) = opts.open_files_limit {
-        out.push((libc::RLIMIT_NOFILE, n));
+        out.push((libc::RLIMIT_NOFILE, n, n));
     }
     out
 }
@@ -214,10 +225,10 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Child> {
                     return Err(io::Error::last_os_error());
                 }
             }
-            for &(resource, value) in &limits {
+            for &(resource, soft, hard) in &limits {
                 let lim = libc::rlimit {
-                    rlim_cur: value,
-                    rlim_max: value,
+                    rlim_cur: soft,
+                    rlim_max: hard,
                 };
                 if libc::setrlimit(resource, &lim) < 0 {
                     return Err(io::Error::last_os_error());

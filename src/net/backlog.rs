@@ -6,7 +6,8 @@
 //! every thread of the pool is busy, requests wait in the kernel's listen
 //! queue, where nobody sees them. One worker of the pool at a time (the
 //! *watcher*, a lease in the scoreboard) looks at every listen queue each
-//! tick and dates what waits there:
+//! tick while its own threads are all busy (with one free, it takes what
+//! arrives itself) and dates what waits there:
 //!
 //! - The pool's workers count every connection they take off a listener
 //!   in the scoreboard (`taken`). The queue is first in, first out, so

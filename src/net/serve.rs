@@ -27,7 +27,7 @@ pub struct Io {
     pub socket_timeout: Duration,
     pub linger: LingerLimits,
     /// `--max-queue` (0: no cap), and whether every request thread of this
-    /// worker is busy (only then is the accept queue checked).
+    /// worker is busy (only then are the listen queues checked).
     pub max_queue: usize,
     pub saturated: Arc<dyn Fn() -> bool + Send + Sync>,
     pub limits: crate::proto::Limits,
@@ -124,7 +124,7 @@ pub async fn run(
                 }
             }
             _ = backlog.tick(), if watcher.is_some() => {
-                let expired = watcher.as_mut().map(|w| w.tick(&hub)).unwrap_or_default();
+                let expired = watcher.as_mut().map(|w| w.tick(&hub, saturated())).unwrap_or_default();
                 for e in expired {
                     warn!(peer = %e.peer, proto = %e.protocol, "request waited {:.1}s in the listen queue for a thread, over --queue-timeout: answering 503", e.waited.as_secs_f64());
                     hub.count_queue_timeout();

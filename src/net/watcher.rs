@@ -49,9 +49,10 @@ impl Watcher {
         }
     }
 
-    /// One tick: renews or asks for the lease; the watcher dates the
-    /// queues and returns the connections whose `--queue-timeout` is up.
-    pub fn tick(&mut self, hub: &Hub) -> Vec<Expired> {
+    /// One tick: renews or asks for the lease; the watcher, while every
+    /// thread of its worker is busy (`saturated`), dates the queues and
+    /// returns the connections whose `--queue-timeout` is up.
+    pub fn tick(&mut self, hub: &Hub, saturated: bool) -> Vec<Expired> {
         let wall_ms = unix_ms(SystemTime::now());
         if hub.is_closed() {
             if self.watching {
@@ -73,6 +74,14 @@ impl Watcher {
             return Vec::new();
         }
         self.watching = true;
+        if !saturated {
+            // This worker has a free thread: it takes whatever arrives at
+            // once, so nothing waits long enough to date. Looking costs
+            // system calls; the dates start afresh when it is busy again.
+            self.forget();
+            self.board.saw_backlog(None);
+            return Vec::new();
+        }
         let now_ms = self.origin.elapsed().as_millis() as u64;
         let limit_ms = self.queue_timeout.as_millis() as u64;
         let mut expired = Vec::new();
@@ -119,5 +128,11 @@ impl Watcher {
         }
         self.board.saw_backlog(waiting.then_some(wall_ms));
         expired
+    }
+
+    fn forget(&mut self) {
+        self.logs
+            .iter_mut()
+            .for_each(|l| *l = ArrivalLog::default());
     }
 }

@@ -50,7 +50,7 @@ use std::collections::BTreeMap;
 /// dashboard or an alert finds the key before the first restart. SPEC §8
 /// fixes the first four; the rest are the recycling limits and watchdogs
 /// of SPEC §4. The master may add others.
-pub const RESTART_CAUSES: [&str; 10] = [
+pub const RESTART_CAUSES: [&str; 13] = [
     "maximum-requests",
     "crash",
     "request-timeout",
@@ -61,6 +61,9 @@ pub const RESTART_CAUSES: [&str; 10] = [
     "deadlock-timeout",
     "startup-timeout",
     "reload-on-change",
+    "cpu-time-limit",
+    "memory-limit",
+    "open-files-limit",
 ];
 
 /// The whole status at one instant.

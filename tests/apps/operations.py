@@ -17,6 +17,10 @@ memory it can grow, and every way an application writes to a log.
                then sleeps S seconds (default 0); answers T
     /grow      ?mb=N: keeps N MiB (written, so resident); answers the pid
     /spike     ?mb=N: allocates N MiB, writes them, frees them; answers the pid
+    /cpu       burns CPU in Python until the process is stopped (for
+               cpu-time-limit)
+    /exhaust   ?what=memory: allocates until MemoryError; ?what=files:
+               opens descriptors until OSError; frees them and re-raises
     /log       ?m=MARK: prints MARK to stdout and stderr, writes it to
                wsgi.errors and logs it with the logging module
     else       "ok"
@@ -119,6 +123,22 @@ def application(environ, start_response):
             block[i] = 1
         del block
         return _answer(start_response, str(os.getpid()))
+    if path == "/cpu":
+        while True:
+            busy_in_python(1)
+    if path == "/exhaust":
+        held = []
+        try:
+            while True:
+                if q.get("what") == "files":
+                    held.append(open(os.devnull))
+                else:
+                    held.append(bytearray(16 * 1024 * 1024))
+        finally:
+            for f in held:
+                if hasattr(f, "close"):
+                    f.close()
+            del held[:]
     if path == "/log":
         mark = q.get("m", "mark")
         print("stdout-" + mark, flush=True)

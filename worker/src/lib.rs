@@ -17,6 +17,7 @@
 #![deny(clippy::unwrap_used)]
 
 mod auth;
+mod breach;
 mod digits;
 mod environ;
 mod errors;
@@ -39,6 +40,11 @@ mod watchdog;
 mod worker;
 
 use pyo3::prelude::*;
+
+/// A failed allocation ends the worker with a status the master names
+/// (`memory-limit`), not an abort it could only call a crash.
+#[global_allocator]
+static ALLOCATOR: breach::Allocator = breach::Allocator;
 
 /// Serves the pool described by `config` (JSON from the master) until told
 /// to stop; returns the process exit code.

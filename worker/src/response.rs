@@ -33,6 +33,9 @@ pub struct AppContext {
     pub queue_timeout: std::time::Duration,
     /// Counts requests refused for the queue timeout.
     pub board: Option<std::sync::Arc<wsgi_fpm::scoreboard::WorkerSlot>>,
+    /// `memory-limit` and `open-files-limit`, for a request that failed on
+    /// one.
+    pub limits: crate::breach::Limits,
 }
 
 /// What a Python thread keeps from one request to the next.
@@ -221,7 +224,7 @@ fn run_app(
     let result = match call() {
         Ok(Some(r)) => r,
         Ok(None) => return responder.refuse(py),
-        Err(err) => return failed(py, responder, meta, &err),
+        Err(err) => return failed(py, ctx, responder, meta, &err),
     };
     let outcome = stream(py, responder, &result);
     // PEP 3333: close() is called whatever happened, client gone included.
@@ -238,7 +241,7 @@ fn run_app(
         };
     let ending = match outcome {
         Ok(ending) => ending,
-        Err(err) => failed(py, responder, meta, &err),
+        Err(err) => failed(py, ctx, responder, meta, &err),
     };
     if let Err(err) = closed {
         error!(request_id = %meta.request_id, "the response's close() raised:\n{}", format_exception(py, &err));
@@ -246,7 +249,14 @@ fn run_app(
     ending
 }
 
-fn failed(py: Python<'_>, responder: &Responder, meta: &RequestMeta, err: &PyErr) -> Ending {
+fn failed(
+    py: Python<'_>,
+    ctx: &AppContext,
+    responder: &Responder,
+    meta: &RequestMeta,
+    err: &PyErr,
+) -> Ending {
+    ctx.limits.check(py, err);
     if responder.is_cancelled() {
         debug!(request_id = %meta.request_id, "client went away: {err}");
         return Ending::Aborted;

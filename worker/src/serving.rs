@@ -70,19 +70,24 @@ pub fn serve_loaded(
     RequestId::set_pid(std::process::id());
     let board = open_board(cfg);
     let support = load::support(py)?;
+    let recycler = Arc::new(Recycler::new(&pool.process));
     let ctx = Arc::new(AppContext {
         app: crate::reload::App::new(app, &support, pool),
         rules,
         auth,
         queue_timeout: seconds(pool.queue_timeout),
         board: board.clone(),
+        limits: crate::breach::Limits {
+            memory_limit_mb: pool.process.memory_limit_mb,
+            open_files_limit: pool.process.open_files_limit,
+            recycler: recycler.clone(),
+        },
         shared: Shared {
             process_group: pool.name.clone(),
             multithread: pool.threads > 1,
             multiprocess: pool.processes > 1,
         },
     });
-    let recycler = Arc::new(Recycler::new(&pool.process));
     if pool.process.reload_on_change {
         crate::watch::start(recycler.clone())?;
     }

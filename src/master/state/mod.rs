@@ -39,7 +39,7 @@ mod tests;
 pub use view::{Limits, PoolView, TemplateView, View, WorkerView};
 
 use crate::busy::Load;
-use crate::config::model::{seconds, PoolConfig};
+use crate::config::model::{seconds, PoolConfig, ProcessOptions};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -65,6 +65,7 @@ pub const FAST_STOP_GRACE: Duration = Duration::from_secs(2);
 /// Exit code of a worker or template whose application could not be
 /// loaded (set by the worker).
 pub const EXIT_APP_LOAD_FAILED: i32 = super::spawn::EXIT_APP_LOAD_FAILED;
+pub use super::spawn::EXIT_OUT_OF_MEMORY;
 /// The longest status message kept (bytes); longer ones are dropped by the
 /// reader, which reports [`Line::TooLong`] once per message.
 pub const MAX_LINE: usize = 4096;
@@ -297,6 +298,12 @@ pub enum Cause {
     Reload,
     /// An extra worker of a dynamic pool stopped (idle, or SIGTTOU).
     ScaleDown,
+    /// Killed by the kernel at its `cpu-time-limit` (SIGXCPU).
+    CpuTimeLimit,
+    /// Ran out of memory under its `memory-limit`.
+    MemoryLimit,
+    /// Ran out of descriptors under its `open-files-limit`.
+    OpenFilesLimit,
 }
 
 impl Cause {
@@ -314,6 +321,9 @@ impl Cause {
             Cause::StartupTimeout => "startup-timeout",
             Cause::Reload => "reload",
             Cause::ScaleDown => "scale-down",
+            Cause::CpuTimeLimit => "cpu-time-limit",
+            Cause::MemoryLimit => "memory-limit",
+            Cause::OpenFilesLimit => "open-files-limit",
         }
     }
 
@@ -327,6 +337,8 @@ impl Cause {
             Cause::ReloadOnChange,
             Cause::RequestTimeout,
             Cause::DeadlockTimeout,
+            Cause::MemoryLimit,
+            Cause::OpenFilesLimit,
         ]
         .into_iter()
         .find(|c| c.name() == reason)

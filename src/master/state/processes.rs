@@ -100,6 +100,9 @@ impl State {
             self.pools[i].count(Cause::DeadlockTimeout);
             return;
         }
+        let (cause, what) = limit_reached(exit, &self.pools[i].config.process)
+            .map(|(cause, what)| (cause, format!(": {what}")))
+            .unwrap_or((Cause::Crash, String::new()));
         let p = &mut self.pools[i];
         if lived < QUICK_DEATH {
             p.back_off(now);
@@ -114,11 +117,11 @@ impl State {
             Some(&w.pool),
             w.pid,
             format!(
-                "worker exited ({exit}) after {:.1}s; replacing it{delay}",
+                "worker exited ({exit}) after {:.1}s{what}; replacing it{delay}",
                 lived.as_secs_f64()
             ),
         );
-        p.count(Cause::Crash);
+        p.count(cause);
     }
 
     /// A worker died before it was ever ready.
@@ -421,5 +424,27 @@ impl State {
             pid,
             format!("worker asks to be recycled ({shown}); starting its replacement"),
         );
+    }
+}
+
+/// The resource limit a worker's death shows it reached, with the words for
+/// the log: SIGXCPU is the kernel's at `cpu-time-limit`, and
+/// [`EXIT_OUT_OF_MEMORY`] the worker's own when an allocation failed under
+/// `memory-limit`. Without the limit set, the same ending is a crash.
+pub(super) fn limit_reached(exit: Exit, limits: &ProcessOptions) -> Option<(Cause, String)> {
+    match exit {
+        Exit::Signal(sig) if sig == libc::SIGXCPU => limits.cpu_time_limit.map(|s| {
+            (
+                Cause::CpuTimeLimit,
+                format!("it used its cpu-time-limit of {s}s of CPU"),
+            )
+        }),
+        Exit::Code(EXIT_OUT_OF_MEMORY) => limits.memory_limit_mb.map(|mb| {
+            (
+                Cause::MemoryLimit,
+                format!("an allocation failed under its memory-limit of {mb} MB"),
+            )
+        }),
+        _ => None,
     }
 }

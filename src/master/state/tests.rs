@@ -1425,3 +1425,64 @@ mod sequences {
         }
     }
 }
+
+#[test]
+fn a_death_at_a_resource_limit_is_named_and_counted_as_that_limit() {
+    let limited = |p: &mut PoolConfig| {
+        p.process.cpu_time_limit = Some(30);
+        p.process.memory_limit_mb = Some(256);
+    };
+    // (limits set, how it ended, the cause counted, words in the log)
+    let cases: [(bool, Exit, &str, &str); 6] = [
+        (
+            true,
+            Exit::Signal(libc::SIGXCPU),
+            "cpu-time-limit",
+            "it used its cpu-time-limit of 30s of CPU",
+        ),
+        (
+            true,
+            Exit::Code(EXIT_OUT_OF_MEMORY),
+            "memory-limit",
+            "an allocation failed under its memory-limit of 256 MB",
+        ),
+        (
+            true,
+            Exit::Signal(libc::SIGKILL),
+            "crash",
+            "worker exited (killed by SIGKILL)",
+        ),
+        (true, Exit::Code(1), "crash", "worker exited (exit code 1)"),
+        (
+            false,
+            Exit::Signal(libc::SIGXCPU),
+            "crash",
+            "worker exited (killed by SIGXCPU)",
+        ),
+        (
+            false,
+            Exit::Code(EXIT_OUT_OF_MEMORY),
+            "crash",
+            "worker exited (exit code 5)",
+        ),
+    ];
+    for (n, (with_limits, exit, cause, words)) in cases.into_iter().enumerate() {
+        let mut p = pool("a", 1);
+        if with_limits {
+            limited(&mut p);
+        }
+        let (mut sim, ids) = Sim::serving(vec![p]);
+        sim.at(60.0);
+        let actions = sim.exit(ids[0], exit);
+        assert_eq!(spawned(&actions).len(), 1, "case {n}: replaced");
+        assert!(has_log(&actions, words), "case {n}: {actions:?}");
+        assert_eq!(restarts(&sim, "a").get(cause), Some(&1), "case {n}");
+    }
+}
+
+#[test]
+fn a_worker_that_asks_for_a_replacement_at_a_resource_limit_is_counted_under_it() {
+    for reason in ["memory-limit", "open-files-limit"] {
+        assert_eq!(Cause::of_recycle_reason(reason).name(), reason);
+    }
+}
