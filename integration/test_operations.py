@@ -1,7 +1,7 @@
 """The operations features seen from outside (SPEC §4, §8; docs/operations.md):
 the watchdogs (--request-timeout, --deadlock-timeout, --slow-log-timeout),
 SIGUSR2 stack dumps, the request queue (--max-queue, --queue-timeout, aborted
-requests), --max-rss counted in the status, the status endpoint (/status,
+requests), --max-rss and the rlimits counted in the status, the status endpoint (/status,
 /status?full, /metrics, `wsgi-fpm status`) and what reaches the error log
 (--log-format json, the application's own output); and, behind nginx's
 shipped FastCGI site, the 504 and 503 a browser would get.
@@ -9,9 +9,7 @@ shipped FastCGI site, the 504 and 503 a browser would get.
 Each test starts its own wsgi-fpm with `tests/apps/operations.py` and a
 `--status` port, talks FastCGI to it directly and watches the client's
 answers, the worker pids, the error log and the status endpoint. Expectations
-come from SPEC.md; where the product falls short a test is marked
-`xfail(strict=True)` with what is missing, so it turns red once fixed and
-can be unmarked.
+come from SPEC.md.
 """
 import hashlib
 import json
