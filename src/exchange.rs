@@ -99,18 +99,11 @@ impl RequestId {
 }
 
 fn put_hex(out: &mut [u8], mut v: u64) -> usize {
-    let mut digits = [0u8; 16];
-    let mut n = 0;
-    loop {
-        digits[n] = b"0123456789abcdef"[(v & 0xf) as usize];
-        n += 1;
+    // Digits needed (at least one, for 0), written from the last.
+    let n = ((64 - (v | 1).leading_zeros() as usize) + 3) / 4;
+    for slot in out[..n].iter_mut().rev() {
+        *slot = b"0123456789abcdef"[(v & 0xf) as usize];
         v >>= 4;
-        if v == 0 {
-            break;
-        }
-    }
-    for i in 0..n {
-        out[i] = digits[n - 1 - i];
     }
     n
 }
@@ -433,6 +426,17 @@ mod tests {
             n: u64::MAX,
         };
         assert_eq!(id.to_string(), "ffffffff-ffffffffffffffff");
+    }
+
+    #[test]
+    fn request_id_digits_are_those_of_format_for_every_width() {
+        let mut values = vec![0u64, 1, 15, 16, 255, 256, u64::MAX];
+        values.extend((0..64).map(|bit| 1u64 << bit));
+        values.extend((1..64).map(|bit| (1u64 << bit) - 1));
+        for n in values {
+            let id = RequestId { pid: 0x2a, n };
+            assert_eq!(id.to_string(), format!("2a-{n:x}"));
+        }
     }
 
     #[test]

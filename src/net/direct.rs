@@ -558,16 +558,17 @@ impl DirectConn {
         !self.deferred.is_empty() || !self.buf.is_empty() || self.session.has_events()
     }
 
-    /// Closes the connection; its read buffer goes back to this thread's
+    /// Closes the connection; its buffers go back to this thread's
     /// spares for the next connection.
     pub fn close(self: Box<Self>) {
         let this = *self;
         keep_spare(this.buf);
+        keep_spare(this.wbuf);
     }
 }
 
 thread_local! {
-    /// Read buffers of closed connections, for the next ones this thread
+    /// Read and write buffers of closed connections, for the next ones this thread
     /// accepts: a connection per request (nginx without keep-conn) then
     /// costs no buffer allocation.
     static SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -755,6 +756,11 @@ impl Exchange for DirectConn {
             return Err(Gone);
         }
         let mut w = std::mem::take(&mut self.wbuf);
+        if w.capacity() == 0 {
+            // A connection's first answer: a buffer a closed connection
+            // left, rather than one grown step by step.
+            w = spare_buffer();
+        }
         w.clear();
         // Small bodies are copied in beside the head (one buffer, one
         // write); large ones are written from where they are.
