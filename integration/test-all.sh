@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as root or on a developer's:
 #   1. installs what is missing: nginx-light, apache2, lighttpd, curl (apt-get,
-#      as root only) and pytest, flask, django, prometheus_client (pip, for
+#      as root only) and pytest, flask, django, prometheus_client, pyyaml (pip, for
 #      the python3 on PATH: the interpreter wsgi-fpm runs applications with);
 #   2. builds the release binary and runs the cargo tests;
 #   3. runs the end-to-end suite (integration/, pytest) against real nginx,
@@ -55,15 +55,15 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     "$(command -v nginx || echo /usr/sbin/nginx)" -V 2>&1 | grep -q http_auth_request_module ||
         echo "warning: this nginx has no auth_request module (integration/test_auth.py needs it)" >&2
     # Into the python3 on PATH: wsgi-fpm runs the test applications with it.
-    if ! python3 -c 'import pytest, flask, django, prometheus_client' 2>/dev/null; then
-        log "pip install pytest flask django prometheus_client"
+    if ! python3 -c 'import pytest, flask, django, prometheus_client, yaml' 2>/dev/null; then
+        log "pip install pytest flask django prometheus_client pyyaml"
         if ! python3 -m pip --version >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pip
         fi
         # A distribution's own python3 refuses pip installs (PEP 668); on a
         # throw-away test machine installing anyway is what we want.
-        python3 -m pip install -q pytest flask django prometheus_client ||
-            python3 -m pip install -q --break-system-packages pytest flask django prometheus_client
+        python3 -m pip install -q pytest flask django prometheus_client pyyaml ||
+            python3 -m pip install -q --break-system-packages pytest flask django prometheus_client pyyaml
     fi
 fi
 

@@ -460,6 +460,7 @@ def test_a_worker_that_uses_its_cpu_time_limit_is_replaced_and_the_limit_named(o
     assert log_lines_of(o, "it used its cpu-time-limit of 2s of CPU"), o.log()[-3000:]
     assert o.pool()["restarts"]["crash"] == 0
     assert sample(o.metrics(), "wsgi_fpm_restarts_total", cause="cpu-time-limit") == 1
+    assert sample(o.metrics(), "wsgi_fpm_limit", limit="cpu-time-limit") == 2
 
 
 @pytest.mark.parametrize("what,option,value,cause", [
@@ -480,6 +481,11 @@ def test_an_application_at_its_resource_limit_gets_500_and_its_worker_is_replace
     assert o.get("/work", "tag=after").status == 200
     assert log_lines_of(o, "under %s %s" % (cause, value)), o.log()[-3000:]
     assert o.pool()["restarts"]["crash"] == 0
+    m = o.metrics()
+    assert sample(m, "wsgi_fpm_restarts_total", cause=cause) == 1
+    configured = int(value) << 20 if cause == "memory-limit" else int(value)
+    assert sample(m, "wsgi_fpm_limit", limit=cause) == configured
+    assert o.pool()["limits"][cause] == configured
 
 
 # ------------------------------------------------------------------ the queue
@@ -763,6 +769,30 @@ def test_status_full_shows_the_current_request_with_method_uri_seconds_and_reque
     bg.join()
 
 
+def test_status_full_shows_the_last_requests_cpu_time_and_memory_growth(ops):
+    o = ops()
+    assert o.get("/busy", "s=0.6").status == 200
+    (w,) = o.pool("?full")["processes"]
+    assert 0.4 < w["last_request"]["cpu_seconds"] < 3.0, w["last_request"]
+    assert o.get("/grow", "mb=64").status == 200
+    (w,) = o.pool("?full")["processes"]
+    assert w["last_request"]["rss_change_bytes"] >= 50 << 20, w["last_request"]
+    assert w["last_request"]["cpu_seconds"] < 0.4, w["last_request"]
+    # Under the peak it reached: no growth.
+    assert o.get("/work", "tag=small").status == 200
+    (w,) = o.pool("?full")["processes"]
+    assert w["last_request"]["rss_change_bytes"] < 8 << 20, w["last_request"]
+
+
+def test_queue_time_counts_from_the_front_ends_stamp_where_it_sends_one(ops):
+    o = ops()
+    stamp = [("X-Request-Start", "t=%.3f" % (time.time() - 2.0))]
+    assert o.get("/work", "tag=stamped", headers=stamp).status == 200
+    h = o.pool("?full")["queue_time_seconds"]
+    assert h["count"] >= 1 and 1.8 < h["sum_seconds"] < 4.0, h
+    assert sample(o.metrics(), "wsgi_fpm_queue_time_seconds_sum") > 1.8
+
+
 @pytest.mark.parametrize("stuck", ["sleeping", "holding-the-gil"])
 def test_status_answers_within_100_ms_while_every_thread_of_every_worker_is_stuck(ops, stuck):
     threads = 2 if stuck == "sleeping" else 1
@@ -921,10 +951,17 @@ def test_with_log_format_json_every_line_names_its_pool_and_pid(ops):
 
 def test_with_log_format_json_the_applications_output_is_json_too(ops):
     o = ops("--log-format", "json")
-    assert o.get("/log", "m=" + o.mark("json-app")).status == 200
+    mark = o.mark("json-app")
+    assert o.get("/log", "m=" + mark).status == 200
     time.sleep(0.3)
     docs, bad = _json_lines(o.log())
     assert not bad, bad
+    # Each way the application writes arrives as a JSON entry of its own,
+    # tagged with the request.
+    for via in ("stdout", "stderr", "errors", "logging"):
+        found = [d for d in docs if "%s-%s" % (via, mark) in json.dumps(d)]
+        assert found, "%s output is not among the JSON entries" % via
+        assert any(d.get("request_id") for d in found), found
 
 
 def _app_output(ops, tmp_path, *args):

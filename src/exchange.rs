@@ -100,7 +100,7 @@ impl RequestId {
 
 fn put_hex(out: &mut [u8], mut v: u64) -> usize {
     // Digits needed (at least one, for 0), written from the last.
-    let n = ((64 - (v | 1).leading_zeros() as usize) + 3) / 4;
+    let n = (64 - (v | 1).leading_zeros() as usize).div_ceil(4);
     for slot in out[..n].iter_mut().rev() {
         *slot = b"0123456789abcdef"[(v & 0xf) as usize];
         v >>= 4;

@@ -127,6 +127,17 @@ fn sources(view: &View, boards: &HashMap<String, PoolBoards>) -> Vec<PoolSource>
                 ("max-queue", l.max_queue as f64),
                 ("graceful-timeout", l.graceful_timeout),
                 ("shutdown-timeout", l.shutdown_timeout),
+                // In bytes, as max-rss; 0 where not set, as the timeouts.
+                (
+                    "memory-limit",
+                    l.memory_limit_mb
+                        .map_or(0.0, |m| m as f64 * 1024.0 * 1024.0),
+                ),
+                ("cpu-time-limit", l.cpu_time_limit.map_or(0.0, |s| s as f64)),
+                (
+                    "open-files-limit",
+                    l.open_files_limit.map_or(0.0, |n| n as f64),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))

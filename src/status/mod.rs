@@ -187,7 +187,11 @@ pub struct CurrentRequest {
 /// The last request a process finished.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LastRequest {
+    /// CPU time (user and system) of the thread that served it.
     pub cpu_seconds: f64,
+    /// How far it raised the worker's peak resident memory (0 when the
+    /// worker stayed under its earlier peak): what the request cost in
+    /// memory, as php-fpm's "last request memory".
     pub rss_change_bytes: i64,
 }
 

@@ -99,20 +99,26 @@ pub fn serve(
     served
 }
 
+/// When the request began to wait: the front end's `X-Request-Start`
+/// stamp where it sends one (nginx `t=${msec}`), else its first byte
+/// reaching wsgi-fpm. Queue-timeout, queue time and request time count
+/// from here.
+pub fn queue_start(head: &RequestHead, meta: &RequestMeta) -> SystemTime {
+    crate::environ::front_end_stamp(&head.vars)
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .map(|d| std::time::UNIX_EPOCH + d)
+        .unwrap_or(meta.queue_start)
+}
+
 /// How long the request waited before a thread took it, when that is over
-/// `limit`: from the front end's `X-Request-Start` stamp where it sends
-/// one (nginx `t=${msec}`), else from its first byte reaching wsgi-fpm.
+/// `limit`.
 fn waited_too_long(
     head: &RequestHead,
     meta: &RequestMeta,
     now: SystemTime,
     limit: std::time::Duration,
 ) -> Option<std::time::Duration> {
-    let since = crate::environ::front_end_stamp(&head.vars)
-        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
-        .map(|d| std::time::UNIX_EPOCH + d)
-        .unwrap_or(meta.queue_start);
-    let waited = now.duration_since(since).ok()?;
+    let waited = now.duration_since(queue_start(head, meta)).ok()?;
     (waited > limit).then_some(waited)
 }
 
@@ -160,6 +166,7 @@ fn log_access(
         var(b"HTTP_USER_AGENT"),
     );
     let now = SystemTime::now();
+    let queued_at = queue_start(head, meta);
     let peer = meta.peer.to_string();
     let request_id = meta.request_id.to_string();
     wsgi_fpm::access_log::write(&AccessRecord {
@@ -173,8 +180,8 @@ fn log_access(
         bytes: served.bytes,
         referer: &referer,
         user_agent: &agent,
-        duration: now.duration_since(meta.queue_start).unwrap_or_default(),
-        queue: called.duration_since(meta.queue_start).unwrap_or_default(),
+        duration: now.duration_since(queued_at).unwrap_or_default(),
+        queue: called.duration_since(queued_at).unwrap_or_default(),
         gil_wait,
         rss_change,
         request_id: &request_id,

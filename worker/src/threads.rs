@@ -90,7 +90,7 @@ fn run(pool: &Pool, index: usize) {
                         &link,
                         gil_wait,
                     );
-                    end(pool, &me, &request.meta, started, gil_wait);
+                    end(pool, &me, started, gil_wait);
                     drop(link.take());
                 }
             }
@@ -118,7 +118,7 @@ fn serve_conn(
         let link = SharedLink::new(Link::Direct(conn));
         let started = begin(pool, me, &head, &meta, &link);
         response::serve(py, &pool.ctx, cache, &head, &meta, &link, gil_wait);
-        end(pool, me, &meta, started, gil_wait);
+        end(pool, me, started, gil_wait);
         gil_wait = Duration::ZERO;
         drop(head);
         next = match link.take() {
@@ -128,13 +128,23 @@ fn serve_conn(
     }
 }
 
+/// What [`begin`] noted for [`end`].
+struct Started {
+    at: Instant,
+    /// When the request began to wait (`response::queue_start`).
+    queued_at: SystemTime,
+    /// This thread's CPU time and the worker's peak RSS at the start, for
+    /// the scoreboard's "last request".
+    usage: Option<Usage>,
+}
+
 fn begin(
     pool: &Pool,
     me: &Thread<'_>,
     head: &RequestHead,
     meta: &RequestMeta,
     link: &SharedLink,
-) -> Instant {
+) -> Started {
     pool.activity.started();
     let vars = &head.vars;
     let (method, uri) = (
@@ -149,6 +159,7 @@ fn begin(
         // connections close after their answer.
         pool.hub.retire();
     }
+    let mut usage = None;
     if let Some(board) = me.board {
         board.request();
         if let Some(t) = board.thread(me.index) {
@@ -160,11 +171,16 @@ fn begin(
                 unix_ms(SystemTime::now()),
             );
         }
+        usage = Usage::now();
     }
-    Instant::now()
+    Started {
+        at: Instant::now(),
+        queued_at: response::queue_start(head, meta),
+        usage,
+    }
 }
 
-fn end(pool: &Pool, me: &Thread<'_>, meta: &RequestMeta, started: Instant, gil_wait: Duration) {
+fn end(pool: &Pool, me: &Thread<'_>, started: Started, gil_wait: Duration) {
     pool.registry.end(me.index);
     wsgi_fpm::log::set_request(None);
     pool.activity.finished();
@@ -173,15 +189,48 @@ fn end(pool: &Pool, me: &Thread<'_>, meta: &RequestMeta, started: Instant, gil_w
         if let Some(t) = board.thread(me.index) {
             t.end();
         }
+        let ran = started.at.elapsed();
         let queued = SystemTime::now()
-            .duration_since(meta.queue_start)
+            .duration_since(started.queued_at)
             .unwrap_or_default()
-            .saturating_sub(started.elapsed());
-        board.record(
-            micros(started.elapsed() + queued),
-            micros(queued),
-            micros(gil_wait),
-        );
+            .saturating_sub(ran);
+        board.record(micros(ran + queued), micros(queued), micros(gil_wait));
+        if let (Some(before), Some(after)) = (started.usage, Usage::now()) {
+            board.last_request(
+                after.cpu_us.saturating_sub(before.cpu_us),
+                after.peak_rss_bytes - before.peak_rss_bytes,
+            );
+        }
+    }
+}
+
+/// One `getrusage(RUSAGE_THREAD)`: this thread's CPU time (user and
+/// system) and the worker's peak resident memory. A request's difference
+/// is its CPU time and how far it raised the worker's peak RSS: one cheap
+/// system call at each end, where reading the current RSS would cost a
+/// file read.
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu_us: u64,
+    peak_rss_bytes: i64,
+}
+
+impl Usage {
+    fn now() -> Option<Usage> {
+        // SAFETY: rusage is plain integers, valid zeroed; getrusage writes
+        // into it and reads nothing else.
+        let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a rusage for the call.
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut r) } != 0 {
+            return None;
+        }
+        let us = |t: libc::timeval| {
+            u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0)
+        };
+        Some(Usage {
+            cpu_us: us(r.ru_utime) + us(r.ru_stime),
+            peak_rss_bytes: r.ru_maxrss.max(0).saturating_mul(1024),
+        })
     }
 }
 

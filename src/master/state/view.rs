@@ -61,6 +61,10 @@ pub struct Limits {
     pub max_queue: usize,
     pub graceful_timeout: f64,
     pub shutdown_timeout: f64,
+    /// The rlimits (None: not set).
+    pub memory_limit_mb: Option<u64>,
+    pub cpu_time_limit: Option<u64>,
+    pub open_files_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
