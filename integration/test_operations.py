@@ -637,6 +637,72 @@ def test_a_request_that_gave_up_while_waiting_for_a_thread_is_never_started(ops,
     assert o.calls() == ["long"], "the application ran a request its front end had given up"
 
 
+def _kept_connection_with_one_answer(o):
+    """A kept FastCGI connection (nginx fastcgi_keep_conn) that has served
+    one request and waits, parked, for its next."""
+    kept = wire.connect(o.b.addr("fastcgi"), timeout=10)
+    r = wire.fcgi_request(None, _work_params("first"), keep_conn=True, sock=kept)
+    assert r.status == 200 and r.body == b"first", r
+    return kept
+
+
+def test_queue_timeout_answers_a_request_waiting_on_a_kept_connection_when_its_time_is_up(ops):
+    """With keep_conn the listen queue stays empty: the next request waits
+    on its kept connection, inside the worker, and is answered there."""
+    o = ops("--queue-timeout", "1")
+    kept = _kept_connection_with_one_answer(o)
+    try:
+        bg = Background(o)
+        bg.start("long", "/work", "tag=long&s=3")
+        wait_for(lambda: o.calls() == ["first", "long"], timeout=3, what="the long request to start")
+        t = time.monotonic()
+        r = wire.fcgi_request(None, _work_params("waiter"), keep_conn=True, sock=kept, timeout=10)
+        took = time.monotonic() - t
+        assert r.status == 503 and r.header("Retry-After", "").isdigit(), r
+        assert 0.9 < took < 2.0, "503 after %.2f s with --queue-timeout 1" % took
+        bg.join()
+        # The connection goes on.
+        r = wire.fcgi_request(None, _work_params("after"), keep_conn=True, sock=kept)
+        assert r.status == 200 and r.body == b"after", r
+    finally:
+        kept.close()
+    assert o.calls() == ["first", "long", "after"]
+    assert o.pool()["queue_timeouts"] == 1
+    assert log_lines_of(o, "on a kept connection: answering 503")
+
+
+def test_a_request_waiting_on_a_kept_connection_is_counted_dated_and_never_started_once_closed(ops):
+    o = ops()
+    kept = _kept_connection_with_one_answer(o)
+    bg = Background(o)
+    bg.start("long", "/work", "tag=long&s=2")
+    wait_for(lambda: o.calls() == ["first", "long"], timeout=3, what="the long request to start")
+    _send_request(kept, 1, "gave-up")
+    wait_for(lambda: o.pool()["queued_requests"] == 1, timeout=2, what="the waiting request counted")
+    kept.close()
+    wait_for(lambda: o.pool()["queued_requests"] == 0, timeout=2, what="the closed one no longer counted")
+    bg.join()
+    time.sleep(0.5)
+    assert o.calls() == ["first", "long"], "the application ran a request its front end had given up"
+
+
+def test_a_request_that_waited_on_a_kept_connection_has_that_wait_as_its_queue_time(ops):
+    o = ops()
+    kept = _kept_connection_with_one_answer(o)
+    try:
+        bg = Background(o)
+        bg.start("long", "/work", "tag=long&s=1.5")
+        wait_for(lambda: o.calls() == ["first", "long"], timeout=3, what="the long request to start")
+        before = o.pool("?full")["queue_time_seconds"]["sum_seconds"]
+        r = wire.fcgi_request(None, _work_params("waiter"), keep_conn=True, sock=kept, timeout=10)
+        assert r.status == 200 and r.body == b"waiter", r
+        bg.join()
+    finally:
+        kept.close()
+    waited = o.pool("?full")["queue_time_seconds"]["sum_seconds"] - before
+    assert 0.8 < waited < 2.5, "queue time %.2f s for a request that waited about 1.4 s" % waited
+
+
 def test_every_request_multiplexed_on_a_kept_connection_behind_a_busy_thread_is_answered(ops):
     o = ops()
     s = wire.connect(o.b.addr("fastcgi"), timeout=10)

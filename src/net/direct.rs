@@ -69,6 +69,9 @@ pub struct DirectConn {
     deferred: VecDeque<Event>,
     /// When the first byte of the request being received arrived.
     first_byte: Option<SystemTime>,
+    /// When the hub saw bytes waiting on this connection while it was
+    /// parked and every thread busy (`Hub::look_at_waiting`).
+    noted_wait: Option<SystemTime>,
     settings: Arc<ConnSettings>,
     current: Option<Current>,
     /// Output being framed (kept between requests to save allocations).
@@ -159,6 +162,7 @@ impl DirectConn {
             session: Session::new(kind, settings.limits, settings.fastcgi),
             deferred: VecDeque::new(),
             first_byte: None,
+            noted_wait: None,
             settings,
             current: None,
             wbuf: BytesMut::new(),
@@ -196,8 +200,14 @@ impl DirectConn {
             Ok(_) => {
                 // Bytes read while a request is served are its body (or an
                 // abort); the next request's queue starts in after_response.
-                if self.first_byte.is_none() && self.current.is_none() {
-                    self.first_byte = Some(SystemTime::now());
+                if self.current.is_none() {
+                    // A request seen waiting while parked waited from then.
+                    let noted = self.noted_wait.take();
+                    self.first_byte = match (self.first_byte, noted) {
+                        (None, noted) => Some(noted.unwrap_or_else(SystemTime::now)),
+                        (Some(first), Some(noted)) => Some(first.min(noted)),
+                        (Some(first), None) => Some(first),
+                    };
                 }
                 Ok(Fill::Data)
             }
@@ -496,6 +506,37 @@ impl DirectConn {
     }
 
     /// After the response: whether the connection goes on, and how.
+    /// Answers the request [`DirectConn::next_request`] made ready with
+    /// `head` and `body` in one send that must not wait (the I/O thread's
+    /// refusals, a few hundred bytes): what the socket does not take at
+    /// once, the connection is given up for. Then as after any response.
+    pub fn answer_now(&mut self, head: &ResponseHead, body: &[u8]) -> After {
+        let Ok(cur) = self.current_live() else {
+            return self.after_response(false);
+        };
+        let mut text = BytesMut::new();
+        self.session.encode_head(head, &mut text);
+        text.extend_from_slice(body);
+        let mut w = BytesMut::new();
+        self.session.put_data(cur.id, &text, &mut w);
+        self.session.end(cur.id, &mut w);
+        match sys::send_vectored(self.fd.as_fd(), &[io::IoSlice::new(&w)]) {
+            Ok(n) if n == w.len() => {}
+            _ => self.broken = true,
+        }
+        if let Some(c) = self.current.as_mut() {
+            c.started = true;
+            c.ended = true;
+        }
+        self.after_response(false)
+    }
+
+    /// A request was seen waiting on this parked connection since `at`
+    /// (before any thread read it): its queue time counts from then.
+    pub fn waiting_since(&mut self, at: SystemTime) {
+        self.noted_wait = Some(at);
+    }
+
     pub fn after_response(&mut self, retiring: bool) -> After {
         self.take_buffered_body();
         let Some(cur) = self.current.take() else {

@@ -32,7 +32,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, error, warn};
 
 /// A listening socket served from the hub.
@@ -86,6 +86,9 @@ struct Parked {
     /// Between requests (true) or in the middle of a head (false).
     idle: bool,
     since: Instant,
+    /// When the I/O thread first saw bytes waiting on it while every
+    /// thread was busy ([`Hub::look_at_waiting`]).
+    waiting: Option<SystemTime>,
 }
 
 /// A retiring worker closes a kept connection once the front end has left
@@ -429,7 +432,10 @@ impl Hub {
     }
 
     fn resume(&self, key: u64) -> Option<Work> {
-        let parked = self.parked.lock().ok()?.take(key)?;
+        let mut parked = self.parked.lock().ok()?.take(key)?;
+        if let Some(at) = parked.waiting {
+            parked.conn.waiting_since(at);
+        }
         self.advance(parked.conn)
     }
 
@@ -495,6 +501,7 @@ impl Hub {
             deadline,
             idle,
             since: Instant::now(),
+            waiting: None,
         });
         let mut event = EpollEvent::new(
             EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT,
@@ -542,6 +549,109 @@ impl Hub {
                 warn!(peer = %p.conn.peer, proto = %p.conn.protocol, "closing a connection that sent no complete request head in time (--socket-timeout, --header-timeout)");
             }
             let _ = self.epoll.delete(p.conn.fd());
+        }
+    }
+
+    /// While every thread is busy, the I/O thread looks at the parked
+    /// connections (one `poll` over all of them): a request arriving on a
+    /// kept connection waits there, unseen by the listen queues' watcher.
+    /// Each gets the time it was first seen waiting (its queue time counts
+    /// from then); a front end that closed one is closed and its request
+    /// never started; what has waited `queue_timeout` (non-zero) is taken
+    /// out for the caller to answer 503. Returns those and how many
+    /// requests wait.
+    pub fn look_at_waiting(&self, queue_timeout: Duration) -> (Vec<Box<DirectConn>>, usize) {
+        use std::os::fd::AsRawFd;
+        let now = SystemTime::now();
+        let Ok(mut table) = self.parked.lock() else {
+            return (Vec::new(), 0);
+        };
+        let keys: Vec<(u64, libc::pollfd, bool)> = table
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (generation, p))| {
+                let p = p.as_ref()?;
+                let fd = libc::pollfd {
+                    fd: p.conn.fd().as_raw_fd(),
+                    events: libc::POLLIN | libc::POLLRDHUP,
+                    revents: 0,
+                };
+                let tcp = matches!(p.conn.peer, Peer::Tcp(_));
+                Some(((u64::from(*generation) << 32) | i as u64, fd, tcp))
+            })
+            .collect();
+        let mut fds: Vec<libc::pollfd> = keys.iter().map(|k| k.1).collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds; the
+        // descriptors belong to connections in the table, which the lock
+        // keeps from being closed during the call. No waiting.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        let mut expired = Vec::new();
+        let mut waiting = 0;
+        if ready <= 0 {
+            return (expired, 0);
+        }
+        for ((key, _, tcp), fd) in keys.iter().zip(&fds) {
+            let gone = if *tcp {
+                libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP
+            } else {
+                libc::POLLHUP | libc::POLLERR
+            };
+            if fd.revents & gone != 0 {
+                if let Some(p) = table.take(*key) {
+                    if !p.idle {
+                        debug!(peer = %p.conn.peer, proto = %p.conn.protocol, "the front end closed the connection while its request waited for a thread; not running it");
+                    }
+                    let _ = self.epoll.delete(p.conn.fd());
+                }
+                continue;
+            }
+            if fd.revents & libc::POLLIN == 0 {
+                continue;
+            }
+            let Some(Some(p)) = table
+                .slots
+                .get_mut((key & 0xffff_ffff) as usize)
+                .map(|(_, p)| p.as_mut())
+            else {
+                continue;
+            };
+            let since = *p.waiting.get_or_insert(now);
+            let waited = now.duration_since(since).unwrap_or_default();
+            if !queue_timeout.is_zero() && waited >= queue_timeout {
+                if let Some(mut p) = table.take(*key) {
+                    let _ = self.epoll.delete(p.conn.fd());
+                    p.conn.registered = false;
+                    p.conn.waiting_since(since);
+                    expired.push(p.conn);
+                }
+            } else {
+                waiting += 1;
+            }
+        }
+        (expired, waiting)
+    }
+
+    /// Puts back a connection the I/O thread answered for
+    /// ([`Hub::look_at_waiting`]): parked for its next request, or closed.
+    pub fn answered(&self, conn: Box<DirectConn>, next: crate::net::direct::After) {
+        match next {
+            crate::net::direct::After::KeepAlive => self.park(conn, true),
+            crate::net::direct::After::Close => conn.close(),
+            crate::net::direct::After::Linger => self.to_io(IoTask::Linger(conn)),
+        }
+    }
+
+    /// Requests handed to the threads that none has taken yet (multiplexed
+    /// FastCGI, the HTTP listener's).
+    pub fn jobs_waiting(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Tells `/status` how many requests wait for a thread in this worker.
+    pub fn publish_waiting(&self, n: usize) {
+        if let Some(board) = &self.board {
+            board.set_queued(n as u64);
         }
     }
 

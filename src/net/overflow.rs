@@ -13,6 +13,7 @@
 
 use crate::config::model::Protocol;
 use crate::net::conn::{close_lingering, read_some, write_all_timeout, Conn, LingerLimits};
+use crate::net::direct::{DirectConn, Fill, Step};
 use crate::net::hub::Hub;
 use crate::proto::session::{Event, Kind, Session};
 use crate::proto::{Limits, ResponseHead};
@@ -108,6 +109,30 @@ pub async fn refuse(
         return;
     }
     close_lingering(conn, LingerLimits::DEFAULT).await;
+}
+
+/// Answers 503 with `Retry-After` to the request waiting on a parked
+/// connection that [`Hub::look_at_waiting`] took out (its head is there or
+/// nearly: whatever does not come without waiting, the connection is
+/// closed for), then parks or closes it. Never waits.
+pub fn refuse_parked(hub: &Hub, mut conn: Box<DirectConn>, retry_after: u64, why: Refusal) {
+    loop {
+        match conn.next_request() {
+            Step::Ready(..) => break,
+            Step::NeedMore => match conn.fill() {
+                Ok(Fill::Data) => continue,
+                _ => return,
+            },
+            Step::Multiplexed | Step::Close => return,
+        }
+    }
+    let body = why.body();
+    let head = ResponseHead::new(&b"503 Service Unavailable"[..])
+        .header(b"Retry-After", retry_after.to_string())
+        .header(b"Content-Type", b"text/plain; charset=utf-8")
+        .header(b"Content-Length", body.len().to_string());
+    let next = conn.answer_now(&head, body);
+    hub.answered(conn, next);
 }
 
 /// One check of every listener; returns the connections it took off the

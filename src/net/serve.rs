@@ -7,7 +7,7 @@
 use crate::exchange::Peer;
 use crate::net::conn::{close_lingering, Conn, LingerLimits};
 use crate::net::hub::{Hub, IoTask};
-use crate::net::overflow::{refuse, Refusal};
+use crate::net::overflow::{refuse, refuse_parked, Refusal};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct Io {
     /// Dates what waits in the listen queues, and refuses what waited past
     /// `--queue-timeout` (None without a scoreboard).
     pub watcher: Option<crate::net::watcher::Watcher>,
+    /// `--queue-timeout` (zero: off), for requests waiting on kept
+    /// connections.
+    pub queue_timeout: Duration,
 }
 
 /// How often a saturated worker checks the accept queues against
@@ -60,6 +63,7 @@ pub async fn run(
         limits,
         retry_after,
         mut watcher,
+        queue_timeout,
     } = io;
     let mut backlog = tokio::time::interval(crate::net::backlog::TICK);
     backlog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,8 +127,22 @@ pub async fn run(
                     }
                 }
             }
-            _ = backlog.tick(), if watcher.is_some() => {
-                let expired = watcher.as_mut().map(|w| w.tick(&hub, saturated())).unwrap_or_default();
+            _ = backlog.tick() => {
+                let busy = saturated();
+                // Requests on kept connections wait in this worker, where
+                // the listen queues' watcher cannot see them.
+                if busy && !hub.is_closed() {
+                    let (expired, waiting) = hub.look_at_waiting(queue_timeout);
+                    hub.publish_waiting(waiting + hub.jobs_waiting());
+                    for conn in expired {
+                        warn!(peer = %conn.peer, proto = %conn.protocol, "request waited over --queue-timeout for a thread on a kept connection: answering 503");
+                        hub.count_queue_timeout();
+                        refuse_parked(&hub, conn, retry_after, Refusal::QueueTimeout);
+                    }
+                } else {
+                    hub.publish_waiting(hub.jobs_waiting());
+                }
+                let expired = watcher.as_mut().map(|w| w.tick(&hub, busy)).unwrap_or_default();
                 for e in expired {
                     warn!(peer = %e.peer, proto = %e.protocol, "request waited {:.1}s in the listen queue for a thread, over --queue-timeout: answering 503", e.waited.as_secs_f64());
                     hub.count_queue_timeout();

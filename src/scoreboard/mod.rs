@@ -95,8 +95,8 @@ struct Header {
     magic: AtomicU64,
     slots: AtomicU64,
     threads: AtomicU64,
-    /// Requests of the whole pool waiting for a thread (`max-queue`); as a
-    /// signed count, so a stray decrement reads as 0, not 2^64.
+    /// Requests of the whole pool waiting for a thread inside its workers;
+    /// as a signed count, so a stray decrement reads as 0, not 2^64.
     queued: AtomicU64,
     /// Per listener (the first [`BACKLOG_LISTENERS`]), connections the
     /// pool's workers have taken off its listen queue: served or refused.
@@ -451,20 +451,18 @@ impl WorkerSlot {
         self.block().rss_bytes.store(bytes, Ordering::Relaxed);
     }
 
-    /// A request starts waiting for a thread. Returns how many of the
-    /// pool's requests wait now, this one included, for the `max-queue`
-    /// check (on refusal, call [`WorkerSlot::queue_leave`] too).
-    pub fn queue_enter(&self) -> u64 {
-        self.block().queued.fetch_add(1, Ordering::Relaxed);
-        let before = self.header().queued.fetch_add(1, Ordering::AcqRel) as i64;
-        before.saturating_add(1).max(0) as u64
-    }
-
-    /// A request stops waiting (it got a thread, was refused, or its
-    /// client left).
-    pub fn queue_leave(&self) {
-        sub_floor_zero(&self.block().queued, 1);
-        sub_floor_zero(&self.header().queued, 1);
+    /// How many requests wait for a thread in this worker now (a request
+    /// on a kept connection, a multiplexed one); the pool's count moves by
+    /// the change.
+    pub fn set_queued(&self, n: u64) {
+        let before = signed(&self.block().queued).max(0);
+        self.block().queued.store(n, Ordering::Relaxed);
+        let change = (n as i64).wrapping_sub(before);
+        if change != 0 {
+            self.header()
+                .queued
+                .fetch_add(change as u64, Ordering::AcqRel);
+        }
     }
 
     /// One connection taken off listener `listener`'s queue (served or

@@ -108,7 +108,10 @@ pub struct PoolStatus {
     pub slow_requests: u64,
     #[serde(default)]
     pub requests: u64,
-    /// Requests waiting for a free thread now (`max-queue` counts these).
+    /// Requests waiting for a thread inside the workers now: a request on
+    /// a kept connection, a multiplexed one (seen each 50 ms while every
+    /// thread of a worker is busy). Those in the listen queue are
+    /// `listen_queue`.
     #[serde(default)]
     pub queued_requests: u64,
     /// Requests refused with 503 after waiting `queue-timeout`.

@@ -44,7 +44,7 @@ pub(crate) fn sample() -> (ServerInfo, Vec<PoolSource>, Vec<WorkerSlot>) {
         .begin(b"r-18", b"POST", b"/upload", NOW - 12_300);
     w1.request();
     w1.rss(28_000_000);
-    w1.queue_enter();
+    w1.set_queued(1);
     let mut restarts = std::collections::BTreeMap::new();
     restarts.insert("crash".to_owned(), 2);
     restarts.insert("oom-kill".to_owned(), 1);

@@ -198,6 +198,7 @@ pub fn serve_loaded(
         watcher: board
             .clone()
             .map(|b| wsgi_fpm::net::watcher::Watcher::new(b, seconds(pool.queue_timeout))),
+        queue_timeout: seconds(pool.queue_timeout),
     };
     let dump = Dump { support, registry };
     py.detach(move || {

@@ -421,3 +421,48 @@ fn a_large_body_is_framed_in_records_of_at_most_65528_bytes_without_a_copy() {
     let head_len = "Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n".len();
     assert_eq!(total, head_len + body.len());
 }
+
+#[test]
+fn a_request_seen_waiting_while_parked_is_queued_from_then() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"one", true, &mut JustWait).unwrap();
+    read_response(&mut front, 1);
+    assert_eq!(c.after_response(false), After::KeepAlive);
+    // Parked; its next request arrives while every thread is busy.
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    let seen = SystemTime::now() - Duration::from_secs(2);
+    c.waiting_since(seen);
+    let (_, meta) = ready(&mut c);
+    assert_eq!(meta.queue_start, seen);
+}
+
+#[test]
+fn a_refusal_made_without_waiting_answers_and_keeps_the_connection() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    let head = ResponseHead::new(&b"503 Service Unavailable"[..]).header(b"Retry-After", b"1");
+    assert_eq!(c.answer_now(&head, b"busy\n"), After::KeepAlive);
+    let (out, kinds) = read_response(&mut front, 1);
+    assert_eq!(kinds, vec![6, 6, 3]);
+    assert_eq!(
+        out,
+        b"Status: 503 Service Unavailable\r\nRetry-After: 1\r\n\r\nbusy\n"
+    );
+    // The next request on it is served as usual.
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"two", true, &mut JustWait).unwrap();
+    let (out, _) = read_response(&mut front, 1);
+    assert!(out.ends_with(b"\r\n\r\ntwo"), "{out:?}");
+}
