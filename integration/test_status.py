@@ -8,13 +8,15 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 import client
-from harness import APPS, CONF, HOST, SitesFrontEnd, fill, free_ports, wsgi_fpm_bin
+from harness import APPS, CONF, HOST, SitesFrontEnd, WsgiFpm, fill, free_ports, wait_for, wsgi_fpm_bin
 
 LIFECYCLE = APPS / "lifecycle.py"
 UPSTREAM = CONF / "cluster" / "nginx-upstream.conf"
@@ -97,9 +99,9 @@ def test_the_kubernetes_deployment_probes_the_status_port_and_outlives_the_shutd
     (container,) = pod["containers"]
     args = container["args"]
     status_port = int(_option(args, "--status").rsplit(":", 1)[1])
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/status")):
         get = container[probe]["httpGet"]
-        assert (get["path"], get["port"]) == ("/status", status_port), probe
+        assert (get["path"], get["port"]) == (path, status_port), probe
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     assert pod["terminationGracePeriodSeconds"] > int(_option(args, "--shutdown-timeout")) + int(pre_stop[1])
@@ -117,13 +119,45 @@ def test_kubernetes_probes_get_200_from_a_running_master(spawn):
     probes = [container[p]["httpGet"] for p in ("readinessProbe", "livenessProbe")]
     port = free_ports(1)[0]
     spawn("k8s-probes", LIFECYCLE, "--status", "%s:%d" % (HOST, port), protocols=("fastcgi",))
-    for probe in probes:
-        url = "http://%s:%d%s" % (HOST, port, probe["path"])
+    ready, alive = ("http://%s:%d%s" % (HOST, port, p["path"]) for p in probes)
+    with urllib.request.urlopen(ready, timeout=5) as r:
+        assert (r.status, r.read()) == (200, b"ready\n")
+    with urllib.request.urlopen(alive, timeout=5) as r:
+        assert r.status == 200
+        assert "main" in json.loads(r.read())["pools"]
+
+
+def _get(url):
+    try:
         with urllib.request.urlopen(url, timeout=5) as r:
-            status, body = r.status, r.read()
-        assert status == 200
-        doc = json.loads(body)
-        assert "main" in doc["pools"]
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return None, b""
+
+
+def test_the_readiness_probe_fails_while_the_application_cannot_load_and_liveness_holds(stack, tmp_path):
+    """A pod whose application does not load gets no traffic (readiness
+    503, naming the pool) and is not restarted for it (liveness 200)."""
+    deployment, _ = _k8s()
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ready_path = container["readinessProbe"]["httpGet"]["path"]
+    alive_path = container["livenessProbe"]["httpGet"]["path"]
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('broken on purpose')\n")
+    port = free_ports(1)[0]
+    b = WsgiFpm(stack.run_dir, "k8s-not-ready", broken, ("--status", "%s:%d" % (HOST, port)),
+                protocols=("fastcgi",))
+    try:
+        base = "http://%s:%d" % (HOST, port)
+        wait_for(lambda: _get(base + alive_path)[0] == 200, timeout=10, what="the status endpoint")
+        time.sleep(1.0)  # a few failed starts
+        status, body = _get(base + ready_path)
+        assert status == 503 and b"main" in body, (status, body)
+        assert _get(base + alive_path)[0] == 200
+    finally:
+        b.stop()
 
 
 # ------------------------------------------------------------------ the subcommand

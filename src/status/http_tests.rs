@@ -109,6 +109,26 @@ async fn answers_carry_their_content_types_and_other_requests_get_404_or_405() {
     assert!(other.starts_with("HTTP/1.0 404 Not Found\r\n"), "{other}");
     let root = raw(&addr, "GET / HTTP/1.0\r\n\r\n").await;
     assert!(root.starts_with("HTTP/1.0 404 "), "{root}");
+    // The sample's pools have workers that loaded their application.
+    let ready = raw(&addr, "GET /ready HTTP/1.0\r\n\r\n").await;
+    assert!(ready.starts_with("HTTP/1.0 200 OK\r\n"), "{ready}");
+    assert!(ready.ends_with("\r\n\r\nready\n"), "{ready}");
+}
+
+#[tokio::test]
+async fn ready_is_503_naming_the_pool_while_no_worker_has_loaded_its_application() {
+    let mut s = sample_snapshot();
+    for p in &mut s.pools {
+        p.active_processes = 0;
+        p.idle_processes = 0;
+        p.processes_configured = 2;
+    }
+    let name = s.pools[0].name.clone();
+    let source: Arc<dyn Source> = Arc::new(move || s.clone());
+    let addr = start(ServeConfig::new(vec![]), source);
+    let ready = raw(&addr, "GET /ready HTTP/1.0\r\n\r\n").await;
+    assert!(ready.starts_with("HTTP/1.0 503 "), "{ready}");
+    assert!(ready.contains(&name), "{ready}");
 }
 
 #[tokio::test]

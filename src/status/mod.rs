@@ -235,6 +235,27 @@ impl HistogramStatus {
 }
 
 impl Snapshot {
+    /// Whether every pool can serve now (`GET /ready`, a readiness probe):
+    /// each has at least one process that loaded its application, except a
+    /// pool that starts its workers on demand (`processes` 0). `Err` names
+    /// the pools that cannot.
+    pub fn ready(&self) -> Result<(), String> {
+        let waiting: Vec<&str> = self
+            .pools
+            .iter()
+            .filter(|p| p.processes_configured > 0 && p.active_processes + p.idle_processes == 0)
+            .map(|p| p.name.as_str())
+            .collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "no worker has loaded the application yet in pool {}",
+                waiting.join(", ")
+            ))
+        }
+    }
+
     /// The snapshot as plain `/status` shows it: without what only `?full`
     /// adds (see the module doc).
     pub fn plain(&self) -> Snapshot {

@@ -6,6 +6,7 @@
 //! | `GET /status`, `GET /status?json` | JSON, plain (see `status` for the keys) |
 //! | `GET /status?full` (`?json&full` too) | JSON with per-worker and per-request detail |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
+//! | `GET /ready` | 200 `ready` once every pool has a worker that loaded its application, else 503 naming the pools (a readiness probe) |
 //! | `HEAD` of these | the same headers, no body |
 //! | another method on these paths | 405 with `Allow: GET, HEAD` |
 //! | any other path | 404 |
@@ -229,10 +230,11 @@ async fn respond(
 ) -> Result<Response, Infallible> {
     let path = req.uri().path();
     let is_status = path == "/status";
-    if !is_status && path != "/metrics" {
+    let is_ready = path == "/ready";
+    if !is_status && !is_ready && path != "/metrics" {
         return Ok(plain(
             http::StatusCode::NOT_FOUND,
-            "not found: try /status or /metrics\n",
+            "not found: try /status, /metrics or /ready\n",
         ));
     }
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
@@ -266,6 +268,23 @@ async fn respond(
             ));
         }
     };
+    if is_ready {
+        let (status, body) = match snapshot.ready() {
+            Ok(()) => (http::StatusCode::OK, "ready\n".to_owned()),
+            Err(why) => (http::StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        };
+        let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        return Ok(r);
+    }
     let (body, content_type) = if is_status {
         (json::render(&snapshot, full), "application/json")
     } else {

@@ -733,3 +733,40 @@ fn every_metric_the_grafana_dashboard_queries_is_one_metrics_exports() {
         assert!(used.contains(name), "the dashboard does not show {name}");
     }
 }
+
+#[test]
+fn ready_once_every_pool_but_an_on_demand_one_has_a_worker_that_loaded() {
+    let base = sample_snapshot();
+    // (processes configured, active, idle) per pool → ready?
+    let cases: [(&[(u64, u64, u64)], bool); 6] = [
+        (&[(2, 1, 1)], true),
+        (&[(2, 0, 1)], true),
+        (&[(2, 0, 0)], false),
+        (&[(0, 0, 0)], true),
+        (&[(2, 1, 0), (1, 0, 0)], false),
+        (&[(2, 1, 0), (0, 0, 0)], true),
+    ];
+    for (n, (pools, want)) in cases.iter().enumerate() {
+        let mut s = base.clone();
+        let template = s.pools[0].clone();
+        s.pools = pools
+            .iter()
+            .enumerate()
+            .map(|(i, &(configured, active, idle))| {
+                let mut p = template.clone();
+                p.name = format!("p{i}");
+                p.processes_configured = configured;
+                p.active_processes = active;
+                p.idle_processes = idle;
+                p
+            })
+            .collect();
+        assert_eq!(s.ready().is_ok(), *want, "case {n}: {:?}", s.ready());
+    }
+    let mut s = base.clone();
+    s.pools[0].active_processes = 0;
+    s.pools[0].idle_processes = 0;
+    s.pools[0].processes_configured = 1;
+    let why = s.ready().unwrap_err();
+    assert!(why.contains(&s.pools[0].name), "{why}");
+}
