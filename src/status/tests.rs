@@ -737,8 +737,9 @@ fn every_metric_the_grafana_dashboard_queries_is_one_metrics_exports() {
 #[test]
 fn ready_once_every_pool_but_an_on_demand_one_has_a_worker_that_loaded() {
     let base = sample_snapshot();
-    // (processes configured, active, idle) per pool → ready?
-    let cases: [(&[(u64, u64, u64)], bool); 6] = [
+    /// (processes configured, active, idle) of each pool.
+    type Pools = &'static [(u64, u64, u64)];
+    let cases: [(Pools, bool); 6] = [
         (&[(2, 1, 1)], true),
         (&[(2, 0, 1)], true),
         (&[(2, 0, 0)], false),
