@@ -970,6 +970,30 @@ def test_wsgi_fpm_status_prints_the_table_with_the_workers_pids_and_current_uris
     bg.join()
 
 
+def test_wsgi_fpm_status_watch_redraws_the_table_until_interrupted(ops):
+    """--watch redraws every 2 s (clearing the screen) and shows what
+    changed; Ctrl-C ends it with status 0."""
+    o = ops()
+    watch = subprocess.Popen([wsgi_fpm_bin(), "status", "%s:%d" % (HOST, o.status_port), "--watch"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.8)
+        for i in range(3):
+            assert o.get("/work", "tag=w%d" % i).status == 200
+        time.sleep(2.4)
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, err
+    frames = [f for f in out.split("\x1b[H\x1b[2J") if f.strip()]
+    assert len(frames) >= 2, out
+    assert all("master pid %d" % o.pid in f and "Ctrl-C to stop" in f for f in frames), out
+    served = [int(m.group(1)) for f in frames for m in [re.search(r"requests (\d+)", f)] if m]
+    assert len(served) == len(frames) and served[-1] >= served[0] + 3, (served, out)
+
+
 # ------------------------------------------------------------------ the error log
 
 def _json_lines(text):

@@ -5,6 +5,7 @@ how to name the master it asks. (What /status and /metrics report is in
 test_operations.py.)
 """
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -185,3 +186,50 @@ def test_status_reads_the_address_from_the_configuration_file(tmp_path):
     # Nothing listens there: the error names the address taken from the file.
     assert out.returncode == 1
     assert "%s:%d" % (HOST, port) in out.stderr, out.stderr
+
+
+# ------------------------------------------------------------------ access to the endpoint
+
+def test_a_unix_status_socket_gets_its_mode_and_group_and_answers_the_subcommand(spawn, tmp_path):
+    import grp
+    import socket
+    import stat
+    path = tmp_path / "status.sock"
+    group = grp.getgrgid(65534).gr_name  # nogroup
+    spawn("status-unix", LIFECYCLE, "--status", "unix:%s" % path, "--status-socket-mode", "0660",
+          "--status-socket-group", group, protocols=("fastcgi",))
+    st = os.stat(path)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o660, oct(st.st_mode)
+    assert st.st_gid == 65534
+    out = subprocess.run([wsgi_fpm_bin(), "status", "unix:%s" % path, "--json"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert "main" in json.loads(out.stdout)["pools"]
+    # Plain HTTP on the socket, as a scraper through a Unix socket would.
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(str(path))
+    s.sendall(b"GET /ready HTTP/1.0\r\n\r\n")
+    answer = b""
+    while chunk := s.recv(4096):
+        answer += chunk
+    s.close()
+    assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(b"ready\n"), answer
+
+
+def test_a_peer_outside_the_status_allowed_clients_gets_not_a_byte(spawn):
+    import socket
+    port = free_ports(1)[0]
+    spawn("status-allowed", LIFECYCLE, "--status", "%s:%d" % (HOST, port),
+          "--status-allowed-clients", "192.0.2.7", protocols=("fastcgi",))
+    s = socket.create_connection((HOST, port), timeout=5)
+    try:
+        s.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+        try:
+            got = s.recv(4096)
+        except ConnectionResetError:
+            got = b""
+    finally:
+        s.close()
+    assert got == b"", got
