@@ -1258,6 +1258,7 @@ mod sequences {
         Touch(u8),
         Connection,
         FailNextSpawn,
+        GilStuck(usize, u16),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1274,6 +1275,7 @@ mod sequences {
             1 => (0u8..3).prop_map(Op::Touch),
             1 => Just(Op::Connection),
             1 => Just(Op::FailNextSpawn),
+            1 => (any::<usize>(), any::<u16>()).prop_map(|(i, s)| Op::GilStuck(i, s)),
         ]
     }
 
@@ -1292,6 +1294,7 @@ mod sequences {
     fn pools() -> Vec<PoolConfig> {
         let mut a = pool("a", 2);
         a.process.startup_timeout = 3.0;
+        a.deadlock_timeout = 5.0;
         vec![a, dynamic("d", 0, 3), preload("p", 1)]
     }
 
@@ -1356,6 +1359,10 @@ mod sequences {
                         fail_next = true;
                         None
                     }
+                    Op::GilStuck(i, secs) => pick(i).map(|id| Event::GilStuck {
+                        id,
+                        held: Duration::from_secs(u64::from(secs)),
+                    }),
                 };
                 queue.extend(event);
                 while let Some(event) = queue.pop_front() {
