@@ -940,9 +940,22 @@ def test_the_grafana_dashboard_queries_only_metrics_and_labels_that_metrics_has(
 
     walk(dashboard)
     assert exprs
+    labels = {}
+    for name, inner in re.findall(r"^(wsgi_fpm_\w+)\{([^}]*)\}", text, re.M):
+        labels.setdefault(name, set()).update(re.findall(r'(\w+)="', inner))
     for expr in exprs:
-        for name in re.findall(r"wsgi_fpm_\w+", expr):
+        used = re.findall(r"wsgi_fpm_\w+", expr)
+        for name in used:
             assert name in names, "the dashboard queries %s, which /metrics does not have" % name
+        # Every label a selector matches on, and every label it groups by,
+        # is one those series carry.
+        for name, inner in re.findall(r"(wsgi_fpm_\w+)\{([^}]*)\}", expr):
+            for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", inner):
+                assert label in labels.get(name, ()), "%s has no label %s (in %s)" % (name, label, expr)
+        carried = set().union(*(labels.get(n, set()) for n in used))
+        for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+            for label in filter(None, (g.strip() for g in group.split(","))):
+                assert label in carried, "grouping by %s, which %s do not carry (in %s)" % (label, used, expr)
     # The restart causes the docs name for the dashboard's restarts panel.
     assert {"crash", "request-timeout", "deadlock-timeout", "max-rss", "maximum-requests",
             "reload"} <= causes, causes
