@@ -675,6 +675,35 @@ def test_queue_timeout_answers_a_request_waiting_on_a_kept_connection_when_its_t
     assert log_lines_of(o, "on a kept connection: answering 503")
 
 
+def test_max_queue_refuses_the_newest_requests_waiting_on_kept_connections(ops):
+    o = ops("--max-queue", "1")
+    kept = [_kept_connection_with_one_answer(o) for _ in range(3)]
+    try:
+        bg = Background(o)
+        bg.start("long", "/work", "tag=long&s=2.5")
+        wait_for(lambda: o.calls()[-1:] == ["long"], timeout=3, what="the long request to start")
+        sent = []
+        for i, sock in enumerate(kept):
+            _send_request(sock, 1, "k%d" % i)
+            sent.append(time.monotonic())
+            time.sleep(0.2)
+        answers = {}
+        # The refused ones first: their 503 must not wait for the long one.
+        for i in (1, 2, 0):
+            r = wire.FcgiReader(kept[i]).response(1)
+            answers[i] = (wire.parse_head(r[0], "cgi")[0], time.monotonic() - sent[i])
+        bg.join()
+    finally:
+        for sock in kept:
+            sock.close()
+    assert answers[0][0] == 200, answers
+    for i in (1, 2):
+        status, took = answers[i]
+        assert status == 503 and took < 1.0, answers
+    assert o.calls().count("k0") == 1 and "k1" not in o.calls() and "k2" not in o.calls()
+    assert o.pool()["queue_full"] == 2
+
+
 def test_a_request_waiting_on_a_kept_connection_is_counted_dated_and_never_started_once_closed(ops):
     o = ops()
     kept = _kept_connection_with_one_answer(o)

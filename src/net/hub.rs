@@ -632,6 +632,41 @@ impl Hub {
         (expired, waiting)
     }
 
+    /// Takes out the `n` parked connections whose requests began waiting
+    /// last (`--max-queue`: the newest are refused), for the caller to
+    /// answer.
+    pub fn take_newest_waiting(&self, n: usize) -> Vec<Box<DirectConn>> {
+        let Ok(mut table) = self.parked.lock() else {
+            return Vec::new();
+        };
+        let mut waiting: Vec<(SystemTime, u64)> = table
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (generation, p))| {
+                let since = p.as_ref()?.waiting?;
+                Some((since, (u64::from(*generation) << 32) | i as u64))
+            })
+            .collect();
+        waiting.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        waiting
+            .into_iter()
+            .take(n)
+            .filter_map(|(since, key)| {
+                let mut p = table.take(key)?;
+                let _ = self.epoll.delete(p.conn.fd());
+                p.conn.registered = false;
+                p.conn.waiting_since(since);
+                Some(p.conn)
+            })
+            .collect()
+    }
+
+    /// Requests waiting for a thread in the whole pool's workers.
+    pub fn pool_waiting(&self) -> u64 {
+        self.board.as_ref().map_or(0, |b| b.pool_queued())
+    }
+
     /// Puts back a connection the I/O thread answered for
     /// ([`Hub::look_at_waiting`]): parked for its next request, or closed.
     pub fn answered(&self, conn: Box<DirectConn>, next: crate::net::direct::After) {

@@ -135,6 +135,29 @@ pub fn refuse_parked(hub: &Hub, mut conn: Box<DirectConn>, retry_after: u64, why
     hub.answered(conn, next);
 }
 
+/// How many of this worker's `own` waiting requests to refuse for
+/// `--max-queue`: of all the pool's waiting requests (`listen` in the
+/// listen queues, `inside` in the workers), those beyond `max_queue` go;
+/// the listen queues' share is refused by [`check`], the rest by the
+/// workers in proportion to what each holds (rounded up: a few more
+/// refusals in a race, never fewer).
+pub fn inside_excess(max_queue: u64, listen: u64, inside: u64, own: u64) -> u64 {
+    let room_inside = max_queue.saturating_sub(listen);
+    let excess = inside.saturating_sub(room_inside);
+    if excess == 0 || inside == 0 {
+        return 0;
+    }
+    excess.saturating_mul(own).div_ceil(inside).min(own)
+}
+
+/// Connections waiting in the listen queues of `hub`'s listeners.
+pub fn listen_waiting(hub: &Hub) -> u64 {
+    hub.listeners()
+        .filter_map(|(fd, _)| crate::status::sockets::listen_queue(fd))
+        .map(|r| r.queue)
+        .sum()
+}
+
 /// One check of every listener; returns the connections it took off the
 /// queues to refuse (the caller spawns [`refuse`] for each).
 pub fn check(
@@ -156,4 +179,27 @@ pub fn check(
         }
     }
     taken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inside_excess;
+
+    #[test]
+    fn requests_beyond_max_queue_are_refused_where_they_wait() {
+        // (max-queue, in listen queues, in workers, in this worker) → refused here
+        let cases = [
+            (10, 0, 5, 5, 0),
+            (10, 0, 12, 12, 2),
+            (10, 4, 8, 8, 2),
+            (10, 12, 3, 3, 3), // the listen queues are over by themselves
+            (10, 0, 12, 6, 1), // two workers hold six each: one each
+            (10, 0, 13, 6, 2), // rounded up
+            (0, 0, 5, 5, 5),   // the caller never asks with 0 (no cap)
+            (10, 0, 12, 0, 0),
+        ];
+        for (n, (max, listen, inside, own, want)) in cases.into_iter().enumerate() {
+            assert_eq!(inside_excess(max, listen, inside, own), want, "case {n}");
+        }
+    }
 }

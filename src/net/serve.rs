@@ -139,6 +139,21 @@ pub async fn run(
                         hub.count_queue_timeout();
                         refuse_parked(&hub, conn, retry_after, Refusal::QueueTimeout);
                     }
+                    if max_queue > 0 && waiting > 0 {
+                        let over = crate::net::overflow::inside_excess(
+                            max_queue as u64,
+                            crate::net::overflow::listen_waiting(&hub),
+                            hub.pool_waiting(),
+                            waiting as u64,
+                        );
+                        if over > 0 {
+                            warn!("{over} requests on kept connections over --max-queue {max_queue}: answering them 503");
+                        }
+                        for conn in hub.take_newest_waiting(over as usize) {
+                            hub.count_queue_full();
+                            refuse_parked(&hub, conn, retry_after, Refusal::QueueFull);
+                        }
+                    }
                 } else {
                     hub.publish_waiting(hub.jobs_waiting());
                 }

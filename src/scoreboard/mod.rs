@@ -465,6 +465,12 @@ impl WorkerSlot {
         }
     }
 
+    /// Requests of the whole pool waiting for a thread inside its workers
+    /// (the sum of every worker's [`WorkerSlot::set_queued`]).
+    pub fn pool_queued(&self) -> u64 {
+        signed(&self.header().queued).max(0) as u64
+    }
+
     /// One connection taken off listener `listener`'s queue (served or
     /// refused); returns how many the pool had taken before it.
     pub fn taken_from(&self, listener: usize) -> Option<u64> {
