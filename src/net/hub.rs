@@ -648,7 +648,7 @@ impl Hub {
                 Some((since, (u64::from(*generation) << 32) | i as u64))
             })
             .collect();
-        waiting.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        waiting.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
         waiting
             .into_iter()
             .take(n)
