@@ -672,7 +672,7 @@ def test_queue_timeout_answers_a_request_waiting_on_a_kept_connection_when_its_t
         kept.close()
     assert o.calls() == ["first", "long", "after"]
     assert o.pool()["queue_timeouts"] == 1
-    assert log_lines_of(o, "on a kept connection: answering 503")
+    assert log_lines_of(o, "on a kept connection: answered 503")
 
 
 def test_max_queue_refuses_the_newest_requests_waiting_on_kept_connections(ops):
@@ -881,6 +881,18 @@ def test_status_full_shows_the_last_requests_cpu_time_and_memory_growth(ops):
     assert o.get("/work", "tag=small").status == 200
     (w,) = o.pool("?full")["processes"]
     assert w["last_request"]["rss_change_bytes"] < 8 << 20, w["last_request"]
+
+
+@pytest.mark.parametrize("stamp", ["t=1e25", "t=1", "t=%d" % (time.time() + 3600), "t=nonsense"])
+def test_an_implausible_front_end_stamp_is_ignored_and_harms_nothing(ops, stamp):
+    """A client can send X-Request-Start itself (fastcgi_params passes
+    headers on): a stamp far off is not a queue time, and never a crash."""
+    o = ops("--queue-timeout", "5", threads=2)
+    for i in range(3):
+        r = o.get("/work", "tag=s%d" % i, headers=[("X-Request-Start", stamp)])
+        assert r.status == 200, r
+    assert o.pool("?full")["queue_time_seconds"]["sum_seconds"] < 1.0
+    assert o.pool()["queue_timeouts"] == 0
 
 
 def test_queue_time_counts_from_the_front_ends_stamp_where_it_sends_one(ops):

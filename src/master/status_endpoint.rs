@@ -175,7 +175,7 @@ fn worker(
     let slot = pb.and_then(|b| b.workers.get(&pid)).map(|(_, s)| *s);
     let started = SystemTime::now() - now.saturating_duration_since(w.started);
     let state = match w.state {
-        "starting" => WorkerState::Starting,
+        "starting" | "forking" | "verifying" => WorkerState::Starting,
         "retiring" | "stopping" => WorkerState::Retiring,
         _ => WorkerState::Idle,
     };

@@ -30,7 +30,7 @@
 //! its shell.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// How often the watcher looks (and non-watchers ask for the lease).
 pub const TICK: Duration = Duration::from_millis(50);
@@ -85,15 +85,24 @@ impl ArrivalLog {
 }
 
 /// Whether a stamp of `WorkerSlot::saw_backlog` is recent enough at
-/// `now_unix_ms` to make a new connection worth a look for a hang-up.
-pub fn backlog_recent(seen_unix_ms: u64, now_unix_ms: u64) -> bool {
-    now_unix_ms.saturating_sub(seen_unix_ms) <= 4 * TICK.as_millis() as u64
+/// `now_ms` to make a new connection worth a look for a hang-up.
+pub fn backlog_recent(seen_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(seen_ms) <= 4 * TICK.as_millis() as u64
 }
 
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Milliseconds of the host's monotonic clock: the same in every process
+/// of the pool, and never stepped back by a wall-clock change, so the
+/// watcher's lease and stamps compare across workers.
+pub fn clock_ms() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) } != 0 {
+        return 0;
+    }
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1000 + u64::try_from(t.tv_nsec).unwrap_or(0) / 1_000_000
 }
 
 #[cfg(test)]

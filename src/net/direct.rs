@@ -510,9 +510,9 @@ impl DirectConn {
     /// `head` and `body` in one send that must not wait (the I/O thread's
     /// refusals, a few hundred bytes): what the socket does not take at
     /// once, the connection is given up for. Then as after any response.
-    pub fn answer_now(&mut self, head: &ResponseHead, body: &[u8]) -> After {
+    pub fn answer_now(&mut self, head: &ResponseHead, body: &[u8], retiring: bool) -> After {
         let Ok(cur) = self.current_live() else {
-            return self.after_response(false);
+            return self.after_response(retiring);
         };
         let mut text = BytesMut::new();
         self.session.encode_head(head, &mut text);
@@ -528,7 +528,7 @@ impl DirectConn {
             c.started = true;
             c.ended = true;
         }
-        self.after_response(false)
+        self.after_response(retiring)
     }
 
     /// A request was seen waiting on this parked connection since `at`

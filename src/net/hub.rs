@@ -341,7 +341,12 @@ impl Hub {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => return None,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                // It left the queue all the same: counted, or the
+                // connections behind it would be dated too early.
+                self.count_taken(index);
+                return None;
+            }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 warn!("accept on a {} listener failed: {e}", listener.protocol);
@@ -426,7 +431,7 @@ impl Hub {
         let Some(seen) = self.board.as_ref().and_then(|b| b.backlog_seen()) else {
             return false;
         };
-        let now = crate::net::backlog::unix_ms(std::time::SystemTime::now());
+        let now = crate::net::backlog::clock_ms();
         crate::net::backlog::backlog_recent(seen, now)
             && sys::peer_hung_up(conn.fd(), matches!(conn.peer, Peer::Tcp(_)))
     }
@@ -668,13 +673,33 @@ impl Hub {
     }
 
     /// Puts back a connection the I/O thread answered for
-    /// ([`Hub::look_at_waiting`]): parked for its next request, or closed.
+    /// ([`Hub::look_at_waiting`]), as [`Hub::after`] does for a thread:
+    /// a next request already buffered goes to the I/O thread's driver
+    /// (no thread is free to serve it, and no byte will wake one), else
+    /// parked, closed or lingering.
     pub fn answered(&self, conn: Box<DirectConn>, next: crate::net::direct::After) {
+        use crate::net::direct::After;
         match next {
-            crate::net::direct::After::KeepAlive => self.park(conn, true),
-            crate::net::direct::After::Close => conn.close(),
-            crate::net::direct::After::Linger => self.to_io(IoTask::Linger(conn)),
+            After::KeepAlive if conn.has_buffered_input() => {
+                self.to_io(IoTask::Multiplex(conn));
+            }
+            After::KeepAlive => self.put_back(conn),
+            After::Close => conn.close(),
+            After::Linger => self.to_io(IoTask::Linger(conn)),
         }
+    }
+
+    /// Parks again a connection the I/O thread looked at and found no
+    /// complete request on: idle between requests, else under the head's
+    /// deadline.
+    pub fn put_back(&self, conn: Box<DirectConn>) {
+        let idle = !conn.has_partial_head();
+        self.park(conn, idle);
+    }
+
+    /// Gives the I/O thread's driver a connection that multiplexes.
+    pub fn hand_to_io(&self, conn: Box<DirectConn>) {
+        self.to_io(IoTask::Multiplex(conn));
     }
 
     /// Requests handed to the threads that none has taken yet (multiplexed

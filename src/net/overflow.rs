@@ -112,18 +112,28 @@ pub async fn refuse(
 }
 
 /// Answers 503 with `Retry-After` to the request waiting on a parked
-/// connection that [`Hub::look_at_waiting`] took out (its head is there or
-/// nearly: whatever does not come without waiting, the connection is
-/// closed for), then parks or closes it. Never waits.
-pub fn refuse_parked(hub: &Hub, mut conn: Box<DirectConn>, retry_after: u64, why: Refusal) {
+/// connection that [`Hub::look_at_waiting`] or [`Hub::take_newest_waiting`]
+/// took out, then parks or closes it. Never waits: bytes that were no
+/// request (a late body, a management record) or a head not all there yet
+/// put the connection back as it was. Returns whether a request was
+/// refused.
+pub fn refuse_parked(hub: &Hub, mut conn: Box<DirectConn>, retry_after: u64, why: Refusal) -> bool {
     loop {
         match conn.next_request() {
             Step::Ready(..) => break,
             Step::NeedMore => match conn.fill() {
                 Ok(Fill::Data) => continue,
-                _ => return,
+                Ok(Fill::WouldBlock) => {
+                    hub.put_back(conn);
+                    return false;
+                }
+                Ok(Fill::Eof) | Err(_) => return false,
             },
-            Step::Multiplexed | Step::Close => return,
+            Step::Multiplexed => {
+                hub.hand_to_io(conn);
+                return false;
+            }
+            Step::Close => return false,
         }
     }
     let body = why.body();
@@ -131,8 +141,9 @@ pub fn refuse_parked(hub: &Hub, mut conn: Box<DirectConn>, retry_after: u64, why
         .header(b"Retry-After", retry_after.to_string())
         .header(b"Content-Type", b"text/plain; charset=utf-8")
         .header(b"Content-Length", body.len().to_string());
-    let next = conn.answer_now(&head, body);
+    let next = conn.answer_now(&head, body, hub.is_retiring());
     hub.answered(conn, next);
+    true
 }
 
 /// How many of this worker's `own` waiting requests to refuse for

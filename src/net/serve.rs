@@ -135,9 +135,11 @@ pub async fn run(
                     let (expired, waiting) = hub.look_at_waiting(queue_timeout);
                     hub.publish_waiting(waiting + hub.jobs_waiting());
                     for conn in expired {
-                        warn!(peer = %conn.peer, proto = %conn.protocol, "request waited over --queue-timeout for a thread on a kept connection: answering 503");
-                        hub.count_queue_timeout();
-                        refuse_parked(&hub, conn, retry_after, Refusal::QueueTimeout);
+                        let (peer, proto) = (conn.peer, conn.protocol);
+                        if refuse_parked(&hub, conn, retry_after, Refusal::QueueTimeout) {
+                            warn!(%peer, %proto, "request waited over --queue-timeout for a thread on a kept connection: answered 503");
+                            hub.count_queue_timeout();
+                        }
                     }
                     if max_queue > 0 && waiting > 0 {
                         let over = crate::net::overflow::inside_excess(
@@ -146,12 +148,15 @@ pub async fn run(
                             hub.pool_waiting(),
                             waiting as u64,
                         );
-                        if over > 0 {
-                            warn!("{over} requests on kept connections over --max-queue {max_queue}: answering them 503");
-                        }
+                        let mut refused = 0;
                         for conn in hub.take_newest_waiting(over as usize) {
-                            hub.count_queue_full();
-                            refuse_parked(&hub, conn, retry_after, Refusal::QueueFull);
+                            if refuse_parked(&hub, conn, retry_after, Refusal::QueueFull) {
+                                hub.count_queue_full();
+                                refused += 1;
+                            }
+                        }
+                        if refused > 0 {
+                            warn!("{refused} requests on kept connections over --max-queue {max_queue}: answered them 503");
                         }
                     }
                 } else {

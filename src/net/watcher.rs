@@ -5,12 +5,12 @@
 
 use crate::config::model::Protocol;
 use crate::exchange::Peer;
-use crate::net::backlog::{unix_ms, ArrivalLog};
+use crate::net::backlog::{clock_ms, ArrivalLog};
 use crate::net::hub::Hub;
 use crate::scoreboard::{WorkerSlot, BACKLOG_LISTENERS};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How long a watcher's lease lasts without renewal: a few ticks, so a
 /// stuck or dead watcher is replaced quickly.
@@ -53,7 +53,7 @@ impl Watcher {
     /// thread of its worker is busy (`saturated`), dates the queues and
     /// returns the connections whose `--queue-timeout` is up.
     pub fn tick(&mut self, hub: &Hub, saturated: bool) -> Vec<Expired> {
-        let wall_ms = unix_ms(SystemTime::now());
+        let now_ms_host = clock_ms();
         if hub.is_closed() {
             if self.watching {
                 self.board.stop_watching();
@@ -61,7 +61,7 @@ impl Watcher {
             }
             return Vec::new();
         }
-        let watching = self.board.watch(wall_ms, LEASE.as_millis() as u64);
+        let watching = self.board.watch(now_ms_host, LEASE.as_millis() as u64);
         if !watching {
             if self.watching {
                 // Another worker took over: its notes start afresh, and so
@@ -126,7 +126,7 @@ impl Watcher {
                 }
             }
         }
-        self.board.saw_backlog(waiting.then_some(wall_ms));
+        self.board.saw_backlog(waiting.then_some(now_ms_host));
         expired
     }
 

@@ -104,10 +104,11 @@ struct Header {
     /// (`net::backlog`).
     taken: [AtomicU64; BACKLOG_LISTENERS],
     /// Which worker watches the listen queues now, and until when: slot + 1
-    /// in the top 16 bits, the lease's end in Unix milliseconds below.
+    /// in the top 16 bits, the lease's end in milliseconds of the host's
+    /// monotonic clock below.
     watcher: AtomicU64,
     /// When the watcher last saw a connection waiting in a listen queue
-    /// (Unix milliseconds), 0 when none waited at its last look.
+    /// (monotonic milliseconds), 0 when none waited at its last look.
     backlog_seen_ms: AtomicU64,
     _reserved: [AtomicU64; 2],
 }
@@ -483,18 +484,18 @@ impl WorkerSlot {
         Some(self.header().taken.get(listener)?.load(Ordering::Acquire))
     }
 
-    /// Takes or renews the pool's watcher lease until `now_unix_ms +
-    /// lease_ms`; true while this worker holds it. A lease its holder
+    /// Takes or renews the pool's watcher lease until `now_ms + lease_ms`
+    /// (the host's monotonic clock); true while this worker holds it. A lease its holder
     /// stopped renewing (a dead or stuck worker) passes to the next asker.
-    pub fn watch(&self, now_unix_ms: u64, lease_ms: u64) -> bool {
+    pub fn watch(&self, now_ms: u64, lease_ms: u64) -> bool {
         let word = &self.header().watcher;
         let me = self.slot as u64 + 1;
         let current = word.load(Ordering::Acquire);
         let (holder, until) = (current >> LEASE_SHIFT, current & LEASE_MS_MASK);
-        if holder != me && until >= now_unix_ms {
+        if holder != me && until >= now_ms {
             return false;
         }
-        let mine = (me << LEASE_SHIFT) | (now_unix_ms.saturating_add(lease_ms) & LEASE_MS_MASK);
+        let mine = (me << LEASE_SHIFT) | (now_ms.saturating_add(lease_ms) & LEASE_MS_MASK);
         word.compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
@@ -510,10 +511,10 @@ impl WorkerSlot {
 
     /// The watcher's look at the listen queues: `Some(now)` when a
     /// connection waited, None when none did.
-    pub fn saw_backlog(&self, at_unix_ms: Option<u64>) {
+    pub fn saw_backlog(&self, at_ms: Option<u64>) {
         self.header()
             .backlog_seen_ms
-            .store(at_unix_ms.unwrap_or(0), Ordering::Relaxed);
+            .store(at_ms.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// When the watcher last saw connections waiting in a listen queue

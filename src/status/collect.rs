@@ -148,6 +148,13 @@ fn pool(src: &PoolSource, now: SystemTime) -> PoolStatus {
         active_processes: active,
         idle_processes: idle,
         total_processes: processes.len() as u64,
+        // The master's own record, never the workers' words: ready or
+        // recycling (serving until its replacement is ready).
+        serving_processes: src
+            .workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Idle)
+            .count() as u64,
         slow_requests: totals.slow_requests,
         requests: totals.requests,
         queued_requests: src.board.as_ref().map(|b| b.queued()).unwrap_or(0),

@@ -119,8 +119,7 @@ async fn answers_carry_their_content_types_and_other_requests_get_404_or_405() {
 async fn ready_is_503_naming_the_pool_while_no_worker_has_loaded_its_application() {
     let mut s = sample_snapshot();
     for p in &mut s.pools {
-        p.active_processes = 0;
-        p.idle_processes = 0;
+        p.serving_processes = 0;
         p.processes_configured = 2;
     }
     let name = s.pools[0].name.clone();

@@ -105,6 +105,11 @@ pub struct PoolStatus {
     /// Every process listed, starting and retiring ones included.
     #[serde(default)]
     pub total_processes: u64,
+    /// Processes that loaded the application and take requests, as the
+    /// master knows them (ready, or recycling until their replacement is
+    /// ready): what `/ready` asks of each pool.
+    #[serde(default)]
+    pub serving_processes: u64,
     pub slow_requests: u64,
     #[serde(default)]
     pub requests: u64,
@@ -243,7 +248,7 @@ impl Snapshot {
         let waiting: Vec<&str> = self
             .pools
             .iter()
-            .filter(|p| p.processes_configured > 0 && p.active_processes + p.idle_processes == 0)
+            .filter(|p| p.processes_configured > 0 && p.serving_processes == 0)
             .map(|p| p.name.as_str())
             .collect();
         if waiting.is_empty() {

@@ -757,17 +757,35 @@ fn ready_once_every_pool_but_an_on_demand_one_has_a_worker_that_loaded() {
                 let mut p = template.clone();
                 p.name = format!("p{i}");
                 p.processes_configured = configured;
-                p.active_processes = active;
-                p.idle_processes = idle;
+                p.serving_processes = active + idle;
                 p
             })
             .collect();
         assert_eq!(s.ready().is_ok(), *want, "case {n}: {:?}", s.ready());
     }
     let mut s = base.clone();
-    s.pools[0].active_processes = 0;
-    s.pools[0].idle_processes = 0;
+    s.pools[0].serving_processes = 0;
     s.pools[0].processes_configured = 1;
     let why = s.ready().unwrap_err();
     assert!(why.contains(&s.pools[0].name), "{why}");
+}
+
+#[test]
+fn serving_processes_are_the_masters_count_whatever_a_worker_writes() {
+    let (server, mut pools, writers) = sample();
+    // Worker 1241 writes "retiring" into its own slot: still serving, as
+    // far as readiness goes (the master has not told it to stop).
+    writers[1].set_state(WorkerState::Retiring);
+    let s = snapshot(&server, &pools, at(NOW));
+    assert_eq!(s.pools[0].serving_processes, 2, "two ready, one starting");
+    assert!(s.ready().is_ok());
+    // The master retires both: none serves.
+    for w in &mut pools[0].workers {
+        if w.state == WorkerState::Idle {
+            w.state = WorkerState::Retiring;
+        }
+    }
+    let s = snapshot(&server, &pools, at(NOW));
+    assert_eq!(s.pools[0].serving_processes, 0);
+    assert!(s.ready().is_err());
 }

@@ -93,7 +93,8 @@ impl Limits {
     }
 }
 
-/// `OSError` with errno EMFILE (this process's limit) or ENFILE.
+/// `OSError` with errno EMFILE: this process's limit (ENFILE is the whole
+/// host's, which replacing this worker would not help).
 fn is_too_many_files(py: Python<'_>, err: &PyErr) -> bool {
     if !err.is_instance_of::<PyOSError>(py) {
         return false;
@@ -101,5 +102,5 @@ fn is_too_many_files(py: Python<'_>, err: &PyErr) -> bool {
     err.value(py)
         .getattr("errno")
         .and_then(|e| e.extract::<i32>())
-        .is_ok_and(|e| e == libc::EMFILE || e == libc::ENFILE)
+        .is_ok_and(|e| e == libc::EMFILE)
 }

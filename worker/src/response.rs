@@ -104,10 +104,29 @@ pub fn serve(
 /// reaching wsgi-fpm. Queue-timeout, queue time and request time count
 /// from here.
 pub fn queue_start(head: &RequestHead, meta: &RequestMeta) -> SystemTime {
-    crate::environ::front_end_stamp(&head.vars)
+    let stamp = crate::environ::front_end_stamp(&head.vars)
         .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
-        .map(|d| std::time::UNIX_EPOCH + d)
-        .unwrap_or(meta.queue_start)
+        .and_then(|d| std::time::UNIX_EPOCH.checked_add(d));
+    trusted_stamp(stamp, meta.queue_start, SystemTime::now()).unwrap_or(meta.queue_start)
+}
+
+/// How far a front end's clock may run ahead of ours, and how long before
+/// its first byte reached wsgi-fpm a request may have been with the front
+/// end: a stamp outside that (a client's own header passed through, a
+/// clock far off) is not a queue time, and the first byte counts instead.
+const STAMP_AHEAD: std::time::Duration = std::time::Duration::from_secs(1);
+const STAMP_BEHIND: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The stamp, if it is plausible beside the first byte and now.
+fn trusted_stamp(
+    stamp: Option<SystemTime>,
+    first_byte: SystemTime,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    let stamp = stamp?;
+    let not_after = now.checked_add(STAMP_AHEAD)?;
+    let not_before = first_byte.checked_sub(STAMP_BEHIND)?;
+    (not_before <= stamp && stamp <= not_after).then_some(stamp)
 }
 
 /// How long the request waited before a thread took it, when that is over
@@ -347,4 +366,30 @@ fn regular_file(
         Err(_) => return Ok(None),
     };
     Ok(Some((file, offset, meta.len().saturating_sub(offset))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn only_a_plausible_front_end_stamp_counts_as_the_queue_start() {
+        let first = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let now = first + Duration::from_millis(20);
+        let secs = |s: f64| Some(first + Duration::from_secs_f64(s));
+        let back = |s: u64| Some(first - Duration::from_secs(s));
+        let cases = [
+            (None, None),
+            (back(2), back(2)),
+            (back(599), back(599)),
+            (back(601), None),
+            (secs(0.5), secs(0.5)),
+            (secs(1.5), None),
+            (Some(UNIX_EPOCH), None),
+        ];
+        for (n, (stamp, want)) in cases.into_iter().enumerate() {
+            assert_eq!(trusted_stamp(stamp, first, now), want, "case {n}");
+        }
+    }
 }

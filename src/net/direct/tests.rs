@@ -450,7 +450,7 @@ fn a_refusal_made_without_waiting_answers_and_keeps_the_connection() {
         .unwrap();
     ready(&mut c);
     let head = ResponseHead::new(&b"503 Service Unavailable"[..]).header(b"Retry-After", b"1");
-    assert_eq!(c.answer_now(&head, b"busy\n"), After::KeepAlive);
+    assert_eq!(c.answer_now(&head, b"busy\n", false), After::KeepAlive);
     let (out, kinds) = read_response(&mut front, 1);
     assert_eq!(kinds, vec![6, 6, 3]);
     assert_eq!(
