@@ -74,8 +74,16 @@ fn run(pool: &Pool, index: usize) {
             // How long taking the GIL back took: the GIL wait (SPEC §8).
             let (work, woke) = py.detach(|| (hub.wait(), Instant::now()));
             let gil_wait = woke.elapsed();
-            match work {
-                Work::Stop => break,
+            if matches!(work, Work::Stop) {
+                break;
+            }
+            // A panic is a bug of ours, never the request's fault: it must
+            // not take the thread (and with enough of them, the worker's
+            // capacity) along. The request's connection is dropped, and
+            // the worker, whose counts may now be off, is replaced
+            // gracefully.
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
+                Work::Stop => {}
                 Work::Conn(ready) => serve_conn(py, pool, &me, &mut cache, ready, gil_wait),
                 Work::Request(request) => {
                     let request = *request;
@@ -93,6 +101,11 @@ fn run(pool: &Pool, index: usize) {
                     end(pool, &me, started, gil_wait);
                     drop(link.take());
                 }
+            }));
+            if served.is_err() {
+                error!("a request thread panicked (a bug in wsgi-fpm): its connection is closed and this worker will be replaced");
+                pool.recycler.request("panic");
+                wsgi_fpm::log::set_request(None);
             }
         }
     })
