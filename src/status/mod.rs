@@ -195,7 +195,8 @@ pub struct CurrentRequest {
 /// The last request a process finished.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LastRequest {
-    /// CPU time (user and system) of the thread that served it.
+    /// CPU time (user and system) of the thread that served it, from the
+    /// end of that thread's previous request (its wait and read included).
     pub cpu_seconds: f64,
     /// How far it raised the worker's peak resident memory (0 when the
     /// worker stayed under its earlier peak): what the request cost in

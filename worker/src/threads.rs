@@ -67,6 +67,7 @@ fn run(pool: &Pool, index: usize) {
         let me = Thread {
             index,
             board: pool.board.as_deref(),
+            usage: std::cell::Cell::new(Usage::now()),
         };
         pool.registry.register_thread(index);
         loop {
@@ -115,6 +116,8 @@ fn run(pool: &Pool, index: usize) {
 struct Thread<'a> {
     index: usize,
     board: Option<&'a WorkerSlot>,
+    /// The reading at the end of the previous request (or at the start).
+    usage: std::cell::Cell<Option<Usage>>,
 }
 
 /// Serves a connection's request, then every request it already holds.
@@ -146,9 +149,6 @@ struct Started {
     at: Instant,
     /// When the request began to wait (`response::queue_start`).
     queued_at: SystemTime,
-    /// This thread's CPU time and the worker's peak RSS at the start, for
-    /// the scoreboard's "last request".
-    usage: Option<Usage>,
 }
 
 fn begin(
@@ -172,7 +172,6 @@ fn begin(
         // connections close after their answer.
         pool.hub.retire();
     }
-    let mut usage = None;
     if let Some(board) = me.board {
         board.request();
         if let Some(t) = board.thread(me.index) {
@@ -184,12 +183,10 @@ fn begin(
                 unix_ms(SystemTime::now()),
             );
         }
-        usage = Usage::now();
     }
     Started {
         at: Instant::now(),
         queued_at: response::queue_start(head, meta),
-        usage,
     }
 }
 
@@ -208,7 +205,12 @@ fn end(pool: &Pool, me: &Thread<'_>, started: Started, gil_wait: Duration) {
             .unwrap_or_default()
             .saturating_sub(ran);
         board.record(micros(ran + queued), micros(queued), micros(gil_wait));
-        if let (Some(before), Some(after)) = (started.usage, Usage::now()) {
+        // One reading per request, at its end: the difference from the
+        // previous end is what this request cost the thread (its wait
+        // for work, accept and read included), at half the system calls
+        // of a reading at each end.
+        let now = Usage::now();
+        if let (Some(before), Some(after)) = (me.usage.replace(now), now) {
             board.last_request(
                 after.cpu_us.saturating_sub(before.cpu_us),
                 after.peak_rss_bytes - before.peak_rss_bytes,
@@ -218,10 +220,10 @@ fn end(pool: &Pool, me: &Thread<'_>, started: Started, gil_wait: Duration) {
 }
 
 /// One `getrusage(RUSAGE_THREAD)`: this thread's CPU time (user and
-/// system) and the worker's peak resident memory. A request's difference
-/// is its CPU time and how far it raised the worker's peak RSS: one cheap
-/// system call at each end, where reading the current RSS would cost a
-/// file read.
+/// system) and the worker's peak resident memory. The difference between
+/// two request ends is the later request's CPU time and how far it raised
+/// the worker's peak RSS: one cheap system call per request, where reading
+/// the current RSS would cost a file read.
 #[derive(Clone, Copy)]
 struct Usage {
     cpu_us: u64,
