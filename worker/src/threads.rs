@@ -107,6 +107,13 @@ fn run(pool: &Pool, index: usize) {
                 error!("a request thread panicked (a bug in wsgi-fpm): its connection is closed and this worker will be replaced");
                 pool.recycler.request("panic");
                 wsgi_fpm::log::set_request(None);
+                // What the thread cached may be half updated: start afresh.
+                if let Ok(env) = EnvCache::new(py, &pool.ctx.shared) {
+                    cache = PerThread {
+                        env,
+                        reuse: Default::default(),
+                    };
+                }
             }
         }
     })
