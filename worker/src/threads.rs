@@ -107,6 +107,12 @@ fn run(pool: &Pool, index: usize) {
                 error!("a request thread panicked (a bug in wsgi-fpm): its connection is closed and this worker will be replaced");
                 pool.recycler.request("panic");
                 wsgi_fpm::log::set_request(None);
+                // No request of this thread is running any more: the
+                // watchdog must not time out a later one for it.
+                pool.registry.end(me.index);
+                if let Some(t) = me.board.and_then(|b| b.thread(me.index)) {
+                    t.end();
+                }
                 // What the thread cached may be half updated: start afresh.
                 if let Ok(env) = EnvCache::new(py, &pool.ctx.shared) {
                     cache = PerThread {
