@@ -122,6 +122,16 @@ impl ParkedTable {
         (u64::from(slot.0) << 32) | u64::from(index)
     }
 
+    /// Every parked connection with its key.
+    fn entries(&self) -> impl Iterator<Item = (u64, &Parked)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (generation, p))| {
+                Some(((u64::from(*generation) << 32) | i as u64, p.as_ref()?))
+            })
+    }
+
     fn get(&self, key: u64) -> Option<&Parked> {
         let (generation, p) = self.slots.get((key & 0xffff_ffff) as usize)?;
         (*generation == ((key >> 32) & 0x3fff_ffff) as u32).then_some(p.as_ref()?)
@@ -532,17 +542,13 @@ impl Hub {
         let expired: Vec<Parked> = match self.parked.lock() {
             Ok(mut t) => {
                 let keys: Vec<u64> = t
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, (generation, p))| {
-                        let p = p.as_ref()?;
+                    .entries()
+                    .filter_map(|(key, p)| {
                         let dropped_out = p.idle
                             && (idle_too
                                 || (retiring
                                     && now.saturating_duration_since(p.since) >= RETIRE_IDLE));
-                        (p.deadline <= now || dropped_out)
-                            .then_some((u64::from(*generation) << 32) | i as u64)
+                        (p.deadline <= now || dropped_out).then_some(key)
                     })
                     .collect();
                 keys.into_iter().filter_map(|k| t.take(k)).collect()
@@ -572,18 +578,14 @@ impl Hub {
             return (Vec::new(), 0);
         };
         let keys: Vec<(u64, libc::pollfd, bool)> = table
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (generation, p))| {
-                let p = p.as_ref()?;
+            .entries()
+            .map(|(key, p)| {
                 let fd = libc::pollfd {
                     fd: p.conn.fd().as_raw_fd(),
                     events: libc::POLLIN | libc::POLLRDHUP,
                     revents: 0,
                 };
-                let tcp = matches!(p.conn.peer, Peer::Tcp(_));
-                Some(((u64::from(*generation) << 32) | i as u64, fd, tcp))
+                (key, fd, matches!(p.conn.peer, Peer::Tcp(_)))
             })
             .collect();
         let mut fds: Vec<libc::pollfd> = keys.iter().map(|k| k.1).collect();
@@ -597,12 +599,7 @@ impl Hub {
             return (expired, 0);
         }
         for ((key, _, tcp), fd) in keys.iter().zip(&fds) {
-            let gone = if *tcp {
-                libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP
-            } else {
-                libc::POLLHUP | libc::POLLERR
-            };
-            if fd.revents & gone != 0 {
+            if sys::hung_up(fd.revents, *tcp) {
                 if let Some(p) = table.take(*key) {
                     if !p.idle {
                         debug!(peer = %p.conn.peer, proto = %p.conn.protocol, "the front end closed the connection while its request waited for a thread; not running it");
@@ -624,12 +621,7 @@ impl Hub {
             let since = *p.waiting.get_or_insert(now);
             let waited = now.duration_since(since).unwrap_or_default();
             if !queue_timeout.is_zero() && waited >= queue_timeout {
-                if let Some(mut p) = table.take(*key) {
-                    let _ = self.epoll.delete(p.conn.fd());
-                    p.conn.registered = false;
-                    p.conn.waiting_since(since);
-                    expired.push(p.conn);
-                }
+                expired.extend(self.unpark(&mut table, *key));
             } else {
                 waiting += 1;
             }
@@ -645,26 +637,27 @@ impl Hub {
             return Vec::new();
         };
         let mut waiting: Vec<(SystemTime, u64)> = table
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (generation, p))| {
-                let since = p.as_ref()?.waiting?;
-                Some((since, (u64::from(*generation) << 32) | i as u64))
-            })
+            .entries()
+            .filter_map(|(key, p)| Some((p.waiting?, key)))
             .collect();
         waiting.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
         waiting
             .into_iter()
             .take(n)
-            .filter_map(|(since, key)| {
-                let mut p = table.take(key)?;
-                let _ = self.epoll.delete(p.conn.fd());
-                p.conn.registered = false;
-                p.conn.waiting_since(since);
-                Some(p.conn)
-            })
+            .filter_map(|(_, key)| self.unpark(&mut table, key))
             .collect()
+    }
+
+    /// Takes a connection out of the table and the epoll set for the I/O
+    /// thread, its request dated from when it was seen waiting.
+    fn unpark(&self, table: &mut ParkedTable, key: u64) -> Option<Box<DirectConn>> {
+        let mut p = table.take(key)?;
+        let _ = self.epoll.delete(p.conn.fd());
+        p.conn.registered = false;
+        if let Some(since) = p.waiting {
+            p.conn.waiting_since(since);
+        }
+        Some(p.conn)
     }
 
     /// Requests waiting for a thread in the whole pool's workers.

@@ -47,11 +47,17 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn body(self) -> &'static [u8] {
-        match self {
+    /// The 503 and its body, with `Retry-After`.
+    fn answer(self, retry_after: u64) -> (ResponseHead, &'static [u8]) {
+        let body: &'static [u8] = match self {
             Refusal::QueueFull => b"Service Unavailable: the server is at capacity\n",
             Refusal::QueueTimeout => b"Service Unavailable: the request waited too long\n",
-        }
+        };
+        let head = ResponseHead::new(&b"503 Service Unavailable"[..])
+            .header(b"Retry-After", retry_after.to_string())
+            .header(b"Content-Type", b"text/plain; charset=utf-8")
+            .header(b"Content-Length", body.len().to_string());
+        (head, body)
     }
 }
 
@@ -93,11 +99,7 @@ pub async fn refuse(
             Ok(_) => {}
         }
     };
-    let body = why.body();
-    let head = ResponseHead::new(&b"503 Service Unavailable"[..])
-        .header(b"Retry-After", retry_after.to_string())
-        .header(b"Content-Type", b"text/plain; charset=utf-8")
-        .header(b"Content-Length", body.len().to_string());
+    let (head, body) = why.answer(retry_after);
     let mut text = BytesMut::new();
     session.encode_head(&head, &mut text);
     text.extend_from_slice(body);
@@ -136,11 +138,7 @@ pub fn refuse_parked(hub: &Hub, mut conn: Box<DirectConn>, retry_after: u64, why
             Step::Close => return false,
         }
     }
-    let body = why.body();
-    let head = ResponseHead::new(&b"503 Service Unavailable"[..])
-        .header(b"Retry-After", retry_after.to_string())
-        .header(b"Content-Type", b"text/plain; charset=utf-8")
-        .header(b"Content-Length", body.len().to_string());
+    let (head, body) = why.answer(retry_after);
     let next = conn.answer_now(&head, body, hub.is_retiring());
     hub.answered(conn, next);
     true

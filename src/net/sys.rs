@@ -162,15 +162,18 @@ pub fn peer_hung_up(fd: BorrowedFd<'_>, tcp: bool) -> bool {
     };
     // SAFETY: one valid pollfd, borrowed for the call; no waiting.
     let r = unsafe { libc::poll(&mut pfd, 1, 0) };
-    if r <= 0 {
-        return false;
-    }
+    r > 0 && hung_up(pfd.revents, tcp)
+}
+
+/// Whether `poll` events (asked with `POLLRDHUP`) say the peer is gone, by
+/// the rule of [`peer_hung_up`].
+pub fn hung_up(revents: libc::c_short, tcp: bool) -> bool {
     let gone = if tcp {
         libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR
     } else {
         libc::POLLHUP | libc::POLLERR
     };
-    pfd.revents & gone != 0
+    revents & gone != 0
 }
 
 /// A blocking step the caller runs its own way (the worker releases the GIL
