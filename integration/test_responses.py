@@ -4,6 +4,7 @@ import http.client
 import json
 import time
 import uuid
+from urllib.parse import quote
 
 import pytest
 
@@ -27,6 +28,29 @@ def test_invalid_response_head_gives_500_not_a_broken_response(stack, protocol, 
     r = stack.backend("main").request(protocol, path="/response", query="case=" + case)
     assert r.status == 500, r
     assert b"Injected" not in r.raw
+
+
+def test_a_kept_header_list_is_validated_again_after_every_change(spawn):
+    # One thread, so every request meets the head it remembered last.
+    b = spawn("kept-head", ROUTER, "--processes", "1", "--threads", "1", protocols=("fastcgi",))
+
+    def kept(header=None):
+        q = "case=kept" + ("" if header is None else "&header=" + quote(header))
+        return b.request("fastcgi", path="/response", query=q)
+
+    for _ in range(3):
+        r = kept()
+        assert (r.status, r.header("X-Kept"), r.body) == (200, "first", b"kept"), r
+    r = kept("second")
+    assert (r.status, r.header("X-Kept")) == (200, "second"), r
+    assert kept().header("X-Kept") == "second"
+    r = kept("a\r\nInjected: yes")
+    assert r.status == 500 and b"Injected" not in r.raw, r
+    # The bad tuple stays in the list: refused every time, never remembered.
+    r = kept()
+    assert r.status == 500 and b"Injected" not in r.raw, r
+    r = kept("third")
+    assert (r.status, r.header("X-Kept")) == (200, "third"), r
 
 
 def test_content_beyond_content_length_is_not_sent(stack, protocol):

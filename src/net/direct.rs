@@ -154,13 +154,25 @@ impl DirectConn {
             Protocol::Uwsgi => Kind::Uwsgi,
             _ => Kind::FastCgi,
         };
+        let (session, deferred, held) = match spare_state() {
+            Some(spare) => (
+                spare.session.renew(kind, settings.limits, settings.fastcgi),
+                spare.deferred,
+                spare.held,
+            ),
+            None => (
+                Session::new(kind, settings.limits, settings.fastcgi),
+                VecDeque::new(),
+                VecDeque::new(),
+            ),
+        };
         Box::new(DirectConn {
             fd,
             peer,
             protocol,
             buf: spare_buffer(),
-            session: Session::new(kind, settings.limits, settings.fastcgi),
-            deferred: VecDeque::new(),
+            session,
+            deferred,
             first_byte: None,
             noted_wait: None,
             settings,
@@ -168,7 +180,7 @@ impl DirectConn {
             wbuf: BytesMut::new(),
             broken: false,
             served: 0,
-            held: VecDeque::new(),
+            held,
             held_body: 0,
             registered: false,
             count: ConnCount(count),
@@ -605,8 +617,54 @@ impl DirectConn {
         let this = *self;
         keep_spare(this.buf);
         keep_spare(this.wbuf);
+        keep_spare_state(SpareState {
+            session: this.session,
+            deferred: this.deferred,
+            held: this.held,
+        });
     }
 }
+
+/// A closed connection's protocol state and event queues, emptied, for
+/// the next connection this thread accepts.
+struct SpareState {
+    session: Session,
+    deferred: VecDeque<Event>,
+    held: VecDeque<Event>,
+}
+
+thread_local! {
+    static SPARE_STATES: std::cell::RefCell<Vec<SpareState>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn spare_state() -> Option<SpareState> {
+    SPARE_STATES
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+}
+
+fn keep_spare_state(mut spare: SpareState) {
+    // Only FastCGI keeps room worth keeping; queues that grew past a
+    // few events go (one multiplexing burst must not stay with the thread).
+    if spare.session.kind() != Kind::FastCgi
+        || spare.deferred.capacity() > SPARE_EVENTS_MAX
+        || spare.held.capacity() > SPARE_EVENTS_MAX
+    {
+        return;
+    }
+    spare.deferred.clear();
+    spare.held.clear();
+    let _ = SPARE_STATES.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARES_MAX {
+            s.push(spare);
+        }
+    });
+}
+
+/// The largest event queue a spare keeps.
+const SPARE_EVENTS_MAX: usize = 16;
 
 thread_local! {
     /// Read and write buffers of closed connections, for the next ones this thread

@@ -121,6 +121,19 @@ impl Session {
         }
     }
 
+    /// A session for a new connection made from this finished one: a
+    /// FastCGI one is renewed in place, keeping the room it grew (see
+    /// [`ServerConn::renew`]); SCGI and uwsgi keep nothing worth it.
+    pub fn renew(self, kind: Kind, limits: Limits, settings: Settings) -> Session {
+        match (self, kind) {
+            (Session::FastCgi(mut conn), Kind::FastCgi) => {
+                conn.renew(limits, settings);
+                Session::FastCgi(conn)
+            }
+            _ => Session::new(kind, limits, settings),
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Session::FastCgi(_) => Kind::FastCgi,
@@ -299,6 +312,46 @@ mod tests {
         put_record(&mut b, RecordType::Params, RequestId(id), &[]);
         put_record(&mut b, RecordType::Stdin, RequestId(id), &[]);
         b
+    }
+
+    /// Everything a session does with a kept GET and then a cut-off one:
+    /// its events, its error and the bytes it answers.
+    fn transcript(s: &mut Session) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut buf = fastcgi_get(1, true);
+        while let Some(e) = s.poll_event(&mut buf).unwrap() {
+            seen.push(format!("{e:?}"));
+        }
+        let mut out = BytesMut::new();
+        s.end(1, &mut out);
+        seen.push(format!("{out:?} close={}", s.wants_close()));
+        let mut bad = fastcgi_get(2, false);
+        bad[0] = 9; // not FastCGI version 1: the connection is over
+        seen.push(format!("{:?}", s.poll_event(&mut bad)));
+        let mut answer = BytesMut::new();
+        s.take_transmit(&mut answer);
+        seen.push(format!("{answer:?} close={}", s.wants_close()));
+        seen
+    }
+
+    #[test]
+    fn a_renewed_session_behaves_as_a_new_one() {
+        let limits = Limits::default();
+        let fresh = transcript(&mut Session::new(Kind::FastCgi, limits, settings()));
+        let mut used = Session::new(Kind::FastCgi, limits, settings());
+        transcript(&mut used);
+        // A request left half received, to be forgotten too.
+        let mut half = fastcgi_get(3, true);
+        half.truncate(20);
+        let _ = used.poll_event(&mut half);
+        for kind in [Kind::FastCgi, Kind::Scgi] {
+            used = used.renew(kind, limits, settings());
+            assert_eq!(used.kind(), kind);
+        }
+        let mut renewed = used.renew(Kind::FastCgi, limits, settings());
+        assert_eq!(transcript(&mut renewed), fresh);
+        let mut again = renewed.renew(Kind::FastCgi, limits, settings());
+        assert_eq!(transcript(&mut again), fresh);
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct Derived<'a> {
     pub orig_path_info: Option<&'a [u8]>,
     /// The front end's `X-Request-Start` header, as sent.
     pub request_start: Option<&'a [u8]>,
+    /// `REQUEST_METHOD` and `REQUEST_URI` as sent (the scoreboard's).
+    pub method: Option<&'a [u8]>,
+    pub uri: Option<&'a [u8]>,
 }
 
 /// One pass over the front end's variables: the path split, the scheme,
@@ -195,6 +198,8 @@ pub fn derive<'a>(
         orig_script_name: script,
         orig_path_info: path,
         request_start,
+        method,
+        uri,
     })
 }
 

@@ -10,6 +10,9 @@ Content-Length), chosen by ``?case=``:
   long        declares 10 bytes, yields 20               → only 10 reach the client
   short       declares 20 bytes, yields 10               → logged, connection not reused
   errors      writes ?token= to wsgi.errors              → appears in the error log
+  kept        one module-level header list, its X-Kept tuple replaced by
+              ?header= when given: a server that remembers what it
+              validated must see every change (and refuse a bad one)
 """
 from _common import query
 
@@ -24,6 +27,9 @@ CASES = {
     "short": ("200 OK", [("Content-Length", "20")], [b"0123456789"]),
 }
 
+KEPT_STATUS = "200 OK"
+KEPT = [("Content-Type", "text/plain"), ("X-Kept", "first")]
+
 
 def application(environ, start_response):
     q = query(environ)
@@ -33,6 +39,11 @@ def application(environ, start_response):
         environ["wsgi.errors"].flush()
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
+    if case == "kept":
+        if "header" in q:
+            KEPT[1] = ("X-Kept", q["header"])
+        start_response(KEPT_STATUS, KEPT)
+        return [b"kept"]
     status, headers, body = CASES[case]
     # A validating start_response raises here, or the server refuses the
     # headers when it sends them; either way the client must get a 500.

@@ -7,6 +7,7 @@ use crate::environ;
 use crate::link::SharedLink;
 use crate::load::{format_exception, module_name};
 use crate::reply::{send_simple, text_head, Served};
+use crate::request::Request;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyModule, PyString};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -157,10 +158,10 @@ impl AuthContext {
         py: Python<'_>,
         shared: &environ::Shared,
         question: Question,
-        request: &RequestHead,
-        meta: &RequestMeta,
+        req: &Request<'_>,
         link: &SharedLink,
     ) -> Served {
+        let (request, meta) = (req.head, req.meta);
         let vars = &request.vars;
         let cgi = match route::build(vars, request.role, &self.rules) {
             Ok(c) => c,
@@ -174,7 +175,7 @@ impl AuthContext {
             let input = Bound::new(py, crate::input::Input::new(link.clone()))?.into_any();
             let errors = Bound::new(py, crate::errors::ErrorLog::new(meta.request_id))?.into_any();
             let wrapper = py.get_type::<crate::file_wrapper::FileWrapper>().into_any();
-            environ::for_auth(py, shared, &cgi, vars, meta, input, errors, &wrapper)
+            environ::for_auth(py, shared, &cgi, req, input, errors, &wrapper)
         })();
         let answer = match environ {
             Ok(environ) => {

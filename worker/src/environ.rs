@@ -11,10 +11,10 @@
 //! from scratch and becomes the template.
 
 use crate::pystr::latin1;
+use crate::request::Request;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use std::time::{SystemTime, UNIX_EPOCH};
-use wsgi_fpm::exchange::RequestMeta;
 use wsgi_fpm::proto::{CgiVars, RequestHead};
 use wsgi_fpm::route::{self, CgiEnviron, Derived, EnvironRules, NameRule, DEFAULTS};
 
@@ -216,13 +216,13 @@ impl EnvCache {
         py: Python<'py>,
         shared: &Shared,
         rules: &EnvironRules,
-        head: &RequestHead,
+        req: &Request<'_>,
         derived: &Derived<'_>,
-        meta: &RequestMeta,
         input: Bound<'py, PyAny>,
         errors: Bound<'py, PyAny>,
         file_wrapper: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let head = req.head;
         let vars = &head.vars;
         let shape = Shape {
             count: vars.len(),
@@ -247,7 +247,7 @@ impl EnvCache {
                 None => plain_cgi(py, &self.consts, shared, head, rules, file_wrapper)?,
             },
         };
-        self.per_request(py, &env, derived, meta, input, errors)?;
+        self.per_request(py, &env, req, input, errors)?;
         Ok(env)
     }
 
@@ -350,6 +350,18 @@ impl EnvCache {
         env.set_item(c.k_script_name.bind(py), latin1(py, &derived.script_name)?)?;
         env.set_item(c.k_path_info.bind(py), latin1(py, &derived.path_info)?)?;
         put_constants(py, c, shared, &env, derived.https, file_wrapper)?;
+        // The per-request keys are in the template too: on its copy they
+        // are replaced, never inserted, so the copy never grows.
+        for key in [
+            &c.k_input,
+            &c.k_errors,
+            &c.k_request_id,
+            &c.k_queue_start,
+            &c.k_request_start,
+            &c.k_mod_wsgi_queue_start,
+        ] {
+            env.set_item(key.bind(py), py.None())?;
+        }
         self.template = Some(Template {
             dict: env.copy()?.unbind(),
             shape: shape.clone(),
@@ -363,12 +375,11 @@ impl EnvCache {
         &self,
         py: Python<'py>,
         env: &Bound<'py, PyDict>,
-        derived: &Derived<'_>,
-        meta: &RequestMeta,
+        req: &Request<'_>,
         input: Bound<'py, PyAny>,
         errors: Bound<'py, PyAny>,
     ) -> PyResult<()> {
-        let c = &self.consts;
+        let (c, meta) = (&self.consts, req.meta);
         env.set_item(c.k_input.bind(py), input)?;
         env.set_item(c.k_errors.bind(py), errors)?;
         let mut id = [0u8; 26];
@@ -376,15 +387,12 @@ impl EnvCache {
             c.k_request_id.bind(py),
             PyString::new(py, meta.request_id.write_hex(&mut id)),
         )?;
-        let queue_start = derived
-            .request_start
-            .and_then(parse_stamp)
-            .unwrap_or_else(|| seconds(meta.queue_start));
+        let queue_start = seconds(req.queued);
         env.set_item(c.k_queue_start.bind(py), queue_start)?;
-        env.set_item(c.k_request_start.bind(py), seconds(SystemTime::now()))?;
+        env.set_item(c.k_request_start.bind(py), seconds(req.began))?;
         // mod_wsgi's key, read by APM agents: integer microseconds as a string.
-        let mut digits = [0u8; 20];
-        let micros = crate::digits::decimal((queue_start * 1e6) as u64, &mut digits);
+        let mut digits = itoa::Buffer::new();
+        let micros = digits.format((queue_start * 1e6) as u64);
         env.set_item(c.k_mod_wsgi_queue_start.bind(py), PyString::new(py, micros))?;
         Ok(())
     }
@@ -458,25 +466,6 @@ fn seconds(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The front end's own stamp, `X-Request-Start: t=…` in seconds,
-/// milliseconds or microseconds since the epoch (nginx `t=${msec}`).
-pub fn front_end_stamp(vars: &CgiVars) -> Option<f64> {
-    parse_stamp(vars.get(b"HTTP_X_REQUEST_START")?)
-}
-
-fn parse_stamp(raw: &[u8]) -> Option<f64> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let value: f64 = text.trim().trim_start_matches("t=").parse().ok()?;
-    let secs = if value > 1e14 {
-        value / 1e6
-    } else if value > 1e11 {
-        value / 1e3
-    } else {
-        value
-    };
-    (secs > 0.0 && secs.is_finite()).then_some(secs)
-}
-
 /// The environ of an auth question: the reference rules, no caching (auth
 /// requests are not the hot path).
 #[allow(clippy::too_many_arguments)]
@@ -484,12 +473,12 @@ pub fn for_auth<'py>(
     py: Python<'py>,
     shared: &Shared,
     cgi: &CgiEnviron<'_>,
-    vars: &CgiVars,
-    meta: &RequestMeta,
+    req: &Request<'_>,
     input: Bound<'py, PyAny>,
     errors: Bound<'py, PyAny>,
     file_wrapper: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let (vars, meta) = (&req.head.vars, req.meta);
     let env = PyDict::new(py);
     put_cgi(py, &env, cgi, vars)?;
     env.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
@@ -505,9 +494,9 @@ pub fn for_auth<'py>(
     env.set_item("wsgi_fpm.application_group", "")?;
     let mut id = [0u8; 26];
     env.set_item("wsgi_fpm.request_id", meta.request_id.write_hex(&mut id))?;
-    let queue_start = front_end_stamp(vars).unwrap_or_else(|| seconds(meta.queue_start));
+    let queue_start = seconds(req.queued);
     env.set_item("wsgi_fpm.queue_start", queue_start)?;
-    env.set_item("wsgi_fpm.request_start", seconds(SystemTime::now()))?;
+    env.set_item("wsgi_fpm.request_start", seconds(req.began))?;
     env.set_item(
         "mod_wsgi.queue_start",
         crate::digits::itoa((queue_start * 1e6) as u64),

@@ -29,6 +29,7 @@ mod pystr;
 mod refcount;
 mod reload;
 mod reply;
+mod request;
 mod response;
 mod reuse;
 mod serving;

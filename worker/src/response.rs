@@ -9,6 +9,7 @@ use crate::file_wrapper::FileWrapper;
 use crate::link::SharedLink;
 use crate::load::format_exception;
 use crate::reply::{send_simple, text_head, Served};
+use crate::request::Request;
 use crate::reuse::Reuse;
 use crate::start_response::{Ending, Responder};
 use pyo3::prelude::*;
@@ -19,7 +20,7 @@ use std::time::SystemTime;
 use tracing::{debug, error, warn};
 use wsgi_fpm::access_log::AccessRecord;
 use wsgi_fpm::exchange::RequestMeta;
-use wsgi_fpm::proto::{RequestHead, ResponseHead};
+use wsgi_fpm::proto::ResponseHead;
 use wsgi_fpm::route::{self, EnvironRules};
 
 /// What every request of this worker shares.
@@ -49,11 +50,10 @@ pub fn serve(
     py: Python<'_>,
     ctx: &AppContext,
     cache: &mut PerThread,
-    head: &RequestHead,
-    meta: &RequestMeta,
+    req: &Request<'_>,
     link: &SharedLink,
-    gil_wait: std::time::Duration,
 ) -> Served {
+    let meta = req.meta;
     if link.with(|x| x.is_cancelled()).unwrap_or(true) {
         debug!(request_id = %meta.request_id, "front end gave up before the request started; not running it");
         return Served {
@@ -62,103 +62,58 @@ pub fn serve(
             aborted: true,
         };
     }
-    let called = SystemTime::now();
     let logging = wsgi_fpm::access_log::enabled();
     let rss_before = logging.then(wsgi_fpm::recycle::current_rss).flatten();
-    if !ctx.queue_timeout.is_zero() {
-        if let Some(waited) = waited_too_long(head, meta, called, ctx.queue_timeout) {
-            warn!(peer = %meta.peer, request_id = %meta.request_id, "request waited {:.1}s for a thread, over --queue-timeout: answering 503", waited.as_secs_f64());
-            if let Some(board) = &ctx.board {
-                board.queue_timeout();
-            }
-            let body = "Service Unavailable: the request waited too long\n";
-            let head = ResponseHead::new(&b"503 Service Unavailable"[..])
-                .header(
-                    b"Retry-After",
-                    itoa(crate::reply::retry_after(ctx.queue_timeout.as_secs_f64())),
-                )
-                .header(b"Content-Type", b"text/plain; charset=utf-8")
-                .header(b"Content-Length", itoa(body.len() as u64));
-            return send_simple(py, link, head, body);
+    let waited = req.queue_time();
+    if !ctx.queue_timeout.is_zero() && waited > ctx.queue_timeout {
+        warn!(peer = %meta.peer, request_id = %meta.request_id, "request waited {:.1}s for a thread, over --queue-timeout: answering 503", waited.as_secs_f64());
+        if let Some(board) = &ctx.board {
+            board.queue_timeout();
         }
+        let body = "Service Unavailable: the request waited too long\n";
+        let head = ResponseHead::new(&b"503 Service Unavailable"[..])
+            .header(
+                b"Retry-After",
+                itoa(crate::reply::retry_after(ctx.queue_timeout.as_secs_f64())),
+            )
+            .header(b"Content-Type", b"text/plain; charset=utf-8")
+            .header(b"Content-Length", itoa(body.len() as u64));
+        return send_simple(py, link, head, body);
     }
     let question = ctx
         .auth
         .as_ref()
-        .and_then(|auth| Some((auth, auth.question(head)?)));
+        .and_then(|auth| Some((auth, auth.question(req.head)?)));
     let served = match question {
-        Some((auth, question)) => auth.answer(py, &ctx.shared, question, head, meta, link),
-        None => serve_app(py, ctx, cache, head, meta, link),
+        Some((auth, question)) => auth.answer(py, &ctx.shared, question, req, link),
+        None => serve_app(py, ctx, cache, req, link),
     };
     if logging {
         let rss_change = rss_before
             .zip(wsgi_fpm::recycle::current_rss())
             .map(|(before, after)| after as i64 - before as i64);
-        log_access(head, meta, called, &served, gil_wait, rss_change);
+        log_access(req, &served, rss_change);
     }
     served
-}
-
-/// When the request began to wait: the front end's `X-Request-Start`
-/// stamp where it sends one (nginx `t=${msec}`), else its first byte
-/// reaching wsgi-fpm. Queue-timeout, queue time and request time count
-/// from here.
-pub fn queue_start(head: &RequestHead, meta: &RequestMeta) -> SystemTime {
-    let stamp = crate::environ::front_end_stamp(&head.vars)
-        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
-        .and_then(|d| std::time::UNIX_EPOCH.checked_add(d));
-    trusted_stamp(stamp, meta.queue_start, SystemTime::now()).unwrap_or(meta.queue_start)
-}
-
-/// How far a front end's clock may run ahead of ours, and how long before
-/// its first byte reached wsgi-fpm a request may have been with the front
-/// end: a stamp outside that (a client's own header passed through, a
-/// clock far off) is not a queue time, and the first byte counts instead.
-const STAMP_AHEAD: std::time::Duration = std::time::Duration::from_secs(1);
-const STAMP_BEHIND: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// The stamp, if it is plausible beside the first byte and now.
-fn trusted_stamp(
-    stamp: Option<SystemTime>,
-    first_byte: SystemTime,
-    now: SystemTime,
-) -> Option<SystemTime> {
-    let stamp = stamp?;
-    let not_after = now.checked_add(STAMP_AHEAD)?;
-    let not_before = first_byte.checked_sub(STAMP_BEHIND)?;
-    (not_before <= stamp && stamp <= not_after).then_some(stamp)
-}
-
-/// How long the request waited before a thread took it, when that is over
-/// `limit`.
-fn waited_too_long(
-    head: &RequestHead,
-    meta: &RequestMeta,
-    now: SystemTime,
-    limit: std::time::Duration,
-) -> Option<std::time::Duration> {
-    let waited = now.duration_since(queue_start(head, meta)).ok()?;
-    (waited > limit).then_some(waited)
 }
 
 fn serve_app(
     py: Python<'_>,
     ctx: &AppContext,
     cache: &mut PerThread,
-    head: &RequestHead,
-    meta: &RequestMeta,
+    req: &Request<'_>,
     link: &SharedLink,
 ) -> Served {
-    let derived = match route::derive(&head.vars, head.role, &ctx.rules) {
+    let derived = match &req.derived {
         Ok(d) => d,
         Err(e) => {
-            warn!(peer = %meta.peer, request_id = %meta.request_id, "refusing request: {e}");
+            warn!(peer = %req.meta.peer, request_id = %req.meta.request_id, "refusing request: {e}");
             let (head, body) = text_head(e.status());
             return send_simple(py, link, head, &body);
         }
     };
     let responder = Arc::new(Responder::new(link.clone(), derived.is_head));
-    let ending = run_app(py, ctx, cache, head, &derived, meta, link, &responder);
+    let ending = run_app(py, ctx, cache, req, derived, link, &responder);
     Served {
         status: responder.status(),
         bytes: responder.bytes_sent(),
@@ -166,15 +121,9 @@ fn serve_app(
     }
 }
 
-fn log_access(
-    head: &RequestHead,
-    meta: &RequestMeta,
-    called: SystemTime,
-    served: &Served,
-    gil_wait: std::time::Duration,
-    rss_change: Option<i64>,
-) {
-    let vars = &head.vars;
+fn log_access(req: &Request<'_>, served: &Served, rss_change: Option<i64>) {
+    let meta = req.meta;
+    let vars = &req.head.vars;
     let var = |name: &[u8]| String::from_utf8_lossy(vars.get(name).unwrap_or(b"")).into_owned();
     let (addr, user) = (var(b"REMOTE_ADDR"), var(b"REMOTE_USER"));
     let method = String::from_utf8_lossy(vars.get(b"REQUEST_METHOD").unwrap_or(b"-")).into_owned();
@@ -185,7 +134,6 @@ fn log_access(
         var(b"HTTP_USER_AGENT"),
     );
     let now = SystemTime::now();
-    let queued_at = queue_start(head, meta);
     let peer = meta.peer.to_string();
     let request_id = meta.request_id.to_string();
     wsgi_fpm::access_log::write(&AccessRecord {
@@ -199,26 +147,25 @@ fn log_access(
         bytes: served.bytes,
         referer: &referer,
         user_agent: &agent,
-        duration: now.duration_since(queued_at).unwrap_or_default(),
-        queue: called.duration_since(queued_at).unwrap_or_default(),
-        gil_wait,
+        duration: now.duration_since(req.queued).unwrap_or_default(),
+        queue: req.queue_time(),
+        gil_wait: req.gil_wait,
         rss_change,
         request_id: &request_id,
         aborted: served.aborted,
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_app(
     py: Python<'_>,
     ctx: &AppContext,
     cache: &mut PerThread,
-    head: &RequestHead,
+    req: &Request<'_>,
     derived: &route::Derived<'_>,
-    meta: &RequestMeta,
     link: &SharedLink,
     responder: &Arc<Responder>,
 ) -> Ending {
+    let (head, meta) = (req.head, req.meta);
     let mut call = || -> PyResult<Option<Bound<'_, PyAny>>> {
         let input = cache.reuse.input(py, link)?.into_any();
         let errors = cache.reuse.errors(py, meta.request_id)?.into_any();
@@ -227,9 +174,8 @@ fn run_app(
             py,
             &ctx.shared,
             &ctx.rules,
-            head,
+            req,
             derived,
-            meta,
             input,
             errors,
             &wrapper,
@@ -366,30 +312,4 @@ fn regular_file(
         Err(_) => return Ok(None),
     };
     Ok(Some((file, offset, meta.len().saturating_sub(offset))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn only_a_plausible_front_end_stamp_counts_as_the_queue_start() {
-        let first = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let now = first + Duration::from_millis(20);
-        let secs = |s: f64| Some(first + Duration::from_secs_f64(s));
-        let back = |s: u64| Some(first - Duration::from_secs(s));
-        let cases = [
-            (None, None),
-            (back(2), back(2)),
-            (back(599), back(599)),
-            (back(601), None),
-            (secs(0.5), secs(0.5)),
-            (secs(1.5), None),
-            (Some(UNIX_EPOCH), None),
-        ];
-        for (n, (stamp, want)) in cases.into_iter().enumerate() {
-            assert_eq!(trusted_stamp(stamp, first, now), want, "case {n}");
-        }
-    }
 }

@@ -65,6 +65,7 @@ impl Reuse {
             StartResponse {
                 responder: responder.clone(),
                 write: None,
+                memo: None,
             },
         )?;
         self.start = Some(obj.clone().unbind());

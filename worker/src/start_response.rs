@@ -13,7 +13,7 @@ use crate::link::{ReleaseGil, SharedLink, Unusable};
 use crate::pystr::latin1_bytes;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyList, PyString, PyTuple};
 use std::sync::{Arc, Mutex};
 use wsgi_fpm::exchange::Gone;
 use wsgi_fpm::proto::ResponseHead;
@@ -332,6 +332,76 @@ pub struct StartResponse {
     /// The `write` callable last returned, reused when nothing else holds
     /// it (most applications drop it at once).
     pub write: Option<Py<Write>>,
+    /// The last status and headers this thread validated.
+    pub memo: Option<HeadMemo>,
+}
+
+/// A validated head, known by the identity of what the application
+/// passed: the same status string and the same header tuples, in the same
+/// order (a module constant, or a framework's fixed headers), give the
+/// same head without validating it again. Exact `str` and `tuple` objects
+/// cannot change, and the memo holds them, so no other object can take
+/// their place at the same address.
+pub struct HeadMemo {
+    status: Py<PyAny>,
+    items: Vec<Py<PyAny>>,
+    head: ResponseHead,
+    declared_len: Option<u64>,
+}
+
+impl HeadMemo {
+    /// The head, when `status` and every item of `headers` are the very
+    /// objects it was made from.
+    fn recall(
+        &self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+    ) -> Option<(ResponseHead, Option<u64>)> {
+        if !status.is(&self.status) {
+            return None;
+        }
+        let list = headers.cast::<PyList>().ok()?;
+        if list.len() != self.items.len() {
+            return None;
+        }
+        let same = list
+            .iter()
+            .zip(&self.items)
+            .all(|(item, kept)| item.is(kept));
+        same.then(|| (self.head.clone(), self.declared_len))
+    }
+
+    /// A memo of a head just validated, when what it came from cannot
+    /// change (exact `str` and `tuple` objects only).
+    fn of(
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        head: &ResponseHead,
+        declared_len: Option<u64>,
+    ) -> Option<HeadMemo> {
+        if !status.is_exact_instance_of::<PyString>() {
+            return None;
+        }
+        let list = headers.cast::<PyList>().ok()?;
+        let mut items = Vec::with_capacity(list.len());
+        for item in list.iter() {
+            let pair = item.cast::<PyTuple>().ok()?;
+            let frozen = item.is_exact_instance_of::<PyTuple>()
+                && pair
+                    .iter()
+                    .all(|part| part.is_exact_instance_of::<PyString>());
+            if !frozen {
+                return None;
+            }
+            items.push(item.unbind());
+        }
+        Some(HeadMemo {
+            status: status.clone().unbind(),
+            items,
+            head: head.clone(),
+            declared_len,
+        })
+    }
 }
 
 /// The `write` callable `start_response` returns (PEP 3333's legacy
@@ -369,7 +439,15 @@ impl StartResponse {
                 return Err(PyErr::from_value(value));
             }
         }
-        let (head, declared_len) = validate(status, headers)?;
+        let recalled = self.memo.as_ref().and_then(|m| m.recall(status, headers));
+        let (head, declared_len) = match recalled {
+            Some(known) => known,
+            None => {
+                let (head, declared_len) = validate(status, headers)?;
+                self.memo = HeadMemo::of(status, headers, &head, declared_len);
+                (head, declared_len)
+            }
+        };
         self.responder
             .start(head, declared_len, exc_info.is_some())?;
         if let Some(write) = self.write.as_ref().filter(|w| crate::refcount::sole(w)) {
@@ -429,8 +507,7 @@ fn validate(
     let list = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err("response headers must be a list of (name, value) tuples")
     })?;
-    let mut head =
-        ResponseHead::with_capacity(bytes::Bytes::copy_from_slice(&status), 32 * list.len());
+    let mut head = ResponseHead::with_capacity(&status[..], 32 * list.len());
     let mut declared_len = None;
     for item in list.iter() {
         let pair = item.cast::<PyTuple>().map_err(|_| {

@@ -9,6 +9,7 @@
 
 use crate::environ::EnvCache;
 use crate::link::{Link, SharedLink};
+use crate::request::Request;
 use crate::response::{self, AppContext, PerThread};
 use crate::watchdog::Registry;
 use pyo3::prelude::*;
@@ -72,9 +73,8 @@ fn run(pool: &Pool, index: usize) {
         pool.registry.register_thread(index);
         loop {
             let hub = &pool.hub;
-            // How long taking the GIL back took: the GIL wait (SPEC §8).
+            // From here to taking the GIL back: the GIL wait (SPEC §8).
             let (work, woke) = py.detach(|| (hub.wait(), Instant::now()));
-            let gil_wait = woke.elapsed();
             if matches!(work, Work::Stop) {
                 break;
             }
@@ -85,21 +85,13 @@ fn run(pool: &Pool, index: usize) {
             // gracefully.
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
                 Work::Stop => {}
-                Work::Conn(ready) => serve_conn(py, pool, &me, &mut cache, ready, gil_wait),
+                Work::Conn(ready) => serve_conn(py, pool, &me, &mut cache, ready, woke),
                 Work::Request(request) => {
                     let request = *request;
                     let link = SharedLink::new(Link::Channel(request.exchange));
-                    let started = begin(pool, &me, &request.head, &request.meta, &link);
-                    response::serve(
-                        py,
-                        &pool.ctx,
-                        &mut cache,
-                        &request.head,
-                        &request.meta,
-                        &link,
-                        gil_wait,
-                    );
-                    end(pool, &me, started, gil_wait);
+                    let req = begin(pool, &me, &request.head, &request.meta, &link, Some(woke));
+                    response::serve(py, &pool.ctx, &mut cache, &req, &link);
+                    end(pool, &me, &req);
                     drop(link.take());
                 }
             }));
@@ -140,15 +132,16 @@ fn serve_conn(
     me: &Thread<'_>,
     cache: &mut PerThread,
     ready: Ready,
-    mut gil_wait: Duration,
+    woke: Instant,
 ) {
+    let mut woke = Some(woke);
     let mut next = Some(ready);
     while let Some(Ready { conn, head, meta }) = next.take() {
         let link = SharedLink::new(Link::Direct(conn));
-        let started = begin(pool, me, &head, &meta, &link);
-        response::serve(py, &pool.ctx, cache, &head, &meta, &link, gil_wait);
-        end(pool, me, started, gil_wait);
-        gil_wait = Duration::ZERO;
+        let req = begin(pool, me, &head, &meta, &link, woke.take());
+        response::serve(py, &pool.ctx, cache, &req, &link);
+        end(pool, me, &req);
+        drop(req);
         drop(head);
         next = match link.take() {
             Some(Link::Direct(conn)) => pool.hub.after(conn),
@@ -157,26 +150,17 @@ fn serve_conn(
     }
 }
 
-/// What [`begin`] noted for [`end`].
-struct Started {
-    at: Instant,
-    /// When the request began to wait (`response::queue_start`).
-    queued_at: SystemTime,
-}
-
-fn begin(
-    pool: &Pool,
+fn begin<'a>(
+    pool: &'a Pool,
     me: &Thread<'_>,
-    head: &RequestHead,
-    meta: &RequestMeta,
+    head: &'a RequestHead,
+    meta: &'a RequestMeta,
     link: &SharedLink,
-) -> Started {
+    woke: Option<Instant>,
+) -> Request<'a> {
     pool.activity.started();
-    let vars = &head.vars;
-    let (method, uri) = (
-        vars.get(b"REQUEST_METHOD").unwrap_or(b""),
-        vars.get(b"REQUEST_URI").unwrap_or(b""),
-    );
+    let req = Request::take_up(head, meta, &pool.ctx.rules, woke);
+    let (method, uri) = req.method_and_uri();
     pool.registry
         .begin(me.index, meta.request_id, method, uri, link);
     wsgi_fpm::log::set_request(Some(meta.request_id));
@@ -193,17 +177,14 @@ fn begin(
                 meta.request_id.write_hex(&mut id).as_bytes(),
                 method,
                 uri,
-                unix_ms(SystemTime::now()),
+                unix_ms(req.began),
             );
         }
     }
-    Started {
-        at: Instant::now(),
-        queued_at: response::queue_start(head, meta),
-    }
+    req
 }
 
-fn end(pool: &Pool, me: &Thread<'_>, started: Started, gil_wait: Duration) {
+fn end(pool: &Pool, me: &Thread<'_>, req: &Request<'_>) {
     pool.registry.end(me.index);
     wsgi_fpm::log::set_request(None);
     pool.activity.finished();
@@ -212,12 +193,9 @@ fn end(pool: &Pool, me: &Thread<'_>, started: Started, gil_wait: Duration) {
         if let Some(t) = board.thread(me.index) {
             t.end();
         }
-        let ran = started.at.elapsed();
-        let queued = SystemTime::now()
-            .duration_since(started.queued_at)
-            .unwrap_or_default()
-            .saturating_sub(ran);
-        board.record(micros(ran + queued), micros(queued), micros(gil_wait));
+        let ran = req.began_at.elapsed();
+        let queued = req.queue_time();
+        board.record(micros(ran + queued), micros(queued), micros(req.gil_wait));
         // One reading per request, at its end: the difference from the
         // previous end is what this request cost the thread (its wait
         // for work, accept and read included), at half the system calls

@@ -235,6 +235,29 @@ impl ServerConn {
         }
     }
 
+    /// The state of a new connection, in place: the room the collections
+    /// grew to stays (a worker taking a connection per request then
+    /// allocates nothing for them).
+    pub fn renew(&mut self, limits: Limits, settings: Settings) {
+        // Every field named, so a new one cannot be forgotten here.
+        let ServerConn {
+            limits: l,
+            settings: s,
+            slots,
+            events,
+            out,
+            close_pending,
+            fatal,
+        } = self;
+        *l = limits;
+        *s = settings;
+        slots.0.clear();
+        events.clear();
+        out.clear();
+        *close_pending = false;
+        *fatal = None;
+    }
+
     /// Consumes every complete record at the front of `buf` (a partial one
     /// stays for the next call); events and replies queue up.
     ///
