@@ -136,6 +136,10 @@ pub struct EnvCache {
     names: std::collections::HashMap<Vec<u8>, Py<PyString>>,
 }
 
+/// Values a request may change from the template's and still be a copy
+/// of it (past this, building afresh costs about the same).
+const CHANGED_MAX: usize = 16;
+
 /// Names remembered beyond their position; past this the map starts over
 /// (a peer sending ever new names must not grow the worker).
 const MAX_NAMES: usize = 1024;
@@ -267,21 +271,29 @@ impl EnvCache {
         if template.shape != *shape {
             return Ok(None);
         }
-        for (slot, (name, _)) in self.slots.iter().zip(vars.iter()) {
+        // One pass: every name must be its slot's; the values that differ
+        // from the slot's are noted, to be set on the copy.
+        let mut changed: [(usize, &[u8]); CHANGED_MAX] = [(0, b""); CHANGED_MAX];
+        let mut n = 0;
+        for (i, (slot, (name, value))) in self.slots.iter().zip(vars.iter()).enumerate() {
             if slot.name != name {
                 return Ok(None);
             }
+            if slot.rule != NameRule::Drop && slot.value != value {
+                if n == CHANGED_MAX {
+                    return Ok(None);
+                }
+                changed[n] = (i, value);
+                n += 1;
+            }
         }
-        // The slots hold the values the template was built with: only
-        // what differs from those is set (the template itself never
-        // changes, so a value that comes back finds it as it was).
+        // The slots hold the values the template was built with (the
+        // template itself never changes, so a value that comes back finds
+        // it as it was).
         let env = template.dict.bind(py).copy()?;
         let _ = rules;
-        for (slot, (_, value)) in self.slots.iter().zip(vars.iter()) {
-            if slot.rule == NameRule::Drop || slot.value == value {
-                continue;
-            }
-            env.set_item(slot.key.bind(py), latin1(py, value)?)?;
+        for &(i, value) in &changed[..n] {
+            env.set_item(self.slots[i].key.bind(py), latin1(py, value)?)?;
         }
         if template.script_name[..] != derived.script_name[..] {
             env.set_item(

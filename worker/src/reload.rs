@@ -10,9 +10,10 @@
 use crate::load::{self, format_exception};
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::SystemTime;
 use tracing::{error, info};
 use wsgi_fpm::config::PoolConfig;
 
@@ -25,21 +26,31 @@ pub struct App {
 
 struct Script {
     path: PathBuf,
+    /// The same, made C-ready once: it is looked at on every request.
+    c_path: CString,
     /// The mtime the loaded code came from.
-    loaded: Mutex<Option<SystemTime>>,
+    loaded: Mutex<Option<Mtime>>,
     support: Py<PyModule>,
     pool: PoolConfig,
 }
 
-fn mtime(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// Seconds and nanoseconds, as `stat(2)` gives them.
+type Mtime = (i64, i64);
+
+/// One `stat(2)`, with no path conversion on the way.
+fn mtime(path: &CStr) -> Option<Mtime> {
+    nix::sys::stat::stat(path)
+        .ok()
+        .map(|st| (st.st_mtime, st.st_mtime_nsec))
 }
 
 impl App {
     pub fn new(app: Py<PyAny>, support: &Bound<'_, PyModule>, pool: &PoolConfig) -> App {
         let path = PathBuf::from(&pool.app);
-        let script = path.is_absolute().then(|| Script {
-            loaded: Mutex::new(mtime(&path)),
+        let c_path = CString::new(path.as_os_str().as_bytes()).ok();
+        let script = c_path.filter(|_| path.is_absolute()).map(|c_path| Script {
+            loaded: Mutex::new(mtime(&c_path)),
+            c_path,
             path,
             support: support.clone().unbind(),
             pool: pool.clone(),
@@ -60,7 +71,7 @@ impl App {
     }
 
     fn reload_if_changed(&self, py: Python<'_>, script: &Script) {
-        let now = mtime(&script.path);
+        let now = mtime(&script.c_path);
         {
             let Ok(mut loaded) = script.loaded.lock() else {
                 return;

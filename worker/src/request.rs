@@ -23,6 +23,8 @@ pub struct Request<'a> {
     pub began: SystemTime,
     /// The same instant on the monotonic clock, for how long it ran.
     pub began_at: Instant,
+    /// How long it waited before a thread took it.
+    pub queue_time: Duration,
     /// How long the thread waited for the GIL just before it.
     pub gil_wait: Duration,
 }
@@ -43,20 +45,17 @@ impl<'a> Request<'a> {
             Ok(d) => d.request_start,
             Err(_) => head.vars.get(b"HTTP_X_REQUEST_START"),
         };
+        let queued = queue_start(stamp, meta.queue_start, began);
         Request {
             head,
             meta,
             derived,
-            queued: queue_start(stamp, meta.queue_start, began),
+            queued,
+            queue_time: began.duration_since(queued).unwrap_or_default(),
             began,
             began_at,
             gil_wait: woke.map_or(Duration::ZERO, |w| began_at.saturating_duration_since(w)),
         }
-    }
-
-    /// How long it waited before a thread took it.
-    pub fn queue_time(&self) -> Duration {
-        self.began.duration_since(self.queued).unwrap_or_default()
     }
 
     /// The method and URI as sent, for the scoreboard and the watchdog.

@@ -64,7 +64,7 @@ pub fn serve(
     }
     let logging = wsgi_fpm::access_log::enabled();
     let rss_before = logging.then(wsgi_fpm::recycle::current_rss).flatten();
-    let waited = req.queue_time();
+    let waited = req.queue_time;
     if !ctx.queue_timeout.is_zero() && waited > ctx.queue_timeout {
         warn!(peer = %meta.peer, request_id = %meta.request_id, "request waited {:.1}s for a thread, over --queue-timeout: answering 503", waited.as_secs_f64());
         if let Some(board) = &ctx.board {
@@ -148,7 +148,7 @@ fn log_access(req: &Request<'_>, served: &Served, rss_change: Option<i64>) {
         referer: &referer,
         user_agent: &agent,
         duration: now.duration_since(req.queued).unwrap_or_default(),
-        queue: req.queue_time(),
+        queue: req.queue_time,
         gil_wait: req.gil_wait,
         rss_change,
         request_id: &request_id,

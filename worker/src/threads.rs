@@ -162,7 +162,7 @@ fn begin<'a>(
     let req = Request::take_up(head, meta, &pool.ctx.rules, woke);
     let (method, uri) = req.method_and_uri();
     pool.registry
-        .begin(me.index, meta.request_id, method, uri, link);
+        .begin(me.index, req.began_at, meta.request_id, method, uri, link);
     wsgi_fpm::log::set_request(Some(meta.request_id));
     if pool.recycler.on_request() {
         // maximum-requests: serve N, stop accepting, and let kept
@@ -194,7 +194,7 @@ fn end(pool: &Pool, me: &Thread<'_>, req: &Request<'_>) {
             t.end();
         }
         let ran = req.began_at.elapsed();
-        let queued = req.queue_time();
+        let queued = req.queue_time;
         board.record(micros(ran + queued), micros(queued), micros(req.gil_wait));
         // One reading per request, at its end: the difference from the
         // previous end is what this request cost the thread (its wait

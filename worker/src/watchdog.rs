@@ -49,26 +49,38 @@ struct ThreadEntry {
     /// The thread's Python ident (`threading.get_ident()`), 0 until known.
     ident: AtomicU64,
     name: String,
-    current: Mutex<Option<Running>>,
+    current: Mutex<Current>,
+}
+
+/// What a thread serves, if anything. The method and URI have their own
+/// room beside it, written in place: the request path copies no more
+/// than their bytes.
+struct Current {
+    running: Option<Running>,
+    what: [u8; WHAT_BYTES],
+    what_len: usize,
+}
+
+impl Current {
+    fn what(&self) -> String {
+        label(&self.what[..self.what_len])
+    }
+}
+
+/// Method and URI as a log line shows them.
+fn label(what: &[u8]) -> String {
+    wsgi_fpm::log::escape(&String::from_utf8_lossy(what)).into_owned()
 }
 
 /// The request a thread serves.
 struct Running {
     started: Instant,
     id: RequestId,
-    what: [u8; WHAT_BYTES],
-    what_len: usize,
     link: SharedLink,
     slow_logged: bool,
     /// When `RequestTimeout` was raised in it.
     timed_out: Option<Instant>,
     replacement_asked: bool,
-}
-
-impl Running {
-    fn what(&self) -> String {
-        wsgi_fpm::log::escape(&String::from_utf8_lossy(&self.what[..self.what_len])).into_owned()
-    }
 }
 
 impl Registry {
@@ -78,7 +90,11 @@ impl Registry {
                 .map(|n| ThreadEntry {
                     ident: AtomicU64::new(0),
                     name: format!("wsgi-{n}"),
-                    current: Mutex::new(None),
+                    current: Mutex::new(Current {
+                        running: None,
+                        what: [0; WHAT_BYTES],
+                        what_len: 0,
+                    }),
                 })
                 .collect(),
         })
@@ -94,24 +110,30 @@ impl Registry {
         }
     }
 
-    /// Thread `index` starts serving a request.
-    pub fn begin(&self, index: usize, id: RequestId, method: &[u8], uri: &[u8], link: &SharedLink) {
+    /// Thread `index` started serving a request at `started`.
+    pub fn begin(
+        &self,
+        index: usize,
+        started: Instant,
+        id: RequestId,
+        method: &[u8],
+        uri: &[u8],
+        link: &SharedLink,
+    ) {
         let Some(t) = self.threads.get(index) else {
             return;
         };
-        let mut what = [0u8; WHAT_BYTES];
-        let mut len = 0;
-        for part in [method, b" ", uri] {
-            let n = part.len().min(WHAT_BYTES - len);
-            what[len..len + n].copy_from_slice(&part[..n]);
-            len += n;
-        }
         if let Ok(mut cur) = t.current.lock() {
-            *cur = Some(Running {
-                started: Instant::now(),
+            let mut len = 0;
+            for part in [method, b" ", uri] {
+                let n = part.len().min(WHAT_BYTES - len);
+                cur.what[len..len + n].copy_from_slice(&part[..n]);
+                len += n;
+            }
+            cur.what_len = len;
+            cur.running = Some(Running {
+                started,
                 id,
-                what,
-                what_len: len,
                 link: link.clone(),
                 slow_logged: false,
                 timed_out: None,
@@ -124,7 +146,7 @@ impl Registry {
     pub fn end(&self, index: usize) {
         if let Some(t) = self.threads.get(index) {
             if let Ok(mut cur) = t.current.lock() {
-                *cur = None;
+                cur.running = None;
             }
         }
     }
@@ -189,24 +211,28 @@ fn check(w: &Watchdog) {
             let Ok(mut cur) = t.current.lock() else {
                 continue;
             };
-            let Some(r) = cur.as_mut() else { continue };
+            let cur = &mut *cur;
+            let Some(r) = cur.running.as_mut() else {
+                continue;
+            };
+            let what = || label(&cur.what[..cur.what_len]);
             let elapsed = r.started.elapsed();
             if let Some(when) = r.timed_out {
                 if !r.replacement_asked && when.elapsed() >= GRACE {
                     r.replacement_asked = true;
-                    Some((Finding::StillStuck, r.id, r.what(), elapsed, r.link.clone()))
+                    Some((Finding::StillStuck, r.id, what(), elapsed, r.link.clone()))
                 } else {
                     None
                 }
             } else if !w.request_timeout.is_zero() && elapsed >= w.request_timeout {
                 r.timed_out = Some(Instant::now());
-                Some((Finding::TimedOut, r.id, r.what(), elapsed, r.link.clone()))
+                Some((Finding::TimedOut, r.id, what(), elapsed, r.link.clone()))
             } else if !w.slow_log_timeout.is_zero()
                 && !r.slow_logged
                 && elapsed >= w.slow_log_timeout
             {
                 r.slow_logged = true;
-                Some((Finding::Slow, r.id, r.what(), elapsed, r.link.clone()))
+                Some((Finding::Slow, r.id, what(), elapsed, r.link.clone()))
             } else {
                 None
             }
@@ -329,20 +355,21 @@ pub fn dump_all(support: Py<PyModule>, registry: Arc<Registry>) {
                         .threads
                         .iter()
                         .find(|t| t.ident.load(Ordering::Relaxed) == ident);
-                    let label =
-                        match serving {
-                            Some(t) => match t.current.lock().ok().and_then(|c| {
-                                c.as_ref().map(|r| (r.id, r.what(), r.started.elapsed()))
-                            }) {
-                                Some((id, what, elapsed)) => format!(
-                                    "{} serving {what} (request {id}, {:.1}s)",
-                                    t.name,
-                                    elapsed.as_secs_f64()
-                                ),
-                                None => format!("{} idle", t.name),
-                            },
-                            None => format!("thread {ident}"),
-                        };
+                    let label = match serving {
+                        Some(t) => match t.current.lock().ok().and_then(|c| {
+                            c.running
+                                .as_ref()
+                                .map(|r| (r.id, c.what(), r.started.elapsed()))
+                        }) {
+                            Some((id, what, elapsed)) => format!(
+                                "{} serving {what} (request {id}, {:.1}s)",
+                                t.name,
+                                elapsed.as_secs_f64()
+                            ),
+                            None => format!("{} idle", t.name),
+                        },
+                        None => format!("thread {ident}"),
+                    };
                     warn!("SIGUSR2: {label}:\n{stack}");
                 }
                 for t in &registry.threads {
