@@ -122,7 +122,7 @@ struct Current {
 #[derive(Debug)]
 pub enum Step {
     /// A complete request head: serve it.
-    Ready(Box<RequestHead>, RequestMeta),
+    Ready(RequestHead, RequestMeta),
     /// More bytes are needed.
     NeedMore,
     /// Several FastCGI requests are in flight at once: hand the connection
@@ -155,11 +155,10 @@ impl DirectConn {
             _ => Kind::FastCgi,
         };
         let (session, deferred, held) = match spare_state() {
-            Some(spare) => (
-                spare.session.renew(kind, settings.limits, settings.fastcgi),
-                spare.deferred,
-                spare.held,
-            ),
+            Some(mut spare) => {
+                spare.session.renew(kind, settings.limits, settings.fastcgi);
+                (spare.session, spare.deferred, spare.held)
+            }
             None => (
                 Session::new(kind, settings.limits, settings.fastcgi),
                 VecDeque::new(),
@@ -310,7 +309,7 @@ impl DirectConn {
                             c.body_done = true;
                         }
                     }
-                    return Step::Ready(Box::new(head), meta);
+                    return Step::Ready(head, meta);
                 }
                 Event::Rejected { id, error } => {
                     warn!(peer = %self.peer, proto = %self.protocol, request = id, %error, "request refused");
@@ -614,13 +613,22 @@ impl DirectConn {
     /// Closes the connection; its buffers go back to this thread's
     /// spares for the next connection.
     pub fn close(self: Box<Self>) {
-        let this = *self;
-        keep_spare(this.buf);
-        keep_spare(this.wbuf);
+        // Only what is kept is moved out of the box; the rest (the
+        // descriptor, closed here) is dropped in place.
+        let DirectConn {
+            buf,
+            wbuf,
+            session,
+            deferred,
+            held,
+            ..
+        } = *self;
+        keep_spare(buf);
+        keep_spare(wbuf);
         keep_spare_state(SpareState {
-            session: this.session,
-            deferred: this.deferred,
-            held: this.held,
+            session,
+            deferred,
+            held,
         });
     }
 }

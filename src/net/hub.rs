@@ -59,7 +59,7 @@ pub enum Work {
 #[derive(Debug)]
 pub struct Ready {
     pub conn: Box<DirectConn>,
-    pub head: Box<crate::proto::RequestHead>,
+    pub head: crate::proto::RequestHead,
     pub meta: crate::exchange::RequestMeta,
 }
 

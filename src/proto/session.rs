@@ -121,16 +121,13 @@ impl Session {
         }
     }
 
-    /// A session for a new connection made from this finished one: a
-    /// FastCGI one is renewed in place, keeping the room it grew (see
+    /// This finished session made ready for a new connection: a FastCGI
+    /// one is renewed in place, keeping the room it grew (see
     /// [`ServerConn::renew`]); SCGI and uwsgi keep nothing worth it.
-    pub fn renew(self, kind: Kind, limits: Limits, settings: Settings) -> Session {
+    pub fn renew(&mut self, kind: Kind, limits: Limits, settings: Settings) {
         match (self, kind) {
-            (Session::FastCgi(mut conn), Kind::FastCgi) => {
-                conn.renew(limits, settings);
-                Session::FastCgi(conn)
-            }
-            _ => Session::new(kind, limits, settings),
+            (Session::FastCgi(conn), Kind::FastCgi) => conn.renew(limits, settings),
+            (this, kind) => *this = Session::new(kind, limits, settings),
         }
     }
 
@@ -344,14 +341,13 @@ mod tests {
         let mut half = fastcgi_get(3, true);
         half.truncate(20);
         let _ = used.poll_event(&mut half);
-        for kind in [Kind::FastCgi, Kind::Scgi] {
-            used = used.renew(kind, limits, settings());
+        for kind in [Kind::FastCgi, Kind::Scgi, Kind::FastCgi] {
+            used.renew(kind, limits, settings());
             assert_eq!(used.kind(), kind);
         }
-        let mut renewed = used.renew(Kind::FastCgi, limits, settings());
-        assert_eq!(transcript(&mut renewed), fresh);
-        let mut again = renewed.renew(Kind::FastCgi, limits, settings());
-        assert_eq!(transcript(&mut again), fresh);
+        assert_eq!(transcript(&mut used), fresh);
+        used.renew(Kind::FastCgi, limits, settings());
+        assert_eq!(transcript(&mut used), fresh);
     }
 
     #[test]

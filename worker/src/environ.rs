@@ -391,14 +391,10 @@ impl EnvCache {
         input: Bound<'py, PyAny>,
         errors: Bound<'py, PyAny>,
     ) -> PyResult<()> {
-        let (c, meta) = (&self.consts, req.meta);
+        let c = &self.consts;
         env.set_item(c.k_input.bind(py), input)?;
         env.set_item(c.k_errors.bind(py), errors)?;
-        let mut id = [0u8; 26];
-        env.set_item(
-            c.k_request_id.bind(py),
-            PyString::new(py, meta.request_id.write_hex(&mut id)),
-        )?;
+        env.set_item(c.k_request_id.bind(py), PyString::new(py, req.id_text()))?;
         let queue_start = seconds(req.queued);
         env.set_item(c.k_queue_start.bind(py), queue_start)?;
         env.set_item(c.k_request_start.bind(py), seconds(req.began))?;
@@ -490,7 +486,7 @@ pub fn for_auth<'py>(
     errors: Bound<'py, PyAny>,
     file_wrapper: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let (vars, meta) = (&req.head.vars, req.meta);
+    let vars = &req.head.vars;
     let env = PyDict::new(py);
     put_cgi(py, &env, cgi, vars)?;
     env.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
@@ -504,8 +500,7 @@ pub fn for_auth<'py>(
     env.set_item("wsgi.input_terminated", true)?;
     env.set_item("wsgi_fpm.process_group", shared.process_group.as_str())?;
     env.set_item("wsgi_fpm.application_group", "")?;
-    let mut id = [0u8; 26];
-    env.set_item("wsgi_fpm.request_id", meta.request_id.write_hex(&mut id))?;
+    env.set_item("wsgi_fpm.request_id", req.id_text())?;
     let queue_start = seconds(req.queued);
     env.set_item("wsgi_fpm.queue_start", queue_start)?;
     env.set_item("wsgi_fpm.request_start", seconds(req.began))?;

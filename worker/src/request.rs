@@ -27,6 +27,9 @@ pub struct Request<'a> {
     pub queue_time: Duration,
     /// How long the thread waited for the GIL just before it.
     pub gil_wait: Duration,
+    /// The request id as text (`meta.request_id`), written once.
+    id_text: [u8; 26],
+    id_len: usize,
 }
 
 impl<'a> Request<'a> {
@@ -46,7 +49,11 @@ impl<'a> Request<'a> {
             Err(_) => head.vars.get(b"HTTP_X_REQUEST_START"),
         };
         let queued = queue_start(stamp, meta.queue_start, began);
+        let mut id_text = [0u8; 26];
+        let id_len = meta.request_id.write_hex(&mut id_text).len();
         Request {
+            id_text,
+            id_len,
             head,
             meta,
             derived,
@@ -56,6 +63,12 @@ impl<'a> Request<'a> {
             began_at,
             gil_wait: woke.map_or(Duration::ZERO, |w| began_at.saturating_duration_since(w)),
         }
+    }
+
+    /// The request id as the environ, the logs and `/status` show it.
+    pub fn id_text(&self) -> &str {
+        // write_hex wrote ASCII hex digits and '-' only.
+        std::str::from_utf8(&self.id_text[..self.id_len]).unwrap_or("")
     }
 
     /// The method and URI as sent, for the scoreboard and the watchdog.

@@ -32,7 +32,9 @@ const HOP_BY_HOP: [&[u8]; 8] = [
 
 #[derive(Default)]
 struct State {
-    head: Option<ResponseHead>,
+    /// Shared with the thread's memo of validated heads: a head known
+    /// already costs no copy.
+    head: Option<Arc<ResponseHead>>,
     head_sent: bool,
     declared_len: Option<u64>,
     sent: u64,
@@ -293,7 +295,7 @@ impl Responder {
     pub fn refuse(&self, py: Python<'_>) -> Ending {
         let (head, body) = crate::reply::text_head("403 Forbidden");
         if let Ok(mut st) = self.lock() {
-            st.head = Some(head.clone());
+            st.head = Some(Arc::new(head.clone()));
             st.head_sent = true;
             st.sent = body.len() as u64;
         }
@@ -307,12 +309,19 @@ impl Responder {
     pub fn set_failed_status(&self) {
         if let Ok(mut st) = self.lock() {
             if st.head.is_none() || !st.head_sent {
-                st.head = Some(ResponseHead::new(&b"500 Internal Server Error"[..]));
+                st.head = Some(Arc::new(ResponseHead::new(
+                    &b"500 Internal Server Error"[..],
+                )));
             }
         }
     }
 
-    fn start(&self, head: ResponseHead, declared_len: Option<u64>, replace: bool) -> PyResult<()> {
+    fn start(
+        &self,
+        head: Arc<ResponseHead>,
+        declared_len: Option<u64>,
+        replace: bool,
+    ) -> PyResult<()> {
         let mut st = self.lock()?;
         if st.head.is_some() && !replace {
             return Err(PyRuntimeError::new_err(
@@ -345,7 +354,7 @@ pub struct StartResponse {
 pub struct HeadMemo {
     status: Py<PyAny>,
     items: Vec<Py<PyAny>>,
-    head: ResponseHead,
+    head: Arc<ResponseHead>,
     declared_len: Option<u64>,
 }
 
@@ -356,7 +365,7 @@ impl HeadMemo {
         &self,
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
-    ) -> Option<(ResponseHead, Option<u64>)> {
+    ) -> Option<(Arc<ResponseHead>, Option<u64>)> {
         if !status.is(&self.status) {
             return None;
         }
@@ -376,7 +385,7 @@ impl HeadMemo {
     fn of(
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
-        head: &ResponseHead,
+        head: &Arc<ResponseHead>,
         declared_len: Option<u64>,
     ) -> Option<HeadMemo> {
         if !status.is_exact_instance_of::<PyString>() {
@@ -444,6 +453,7 @@ impl StartResponse {
             Some(known) => known,
             None => {
                 let (head, declared_len) = validate(status, headers)?;
+                let head = Arc::new(head);
                 self.memo = HeadMemo::of(status, headers, &head, declared_len);
                 (head, declared_len)
             }

@@ -172,13 +172,7 @@ fn begin<'a>(
     if let Some(board) = me.board {
         board.request();
         if let Some(t) = board.thread(me.index) {
-            let mut id = [0u8; 26];
-            t.begin(
-                meta.request_id.write_hex(&mut id).as_bytes(),
-                method,
-                uri,
-                unix_ms(req.began),
-            );
+            t.begin(req.id_text().as_bytes(), method, uri, unix_ms(req.began));
         }
     }
     req

@@ -160,7 +160,7 @@ fn fastcgi_request(id: u16, keep: bool, method: &str, body: &[&[u8]]) -> Vec<u8>
 }
 
 /// Reads until the connection has a complete head.
-fn ready(c: &mut DirectConn) -> (Box<RequestHead>, RequestMeta) {
+fn ready(c: &mut DirectConn) -> (RequestHead, RequestMeta) {
     for _ in 0..100 {
         match c.next_request() {
             Step::Ready(head, meta) => return (head, meta),
