@@ -621,15 +621,19 @@ impl DirectConn {
             session,
             deferred,
             held,
+            settings,
             ..
         } = *self;
         keep_spare(buf);
         keep_spare(wbuf);
-        keep_spare_state(SpareState {
-            session,
-            deferred,
-            held,
-        });
+        keep_spare_state(
+            SpareState {
+                session,
+                deferred,
+                held,
+            },
+            &settings,
+        );
     }
 }
 
@@ -652,15 +656,20 @@ fn spare_state() -> Option<SpareState> {
         .flatten()
 }
 
-fn keep_spare_state(mut spare: SpareState) {
-    // Only FastCGI keeps room worth keeping; queues that grew past a
-    // few events go (one multiplexing burst must not stay with the thread).
+fn keep_spare_state(mut spare: SpareState, settings: &ConnSettings) {
+    // Only FastCGI keeps room worth keeping; queues that grew past a few
+    // events go (a burst of records must not stay with the thread).
     if spare.session.kind() != Kind::FastCgi
+        || spare.session.room() > SPARE_ROOM_MAX
         || spare.deferred.capacity() > SPARE_EVENTS_MAX
         || spare.held.capacity() > SPARE_EVENTS_MAX
     {
         return;
     }
+    // Emptied now, not when it is taken: no peer's bytes wait in a spare.
+    spare
+        .session
+        .renew(Kind::FastCgi, settings.limits, settings.fastcgi);
     spare.deferred.clear();
     spare.held.clear();
     let _ = SPARE_STATES.try_with(|s| {
@@ -671,8 +680,10 @@ fn keep_spare_state(mut spare: SpareState) {
     });
 }
 
-/// The largest event queue a spare keeps.
+/// The largest event queue a spare keeps, and the most room its session
+/// may hold.
 const SPARE_EVENTS_MAX: usize = 16;
+const SPARE_ROOM_MAX: usize = 4 * 1024;
 
 thread_local! {
     /// Read and write buffers of closed connections, for the next ones this thread

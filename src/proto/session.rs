@@ -131,6 +131,15 @@ impl Session {
         }
     }
 
+    /// Bytes of room a FastCGI session's queues hold (see
+    /// [`ServerConn::room`]); SCGI and uwsgi: 0.
+    pub fn room(&self) -> usize {
+        match self {
+            Session::FastCgi(conn) => conn.room(),
+            _ => 0,
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Session::FastCgi(_) => Kind::FastCgi,

@@ -35,7 +35,7 @@ struct Script {
 }
 
 /// Seconds and nanoseconds, as `stat(2)` gives them.
-type Mtime = (i64, i64);
+type Mtime = (libc::time_t, libc::c_long);
 
 /// One `stat(2)`, with no path conversion on the way.
 fn mtime(path: &CStr) -> Option<Mtime> {

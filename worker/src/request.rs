@@ -41,9 +41,11 @@ impl<'a> Request<'a> {
         rules: &'a EnvironRules,
         woke: Option<Instant>,
     ) -> Request<'a> {
-        let derived = route::derive(&head.vars, head.role, rules);
+        // Read first: the GIL wait and the queue time end here, before
+        // any work of ours.
         let began_at = Instant::now();
         let began = SystemTime::now();
+        let derived = route::derive(&head.vars, head.role, rules);
         let stamp = match &derived {
             Ok(d) => d.request_start,
             Err(_) => head.vars.get(b"HTTP_X_REQUEST_START"),

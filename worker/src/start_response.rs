@@ -131,7 +131,10 @@ impl Responder {
             return Ok(());
         }
         st.head_sent = true;
-        let Some(head) = st.head.take() else {
+        // Shared, not taken: while the GIL is released for the write,
+        // another thread still finds the head (a second start_response
+        // is refused, `status()` answers).
+        let Some(head) = st.head.clone() else {
             return Ok(());
         };
         drop(st);
@@ -143,7 +146,6 @@ impl Responder {
             .with(|x| x.start(&head, body, end, &mut ReleaseGil(py)))
             .map_err(gone)?;
         if let Ok(mut st) = self.lock() {
-            st.head = Some(head);
             st.ended = end;
         }
         sent.map_err(closed)

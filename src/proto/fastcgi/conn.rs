@@ -258,6 +258,14 @@ impl ServerConn {
         *fatal = None;
     }
 
+    /// Bytes of room this connection's queues hold beyond their contents'
+    /// own buffers (what keeping it for another connection would keep).
+    pub fn room(&self) -> usize {
+        self.events.capacity() * std::mem::size_of::<Event>()
+            + self.out.capacity()
+            + self.slots.0.capacity() * std::mem::size_of::<(RequestId, Slot)>()
+    }
+
     /// Consumes every complete record at the front of `buf` (a partial one
     /// stays for the next call); events and replies queue up.
     ///
