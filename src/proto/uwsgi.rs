@@ -229,9 +229,14 @@ impl UwsgiDecoder {
         }
 
         let frame = buf.split_to(frame_len).freeze();
-        let mut vars = CgiVars::over(frame.slice(HEADER_LEN..));
+        let mut vars = CgiVars::with_capacity(frame.slice(HEADER_LEN..), parsed.pairs.len());
+        // The block is at most 65,535 bytes (a u16 datasize) and
+        // parse_vars's ranges lie inside it: they narrow losslessly.
         for (key, value) in parsed.pairs {
-            vars.push_range(key, value);
+            vars.push_checked(
+                (key.start as u32, key.end as u32),
+                (value.start as u32, value.end as u32),
+            );
         }
         self.state = State::Body(BodyPhase::new(parsed.content_length));
         Ok(Some(StreamEvent::Head(RequestHead {
@@ -272,7 +277,9 @@ struct ParsedVars {
 /// rustls's `Reader::sub` keeps a nested read inside its parent.
 fn parse_vars(block: &[u8], limits: &Limits) -> Result<ParsedVars, HeadError> {
     let datasize = block.len();
-    let mut pairs: Vec<(Range<usize>, Range<usize>)> = Vec::new();
+    // Room for a typical front end's pairs up front (about 24 bytes
+    // each): growing by doubling would copy them four times.
+    let mut pairs: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(block.len() / 24 + 4);
     // The first CONTENT_LENGTH seen: its raw value and what it parsed to.
     let mut content_length: Option<(&[u8], Option<u64>)> = None;
     let mut pos = 0;

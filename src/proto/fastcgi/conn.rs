@@ -454,10 +454,12 @@ impl ServerConn {
     }
 
     fn begin(&mut self, id: RequestId, content: &[u8]) -> Result<(), ConnError> {
-        let body = BeginRequestBody::parse(content).ok_or(ConnError::BadBeginRequest {
-            id,
-            len: content.len(),
-        })?;
+        let Some(body) = BeginRequestBody::parse(content) else {
+            return Err(ConnError::BadBeginRequest {
+                id,
+                len: content.len(),
+            });
+        };
         if self.slots.contains_key(&id) {
             return Err(ConnError::DuplicateBegin { id });
         }
