@@ -176,6 +176,18 @@ def test_two_different_content_lengths_are_a_bad_request(stack):
     assert b'"length"' not in got, "the application ran with two different CONTENT_LENGTHs: %r" % got[:300]
 
 
+@pytest.mark.parametrize("stamp", ["t=1", "t=1e25", "t=%d" % (time.time() + 3600), "t=soon"])
+def test_an_implausible_front_end_stamp_is_not_the_queue_start(stack, protocol, stamp):
+    # A client's own X-Request-Start passed through: its arrival counts.
+    before = time.time()
+    r = stack.backend("main").request(protocol, path="/stamp", headers=[("X-Request-Start", stamp)])
+    after = time.time()
+    assert r.status == 200, r
+    env = json.loads(r.body)
+    assert before - 1 < env["wsgi_fpm.queue_start"] <= env["wsgi_fpm.request_start"] < after + 1, env
+    assert abs(int(env["mod_wsgi.queue_start"]) / 1e6 - env["wsgi_fpm.queue_start"]) < 1e-3, env
+
+
 @pytest.mark.parametrize("form", ["nginx-msec", "apache-microseconds"])
 def test_front_end_request_start_stamp_becomes_queue_start(stack, protocol, form):
     stamp = time.time() - 2.5  # the front end saw the request 2.5 s ago
