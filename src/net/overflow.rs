@@ -47,11 +47,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The 503 and its body, with `Retry-After`.
-    fn answer(self, retry_after: u64) -> (ResponseHead, &'static [u8]) {
-        let body: &'static [u8] = match self {
-            Refusal::QueueFull => b"Service Unavailable: the server is at capacity\n",
-            Refusal::QueueTimeout => b"Service Unavailable: the request waited too long\n",
+    /// The 503 and its body, with `Retry-After` (also the worker's, for a
+    /// request a thread finds too old to run).
+    pub fn answer(self, retry_after: u64) -> (ResponseHead, &'static str) {
+        let body = match self {
+            Refusal::QueueFull => "Service Unavailable: the server is at capacity\n",
+            Refusal::QueueTimeout => "Service Unavailable: the request waited too long\n",
         };
         let head = ResponseHead::new(&b"503 Service Unavailable"[..])
             .header(b"Retry-After", retry_after.to_string())
@@ -102,7 +103,7 @@ pub async fn refuse(
     let (head, body) = why.answer(retry_after);
     let mut text = BytesMut::new();
     session.encode_head(&head, &mut text);
-    text.extend_from_slice(body);
+    text.extend_from_slice(body.as_bytes());
     let mut out = BytesMut::new();
     session.put_data(id, &text, &mut out);
     session.end(id, &mut out);
@@ -139,7 +140,7 @@ pub fn refuse_parked(hub: &Hub, mut conn: Box<DirectConn>, retry_after: u64, why
         }
     }
     let (head, body) = why.answer(retry_after);
-    let next = conn.answer_now(&head, body, hub.is_retiring());
+    let next = conn.answer_now(&head, body.as_bytes(), hub.is_retiring());
     hub.answered(conn, next);
     true
 }

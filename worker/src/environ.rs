@@ -234,22 +234,15 @@ impl EnvCache {
             method_to_get: derived.method_to_get,
             missing: derived.missing,
         };
-        let env = match self.copy_template(py, rules, vars, &shape, derived)? {
+        let env = match self.copy_template(py, vars, &shape, derived)? {
             Some(env) => env,
-            None => match self.build_fresh(
-                py,
-                shared,
-                rules,
-                vars,
-                head,
-                &shape,
-                derived,
-                file_wrapper,
-            )? {
-                Some(env) => env,
-                // A header repeats: the reference rules join it.
-                None => plain_cgi(py, &self.consts, shared, head, rules, file_wrapper)?,
-            },
+            None => {
+                match self.build_fresh(py, shared, rules, vars, &shape, derived, file_wrapper)? {
+                    Some(env) => env,
+                    // A header repeats: the reference rules join it.
+                    None => plain_cgi(py, &self.consts, shared, head, rules, file_wrapper)?,
+                }
+            }
         };
         self.per_request(py, &env, req, input, errors)?;
         Ok(env)
@@ -260,7 +253,6 @@ impl EnvCache {
     fn copy_template<'py>(
         &mut self,
         py: Python<'py>,
-        rules: &EnvironRules,
         vars: &CgiVars,
         shape: &Shape,
         derived: &Derived<'_>,
@@ -291,7 +283,6 @@ impl EnvCache {
         // template itself never changes, so a value that comes back finds
         // it as it was).
         let env = template.dict.bind(py).copy()?;
-        let _ = rules;
         for &(i, value) in &changed[..n] {
             env.set_item(self.slots[i].key.bind(py), latin1(py, value)?)?;
         }
@@ -317,12 +308,10 @@ impl EnvCache {
         shared: &Shared,
         rules: &EnvironRules,
         vars: &CgiVars,
-        head: &RequestHead,
         shape: &Shape,
         derived: &Derived<'_>,
         file_wrapper: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let _ = head;
         self.template = None;
         let env = PyDict::new(py);
         for (i, (name, value)) in vars.iter().enumerate() {

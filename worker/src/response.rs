@@ -3,7 +3,6 @@
 //! for a connection served directly and for a request the I/O thread
 //! handed over: both are behind the request's [`SharedLink`].
 
-use crate::digits::itoa;
 use crate::environ::EnvCache;
 use crate::file_wrapper::FileWrapper;
 use crate::link::SharedLink;
@@ -20,7 +19,7 @@ use std::time::SystemTime;
 use tracing::{debug, error, warn};
 use wsgi_fpm::access_log::AccessRecord;
 use wsgi_fpm::exchange::RequestMeta;
-use wsgi_fpm::proto::ResponseHead;
+use wsgi_fpm::net::overflow::Refusal;
 use wsgi_fpm::route::{self, EnvironRules};
 
 /// What every request of this worker shares.
@@ -70,14 +69,8 @@ pub fn serve(
         if let Some(board) = &ctx.board {
             board.queue_timeout();
         }
-        let body = "Service Unavailable: the request waited too long\n";
-        let head = ResponseHead::new(&b"503 Service Unavailable"[..])
-            .header(
-                b"Retry-After",
-                itoa(crate::reply::retry_after(ctx.queue_timeout.as_secs_f64())),
-            )
-            .header(b"Content-Type", b"text/plain; charset=utf-8")
-            .header(b"Content-Length", itoa(body.len() as u64));
+        let retry_after = crate::reply::retry_after(ctx.queue_timeout.as_secs_f64());
+        let (head, body) = Refusal::QueueTimeout.answer(retry_after);
         return send_simple(py, link, head, body);
     }
     let question = ctx
