@@ -93,8 +93,30 @@ impl RequestId {
         out[len] = b'-';
         len += 1;
         len += put_hex(&mut out[len..], self.n);
-        // Only hex digits and '-' were written.
-        std::str::from_utf8(&out[..len]).unwrap_or("")
+        // SAFETY: only ASCII hex digits and '-' were written to out[..len].
+        unsafe { std::str::from_utf8_unchecked(&out[..len]) }
+    }
+
+    /// The id as text, by value: written once per request and read by the
+    /// environ, the scoreboard and the logs without being checked again.
+    pub fn text(&self) -> IdText {
+        let mut bytes = [0u8; 26];
+        let len = self.write_hex(&mut bytes).len() as u8;
+        IdText { bytes, len }
+    }
+}
+
+/// A [`RequestId`] as `pid-n` text (see [`RequestId::text`]).
+#[derive(Clone, Copy)]
+pub struct IdText {
+    bytes: [u8; 26],
+    len: u8,
+}
+
+impl IdText {
+    pub fn as_str(&self) -> &str {
+        // SAFETY: made only by RequestId::text, from write_hex's ASCII.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..usize::from(self.len)]) }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::pystr::latin1;
 use crate::request::Request;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use std::time::{SystemTime, UNIX_EPOCH};
+use wsgi_fpm::proto::cgi::same_bytes;
 use wsgi_fpm::proto::{CgiVars, RequestHead};
 use wsgi_fpm::route::{self, CgiEnviron, Derived, EnvironRules, NameRule, DEFAULTS};
 
@@ -193,7 +193,7 @@ impl EnvCache {
         rules: &EnvironRules,
     ) -> PyResult<bool> {
         if let Some(slot) = self.slots.get(i) {
-            if slot.name == name {
+            if same_bytes(&slot.name, name) {
                 return Ok(true);
             }
         }
@@ -268,10 +268,10 @@ impl EnvCache {
         let mut changed: [(usize, &[u8]); CHANGED_MAX] = [(0, b""); CHANGED_MAX];
         let mut n = 0;
         for (i, (slot, (name, value))) in self.slots.iter().zip(vars.iter()).enumerate() {
-            if slot.name != name {
+            if !same_bytes(&slot.name, name) {
                 return Ok(None);
             }
-            if slot.rule != NameRule::Drop && slot.value != value {
+            if slot.rule != NameRule::Drop && !same_bytes(&slot.value, value) {
                 if n == CHANGED_MAX {
                     return Ok(None);
                 }
@@ -286,13 +286,13 @@ impl EnvCache {
         for &(i, value) in &changed[..n] {
             env.set_item(self.slots[i].key.bind(py), latin1(py, value)?)?;
         }
-        if template.script_name[..] != derived.script_name[..] {
+        if !same_bytes(&template.script_name, &derived.script_name) {
             env.set_item(
                 self.consts.k_script_name.bind(py),
                 latin1(py, &derived.script_name)?,
             )?;
         }
-        if template.path_info[..] != derived.path_info[..] {
+        if !same_bytes(&template.path_info, &derived.path_info) {
             env.set_item(
                 self.consts.k_path_info.bind(py),
                 latin1(py, &derived.path_info)?,
@@ -327,7 +327,7 @@ impl EnvCache {
                 NameRule::Keep => {}
             }
             let obj = match &slot.obj {
-                Some(o) if slot.value == value => o.clone_ref(py).into_bound(py),
+                Some(o) if same_bytes(&slot.value, value) => o.clone_ref(py).into_bound(py),
                 _ => {
                     let o = latin1(py, value)?;
                     slot.value.clear();
@@ -384,12 +384,12 @@ impl EnvCache {
         env.set_item(c.k_input.bind(py), input)?;
         env.set_item(c.k_errors.bind(py), errors)?;
         env.set_item(c.k_request_id.bind(py), PyString::new(py, req.id_text()))?;
-        let queue_start = seconds(req.queued);
+        let queue_start = req.queued_unix.as_secs_f64();
         env.set_item(c.k_queue_start.bind(py), queue_start)?;
-        env.set_item(c.k_request_start.bind(py), seconds(req.began))?;
+        env.set_item(c.k_request_start.bind(py), req.began_unix.as_secs_f64())?;
         // mod_wsgi's key, read by APM agents: integer microseconds as a string.
         let mut digits = itoa::Buffer::new();
-        let micros = digits.format((queue_start * 1e6) as u64);
+        let micros = digits.format(queue_start_micros(req));
         env.set_item(c.k_mod_wsgi_queue_start.bind(py), PyString::new(py, micros))?;
         Ok(())
     }
@@ -457,10 +457,9 @@ fn put_cgi(
     Ok(())
 }
 
-fn seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+/// `mod_wsgi.queue_start`: the queue start in microseconds since the epoch.
+fn queue_start_micros(req: &Request<'_>) -> u64 {
+    u64::try_from(req.queued_unix.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The environ of an auth question: the reference rules, no caching (auth
@@ -490,12 +489,11 @@ pub fn for_auth<'py>(
     env.set_item("wsgi_fpm.process_group", shared.process_group.as_str())?;
     env.set_item("wsgi_fpm.application_group", "")?;
     env.set_item("wsgi_fpm.request_id", req.id_text())?;
-    let queue_start = seconds(req.queued);
-    env.set_item("wsgi_fpm.queue_start", queue_start)?;
-    env.set_item("wsgi_fpm.request_start", seconds(req.began))?;
+    env.set_item("wsgi_fpm.queue_start", req.queued_unix.as_secs_f64())?;
+    env.set_item("wsgi_fpm.request_start", req.began_unix.as_secs_f64())?;
     env.set_item(
         "mod_wsgi.queue_start",
-        crate::digits::itoa((queue_start * 1e6) as u64),
+        crate::digits::itoa(queue_start_micros(req)),
     )?;
     Ok(env)
 }

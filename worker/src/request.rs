@@ -2,8 +2,8 @@
 //! once — the route, when it began to wait, when a thread took it — for
 //! the queue-timeout check, the environ, the access log and the scoreboard.
 
-use std::time::{Duration, Instant, SystemTime};
-use wsgi_fpm::exchange::RequestMeta;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use wsgi_fpm::exchange::{IdText, RequestMeta};
 use wsgi_fpm::proto::RequestHead;
 use wsgi_fpm::route::{self, EnvironRules};
 
@@ -19,8 +19,10 @@ pub struct Request<'a> {
     pub derived: Result<route::Derived<'a>, route::EnvironError>,
     /// When it began to wait (see [`queue_start`]).
     pub queued: SystemTime,
-    /// When a thread took it up.
-    pub began: SystemTime,
+    /// `queued`, and when a thread took it up, as time since the epoch
+    /// (the environ's float seconds, the scoreboard's milliseconds).
+    pub queued_unix: Duration,
+    pub began_unix: Duration,
     /// The same instant on the monotonic clock, for how long it ran.
     pub began_at: Instant,
     /// How long it waited before a thread took it.
@@ -28,8 +30,7 @@ pub struct Request<'a> {
     /// How long the thread waited for the GIL just before it.
     pub gil_wait: Duration,
     /// The request id as text (`meta.request_id`), written once.
-    id_text: [u8; 26],
-    id_len: usize,
+    id_text: IdText,
 }
 
 impl<'a> Request<'a> {
@@ -51,17 +52,17 @@ impl<'a> Request<'a> {
             Err(_) => head.vars.get(b"HTTP_X_REQUEST_START"),
         };
         let queued = queue_start(stamp, meta.queue_start, began);
-        let mut id_text = [0u8; 26];
-        let id_len = meta.request_id.write_hex(&mut id_text).len();
+        let queue_time = began.duration_since(queued).unwrap_or_default();
+        let began_unix = began.duration_since(UNIX_EPOCH).unwrap_or_default();
         Request {
-            id_text,
-            id_len,
+            id_text: meta.request_id.text(),
             head,
             meta,
             derived,
             queued,
-            queue_time: began.duration_since(queued).unwrap_or_default(),
-            began,
+            queue_time,
+            queued_unix: began_unix.saturating_sub(queue_time),
+            began_unix,
             began_at,
             gil_wait: woke.map_or(Duration::ZERO, |w| began_at.saturating_duration_since(w)),
         }
@@ -69,8 +70,7 @@ impl<'a> Request<'a> {
 
     /// The request id as the environ, the logs and `/status` show it.
     pub fn id_text(&self) -> &str {
-        // write_hex wrote ASCII hex digits and '-' only.
-        std::str::from_utf8(&self.id_text[..self.id_len]).unwrap_or("")
+        self.id_text.as_str()
     }
 
     /// The method and URI as sent, for the scoreboard and the watchdog.
@@ -137,7 +137,6 @@ fn trusted_stamp(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn only_a_plausible_front_end_stamp_counts_as_the_queue_start() {

@@ -15,7 +15,7 @@ use crate::watchdog::Registry;
 use pyo3::prelude::*;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tracing::error;
 use wsgi_fpm::busy::Activity;
 use wsgi_fpm::exchange::RequestMeta;
@@ -131,21 +131,27 @@ fn serve_conn(
     pool: &Pool,
     me: &Thread<'_>,
     cache: &mut PerThread,
-    ready: Ready,
+    mut ready: Ready,
     woke: Instant,
 ) {
     let mut woke = Some(woke);
-    let mut next = Some(ready);
-    while let Some(Ready { conn, head, meta }) = next.take() {
+    loop {
+        // Taken apart in place: a `Ready` is too large to move around
+        // per request for nothing.
+        let Ready { conn, head, meta } = ready;
         let link = SharedLink::new(Link::Direct(conn));
         let req = begin(pool, me, &head, &meta, &link, woke.take());
         response::serve(py, &pool.ctx, cache, &req, &link);
         end(pool, me, &req);
         drop(req);
+        // Before the next read: the head holds the read buffer's bytes.
         drop(head);
-        next = match link.take() {
-            Some(Link::Direct(conn)) => pool.hub.after(conn),
-            _ => None,
+        ready = match link.take() {
+            Some(Link::Direct(conn)) => match pool.hub.after(conn) {
+                Some(next) => next,
+                None => return,
+            },
+            _ => return,
         };
     }
 }
@@ -172,7 +178,12 @@ fn begin<'a>(
     if let Some(board) = me.board {
         board.request();
         if let Some(t) = board.thread(me.index) {
-            t.begin(req.id_text().as_bytes(), method, uri, unix_ms(req.began));
+            t.begin(
+                req.id_text().as_bytes(),
+                method,
+                uri,
+                u64::try_from(req.began_unix.as_millis()).unwrap_or(u64::MAX),
+            );
         }
     }
     req
@@ -236,10 +247,4 @@ impl Usage {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
