@@ -6,7 +6,7 @@
 //! in which state (that is `conn.rs`), does not decode name/value pairs
 //! (`nv.rs`) and does no I/O.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// `FCGI_VERSION_1`, the only version there is (fastcgi.md §2).
 pub const VERSION_1: u8 = 1;
@@ -238,12 +238,18 @@ pub fn decode_record(buf: &mut BytesMut) -> Result<Option<Record>, BadVersion> {
         buf.reserve(total - buf.len());
         return Ok(None);
     }
-    let whole = buf.split_to(total).freeze();
-    let content_end = HEADER_LEN + usize::from(header.content_len);
+    // Header and padding are stepped over; only content is split off
+    // (shared, not copied), and an empty one costs no split at all.
+    buf.advance(HEADER_LEN);
+    let content = match usize::from(header.content_len) {
+        0 => Bytes::new(),
+        len => buf.split_to(len).freeze(),
+    };
+    buf.advance(usize::from(header.padding_len));
     Ok(Some(Record {
         kind: header.kind,
         id: header.id,
-        content: whole.slice(HEADER_LEN..content_end),
+        content,
     }))
 }
 
