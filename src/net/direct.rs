@@ -63,10 +63,8 @@ pub struct DirectConn {
     fd: OwnedFd,
     pub peer: Peer,
     pub protocol: Protocol,
-    buf: BytesMut,
-    session: Session,
-    /// Events of other FastCGI request ids, taken while one was served.
-    deferred: VecDeque<Event>,
+    /// Buffers, protocol state and event queues.
+    parts: Box<Parts>,
     /// When the first byte of the request being received arrived.
     first_byte: Option<SystemTime>,
     /// When the hub saw bytes waiting on this connection while it was
@@ -74,21 +72,33 @@ pub struct DirectConn {
     noted_wait: Option<SystemTime>,
     settings: Arc<ConnSettings>,
     current: Option<Current>,
-    /// Output being framed (kept between requests to save allocations).
-    wbuf: BytesMut,
     /// An I/O error or a cut response: nothing more may be written.
     broken: bool,
     /// Requests served on this connection.
     pub served: u32,
-    /// The current request's body events read ahead while its response
-    /// streamed ([`DirectConn::notice_abort`]), for read_body, and their
-    /// body bytes.
-    held: VecDeque<Event>,
+    /// Body bytes in `parts.held`.
     held_body: usize,
     /// Whether the hub's epoll knows this descriptor.
     pub(crate) registered: bool,
     /// The worker's connection count, given back when this closes.
     count: ConnCount,
+}
+
+/// What a connection owns besides its socket, boxed apart so that a
+/// closed connection hands all of it to the next one its thread accepts in
+/// one move: a connection per request (nginx without keep-conn) then
+/// allocates none of it.
+#[derive(Debug)]
+struct Parts {
+    buf: BytesMut,
+    /// Output being framed (kept between requests to save allocations).
+    wbuf: BytesMut,
+    session: Session,
+    /// Events of other FastCGI request ids, taken while one was served.
+    deferred: VecDeque<Event>,
+    /// The current request's body events read ahead while its response
+    /// streamed ([`DirectConn::notice_abort`]), for read_body.
+    held: VecDeque<Event>,
 }
 
 /// One unit of a worker's connection count (`--max-connections`), given
@@ -154,32 +164,26 @@ impl DirectConn {
             Protocol::Uwsgi => Kind::Uwsgi,
             _ => Kind::FastCgi,
         };
-        let (session, deferred, held) = match spare_state() {
-            Some(mut spare) => {
-                spare.session.renew(kind, settings.limits, settings.fastcgi);
-                (spare.session, spare.deferred, spare.held)
-            }
-            None => (
-                Session::new(kind, settings.limits, settings.fastcgi),
-                VecDeque::new(),
-                VecDeque::new(),
-            ),
-        };
+        let parts = spare_parts(kind, &settings).unwrap_or_else(|| {
+            Box::new(Parts {
+                buf: BytesMut::new(),
+                wbuf: BytesMut::new(),
+                session: Session::new(kind, settings.limits, settings.fastcgi),
+                deferred: VecDeque::new(),
+                held: VecDeque::new(),
+            })
+        });
         Box::new(DirectConn {
             fd,
             peer,
             protocol,
-            buf: spare_buffer(),
-            session,
-            deferred,
+            parts,
             first_byte: None,
             noted_wait: None,
             settings,
             current: None,
-            wbuf: BytesMut::new(),
             broken: false,
             served: 0,
-            held,
             held_body: 0,
             registered: false,
             count: ConnCount(count),
@@ -201,12 +205,14 @@ impl DirectConn {
 
     /// Whether bytes of an unfinished request head are buffered.
     pub fn has_partial_head(&self) -> bool {
-        !self.buf.is_empty() || self.first_byte.is_some() || self.session.live_requests() > 0
+        !self.parts.buf.is_empty()
+            || self.first_byte.is_some()
+            || self.parts.session.live_requests() > 0
     }
 
     /// Reads what the socket has, without waiting.
     pub fn fill(&mut self) -> io::Result<Fill> {
-        match sys::recv(self.fd.as_fd(), &mut self.buf, READ_CHUNK) {
+        match sys::recv(self.fd.as_fd(), &mut self.parts.buf, READ_CHUNK) {
             Ok(0) => Ok(Fill::Eof),
             Ok(_) => {
                 // Bytes read while a request is served are its body (or an
@@ -231,15 +237,15 @@ impl DirectConn {
     /// The next request whose head is complete in what has arrived.
     pub fn next_request(&mut self) -> Step {
         loop {
-            let event = match self.deferred.pop_front() {
+            let event = match self.parts.deferred.pop_front() {
                 Some(e) => e,
-                None => match self.session.poll_event(&mut self.buf) {
+                None => match self.parts.session.poll_event(&mut self.parts.buf) {
                     Ok(Some(e)) => e,
                     Ok(None) => {
                         self.flush_transmit();
-                        if self.session.kind() == Kind::FastCgi
-                            && self.buf.is_empty()
-                            && self.session.live_requests() == 0
+                        if self.parts.session.kind() == Kind::FastCgi
+                            && self.parts.buf.is_empty()
+                            && self.parts.session.live_requests() == 0
                         {
                             // What arrived began no request (the last one's
                             // late STDIN, GET_VALUES): the next request's
@@ -260,9 +266,9 @@ impl DirectConn {
                     keep_conn,
                     head,
                 } => {
-                    if self.served == 0 && self.session.live_requests() > 1 {
+                    if self.served == 0 && self.parts.session.live_requests() > 1 {
                         // A front end that multiplexes from the start.
-                        self.deferred.push_front(Event::Request {
+                        self.parts.deferred.push_front(Event::Request {
                             id,
                             keep_conn,
                             head,
@@ -290,7 +296,7 @@ impl DirectConn {
                     if self.aborted_already(id) {
                         debug!(peer = %self.peer, request = id, "the front end aborted the request before it started; not running it");
                         let mut w = BytesMut::new();
-                        self.session.end(id, &mut w);
+                        self.parts.session.end(id, &mut w);
                         let mut parts = [io::IoSlice::new(&w)];
                         let timeout = self.settings.socket_timeout;
                         if sys::send_all(self.fd.as_fd(), &mut parts, timeout, &mut |f| f())
@@ -324,14 +330,14 @@ impl DirectConn {
     /// was decoded, without reading more): its events are taken out of the
     /// way, the rest kept in order.
     fn aborted_already(&mut self, id: u16) -> bool {
-        if self.session.kind() != Kind::FastCgi {
+        if self.parts.session.kind() != Kind::FastCgi {
             return false;
         }
         let mut aborted = false;
         loop {
-            match self.session.poll_event(&mut self.buf) {
+            match self.parts.session.poll_event(&mut self.parts.buf) {
                 Ok(Some(Event::Abort { id: a })) if a == id => aborted = true,
-                Ok(Some(e)) => self.deferred.push_back(e),
+                Ok(Some(e)) => self.parts.deferred.push_back(e),
                 Ok(None) => break,
                 Err(e) => {
                     self.refuse(&e);
@@ -340,7 +346,7 @@ impl DirectConn {
             }
         }
         if aborted {
-            self.deferred.retain(
+            self.parts.deferred.retain(
                 |e| !matches!(e, Event::Body { id: b, .. } | Event::BodyEnd { id: b } if *b == id),
             );
         }
@@ -351,13 +357,13 @@ impl DirectConn {
     /// set aside earlier, or decoded now; other requests' events are set
     /// aside, in order, for their turn.
     fn event_for(&mut self, id: u16) -> Result<Option<Event>, SessionError> {
-        if let Some(at) = self.deferred.iter().position(|e| event_id(e) == id) {
-            return Ok(self.deferred.remove(at));
+        if let Some(at) = self.parts.deferred.iter().position(|e| event_id(e) == id) {
+            return Ok(self.parts.deferred.remove(at));
         }
         loop {
-            match self.session.poll_event(&mut self.buf)? {
+            match self.parts.session.poll_event(&mut self.parts.buf)? {
                 Some(e) if event_id(&e) == id => return Ok(Some(e)),
-                Some(e) => self.deferred.push_back(e),
+                Some(e) => self.parts.deferred.push_back(e),
                 None => return Ok(None),
             }
         }
@@ -366,7 +372,7 @@ impl DirectConn {
     /// The next event of request `id`'s body: what notice_abort read ahead
     /// first, then what has arrived since.
     fn body_event(&mut self, id: u16) -> Result<Option<Event>, SessionError> {
-        match self.held.pop_front() {
+        match self.parts.held.pop_front() {
             Some(e) => {
                 if let Event::Body { data, .. } = &e {
                     self.held_body -= data.len();
@@ -381,12 +387,18 @@ impl DirectConn {
     /// state and the events already taken.
     pub fn into_parts(self: Box<Self>) -> MultiplexParts {
         let this = *self;
+        let Parts {
+            buf,
+            session,
+            deferred,
+            ..
+        } = *this.parts;
         MultiplexParts {
             fd: this.fd,
             peer: this.peer,
-            buf: this.buf,
-            session: this.session,
-            deferred: this.deferred,
+            buf,
+            session,
+            deferred,
             first_byte: this.first_byte,
             settings: this.settings,
             count: this.count,
@@ -396,17 +408,17 @@ impl DirectConn {
     /// Writes what the protocol answered by itself (GET_VALUES, refusals),
     /// best effort: these are small and the socket is fresh.
     fn flush_transmit(&mut self) {
-        self.wbuf.clear();
-        self.session.take_transmit(&mut self.wbuf);
-        if !self.wbuf.is_empty() {
-            let wbuf = std::mem::take(&mut self.wbuf);
+        self.parts.wbuf.clear();
+        self.parts.session.take_transmit(&mut self.parts.wbuf);
+        if !self.parts.wbuf.is_empty() {
+            let wbuf = std::mem::take(&mut self.parts.wbuf);
             let mut parts = [io::IoSlice::new(&wbuf)];
             let timeout = self.settings.socket_timeout;
             if let Err(e) = sys::send_all(self.fd.as_fd(), &mut parts, timeout, &mut |f| f()) {
                 debug!(peer = %self.peer, "cannot write a protocol answer: {e}");
                 self.broken = true;
             }
-            self.wbuf = wbuf;
+            self.parts.wbuf = wbuf;
         }
     }
 
@@ -450,7 +462,7 @@ impl DirectConn {
         debug!(peer = %self.peer, request = cur.id, "the front end aborted the request");
         if !cur.ended && !self.broken {
             let mut w = BytesMut::new();
-            self.session.end(cur.id, &mut w);
+            self.parts.session.end(cur.id, &mut w);
             let mut parts = [io::IoSlice::new(&w)];
             let timeout = self.settings.socket_timeout;
             if sys::send_all(self.fd.as_fd(), &mut parts, timeout, &mut |f| f()).is_err() {
@@ -469,7 +481,7 @@ impl DirectConn {
         // Past this much unread body held in memory, stop looking: an
         // application that streams its answer before reading a large
         // upload must not make the worker buffer the upload.
-        if self.session.kind() != Kind::FastCgi || self.held_body > NOTICE_BODY_MAX {
+        if self.parts.session.kind() != Kind::FastCgi || self.held_body > NOTICE_BODY_MAX {
             return;
         }
         match self.fill() {
@@ -492,7 +504,7 @@ impl DirectConn {
                     // front end's next request, left for after_response.
                     self.on_abort();
                     // Its unread body goes with it.
-                    self.held.clear();
+                    self.parts.held.clear();
                     self.held_body = 0;
                     return;
                 }
@@ -500,11 +512,11 @@ impl DirectConn {
                     if let Event::Body { data, .. } = &e {
                         self.held_body += data.len();
                     }
-                    self.held.push_back(e);
+                    self.parts.held.push_back(e);
                 }
                 // A new request under the same id: not ours to consume.
                 Ok(Some(other)) => {
-                    self.deferred.push_front(other);
+                    self.parts.deferred.push_front(other);
                     return;
                 }
                 Ok(None) => return,
@@ -526,11 +538,11 @@ impl DirectConn {
             return self.after_response(retiring);
         };
         let mut text = BytesMut::new();
-        self.session.encode_head(head, &mut text);
+        self.parts.session.encode_head(head, &mut text);
         text.extend_from_slice(body);
         let mut w = BytesMut::new();
-        self.session.put_data(cur.id, &text, &mut w);
-        self.session.end(cur.id, &mut w);
+        self.parts.session.put_data(cur.id, &text, &mut w);
+        self.parts.session.end(cur.id, &mut w);
         match sys::send_vectored(self.fd.as_fd(), &[io::IoSlice::new(&w)]) {
             Ok(n) if n == w.len() => {}
             _ => self.broken = true,
@@ -553,20 +565,20 @@ impl DirectConn {
         let Some(cur) = self.current.take() else {
             return After::Close;
         };
-        if !self.buf.is_empty() || !self.deferred.is_empty() {
+        if !self.parts.buf.is_empty() || !self.parts.deferred.is_empty() {
             // The next request began to arrive during this one; it waits
             // from now on (the earliest moment it could be told apart).
             self.first_byte.get_or_insert_with(SystemTime::now);
         }
         self.served = self.served.saturating_add(1);
         decide(&AfterState {
-            kind: self.session.kind(),
+            kind: self.parts.session.kind(),
             broken: self.broken,
             ended: cur.ended,
             cancelled: cur.cancelled,
             body_done: cur.body_done,
             keep_conn: cur.keep_conn,
-            wants_close: self.session.wants_close(),
+            wants_close: self.parts.session.wants_close(),
             retiring,
         })
     }
@@ -578,7 +590,7 @@ impl DirectConn {
         let Some(cur) = self.current else { return };
         // After an abort the id is free: its next events are a new request.
         if cur.body_done || cur.aborted || self.broken {
-            self.held.clear();
+            self.parts.held.clear();
             self.held_body = 0;
             return;
         }
@@ -592,7 +604,7 @@ impl DirectConn {
                 }
                 Ok(Some(Event::Body { .. })) => {}
                 Ok(Some(other)) => {
-                    self.deferred.push_front(other);
+                    self.parts.deferred.push_front(other);
                     return;
                 }
                 Ok(None) => return,
@@ -607,112 +619,66 @@ impl DirectConn {
     /// Whether a complete request is already buffered (the front end sent
     /// it before our answer, or it waits among the deferred events).
     pub fn has_buffered_input(&self) -> bool {
-        !self.deferred.is_empty() || !self.buf.is_empty() || self.session.has_events()
+        !self.parts.deferred.is_empty()
+            || !self.parts.buf.is_empty()
+            || self.parts.session.has_events()
     }
 
-    /// Closes the connection; its buffers go back to this thread's
-    /// spares for the next connection.
+    /// Closes the connection; its buffers and protocol state go back to
+    /// this thread's spares for the next connection.
     pub fn close(self: Box<Self>) {
-        // Only what is kept is moved out of the box; the rest (the
+        // Only the parts are moved out of the box; the rest (the
         // descriptor, closed here) is dropped in place.
         let DirectConn {
-            buf,
-            wbuf,
-            session,
-            deferred,
-            held,
-            settings,
-            ..
+            parts, settings, ..
         } = *self;
-        keep_spare(buf);
-        keep_spare(wbuf);
-        keep_spare_state(
-            SpareState {
-                session,
-                deferred,
-                held,
-            },
-            &settings,
-        );
+        keep_spare_parts(parts, settings);
     }
-}
-
-/// A closed connection's protocol state and event queues, emptied, for
-/// the next connection this thread accepts.
-struct SpareState {
-    session: Session,
-    deferred: VecDeque<Event>,
-    held: VecDeque<Event>,
 }
 
 thread_local! {
-    static SPARE_STATES: std::cell::RefCell<Vec<SpareState>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Parts of connections this thread closed, emptied, each with the
+    /// settings it was emptied for.
+    static SPARE_PARTS: std::cell::RefCell<Vec<(Box<Parts>, Arc<ConnSettings>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn spare_state() -> Option<SpareState> {
-    SPARE_STATES
-        .try_with(|s| s.borrow_mut().pop())
-        .ok()
-        .flatten()
+/// Spare parts kept per thread; the largest buffer, session room and
+/// event queue a spare keeps (a burst must not stay with the thread).
+const SPARES_MAX: usize = 4;
+const SPARE_CAPACITY_MAX: usize = 64 * 1024;
+const SPARE_ROOM_MAX: usize = 4 * 1024;
+const SPARE_EVENTS_MAX: usize = 16;
+
+/// A closed connection's parts, ready for a new `kind` connection.
+fn spare_parts(kind: Kind, settings: &Arc<ConnSettings>) -> Option<Box<Parts>> {
+    let (mut parts, emptied_for) = SPARE_PARTS.try_with(|s| s.borrow_mut().pop()).ok()??;
+    if parts.session.kind() != kind || !Arc::ptr_eq(&emptied_for, settings) {
+        parts.session.renew(kind, settings.limits, settings.fastcgi);
+    }
+    Some(parts)
 }
 
-fn keep_spare_state(mut spare: SpareState, settings: &ConnSettings) {
-    // Only FastCGI keeps room worth keeping; queues that grew past a few
-    // events go (a burst of records must not stay with the thread).
-    if spare.session.kind() != Kind::FastCgi
-        || spare.session.room() > SPARE_ROOM_MAX
-        || spare.deferred.capacity() > SPARE_EVENTS_MAX
-        || spare.held.capacity() > SPARE_EVENTS_MAX
+fn keep_spare_parts(mut parts: Box<Parts>, settings: Arc<ConnSettings>) {
+    if parts.buf.capacity() > SPARE_CAPACITY_MAX
+        || parts.wbuf.capacity() > SPARE_CAPACITY_MAX
+        || parts.session.room() > SPARE_ROOM_MAX
+        || parts.deferred.capacity() > SPARE_EVENTS_MAX
+        || parts.held.capacity() > SPARE_EVENTS_MAX
     {
         return;
     }
-    // Emptied now, not when it is taken: no peer's bytes wait in a spare.
-    spare
-        .session
-        .renew(Kind::FastCgi, settings.limits, settings.fastcgi);
-    spare.deferred.clear();
-    spare.held.clear();
-    let _ = SPARE_STATES.try_with(|s| {
+    // Emptied now, not when taken: no peer's request waits in a spare.
+    parts.buf.clear();
+    parts.wbuf.clear();
+    let kind = parts.session.kind();
+    parts.session.renew(kind, settings.limits, settings.fastcgi);
+    parts.deferred.clear();
+    parts.held.clear();
+    let _ = SPARE_PARTS.try_with(|s| {
         let mut s = s.borrow_mut();
         if s.len() < SPARES_MAX {
-            s.push(spare);
-        }
-    });
-}
-
-/// The largest event queue a spare keeps, and the most room its session
-/// may hold.
-const SPARE_EVENTS_MAX: usize = 16;
-const SPARE_ROOM_MAX: usize = 4 * 1024;
-
-thread_local! {
-    /// Read and write buffers of closed connections, for the next ones this thread
-    /// accepts: a connection per request (nginx without keep-conn) then
-    /// costs no buffer allocation.
-    static SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Spare buffers kept per thread, and the largest kept.
-const SPARES_MAX: usize = 4;
-const SPARE_CAPACITY_MAX: usize = 64 * 1024;
-
-fn spare_buffer() -> BytesMut {
-    SPARES
-        .try_with(|s| s.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-}
-
-fn keep_spare(mut buf: BytesMut) {
-    buf.clear();
-    if buf.capacity() == 0 || buf.capacity() > SPARE_CAPACITY_MAX {
-        return;
-    }
-    let _ = SPARES.try_with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < SPARES_MAX {
-            s.push(buf);
+            s.push((parts, settings));
         }
     });
 }
@@ -827,7 +793,7 @@ impl Exchange for DirectConn {
                     return Err(BodyError::ConnectionLost);
                 }
                 Ok(Some(other)) => {
-                    self.deferred.push_front(other);
+                    self.parts.deferred.push_front(other);
                     return Err(BodyError::ConnectionLost);
                 }
                 Ok(None) => {}
@@ -873,27 +839,22 @@ impl Exchange for DirectConn {
         if cur.started {
             return Err(Gone);
         }
-        let mut w = std::mem::take(&mut self.wbuf);
-        if w.capacity() == 0 {
-            // A connection's first answer: a buffer a closed connection
-            // left, rather than one grown step by step.
-            w = spare_buffer();
-        }
+        let mut w = std::mem::take(&mut self.parts.wbuf);
         w.clear();
         // Small bodies are copied in beside the head (one buffer, one
         // write); large ones are written from where they are.
         let inline = body.len() <= INLINE_MAX;
-        if self.session.kind() == Kind::FastCgi {
+        if self.parts.session.kind() == Kind::FastCgi {
             // One record for head and body when they fit: its header is
             // written once the head's length is known.
             w.extend_from_slice(&[0u8; 8]);
-            self.session.encode_head(head, &mut w);
+            self.parts.session.encode_head(head, &mut w);
             let content = w.len() - 8 + if inline { body.len() } else { 0 };
             if content <= MAX_FRAME {
                 if inline {
                     w.extend_from_slice(body);
                 }
-                if let Some((header, padding)) = self.session.record_header(cur.id, content) {
+                if let Some((header, padding)) = self.parts.session.record_header(cur.id, content) {
                     w[..8].copy_from_slice(&header);
                     w.extend_from_slice(&[0u8; 8][..padding]);
                 }
@@ -901,31 +862,31 @@ impl Exchange for DirectConn {
                 // A head this large is rare: frame it on its own.
                 let text = w.split_off(8);
                 w.clear();
-                self.session.put_data(cur.id, &text, &mut w);
+                self.parts.session.put_data(cur.id, &text, &mut w);
                 if inline {
-                    self.session.put_data(cur.id, body, &mut w);
+                    self.parts.session.put_data(cur.id, body, &mut w);
                 }
             }
         } else {
-            self.session.encode_head(head, &mut w);
+            self.parts.session.encode_head(head, &mut w);
             if inline {
                 w.extend_from_slice(body);
             }
         }
         let result = if inline {
             if end {
-                self.session.end(cur.id, &mut w);
+                self.parts.session.end(cur.id, &mut w);
             }
             let mut parts = [io::IoSlice::new(&w)];
             self.send(&mut parts, wait)
         } else {
             let mut after = BytesMut::new();
             if end {
-                self.session.end(cur.id, &mut after);
+                self.parts.session.end(cur.id, &mut after);
             }
             self.send_framed(&w, cur.id, body, &after, wait)
         };
-        self.wbuf = w;
+        self.parts.wbuf = w;
         if let Some(c) = self.current.as_mut() {
             c.started = true;
             c.ended = end;
@@ -946,12 +907,12 @@ impl Exchange for DirectConn {
             return Ok(());
         }
         if data.len() <= INLINE_MAX {
-            let mut w = std::mem::take(&mut self.wbuf);
+            let mut w = std::mem::take(&mut self.parts.wbuf);
             w.clear();
-            self.session.put_data(cur.id, data, &mut w);
+            self.parts.session.put_data(cur.id, data, &mut w);
             let mut parts = [io::IoSlice::new(&w)];
             let r = self.send(&mut parts, wait);
-            self.wbuf = w;
+            self.parts.wbuf = w;
             r
         } else {
             self.send_framed(&[], cur.id, data, &[], wait)
@@ -966,10 +927,10 @@ impl Exchange for DirectConn {
         wait: &mut dyn Wait,
     ) -> Result<(), Gone> {
         let cur = self.current_live()?;
-        let fastcgi = self.session.kind() == Kind::FastCgi;
+        let fastcgi = self.parts.session.kind() == Kind::FastCgi;
         let timeout = self.settings.socket_timeout;
         let fd = self.fd.as_fd();
-        let session = &self.session;
+        let session = &self.parts.session;
         let mut result = Ok(());
         wait.blocking(&mut || {
             result = send_file(fd, session, fastcgi, cur.id, &file, offset, len, timeout);
@@ -983,16 +944,16 @@ impl Exchange for DirectConn {
 
     fn end(&mut self, wait: &mut dyn Wait) -> Result<(), Gone> {
         let cur = self.current_live()?;
-        let mut w = std::mem::take(&mut self.wbuf);
+        let mut w = std::mem::take(&mut self.parts.wbuf);
         w.clear();
-        self.session.end(cur.id, &mut w);
+        self.parts.session.end(cur.id, &mut w);
         let r = if w.is_empty() {
             Ok(())
         } else {
             let mut parts = [io::IoSlice::new(&w)];
             self.send(&mut parts, wait)
         };
-        self.wbuf = w;
+        self.parts.wbuf = w;
         if let Some(c) = self.current.as_mut() {
             c.ended = true;
         }
@@ -1046,7 +1007,7 @@ impl DirectConn {
         let mut plan: Vec<(usize, usize, usize)> = Vec::new();
         for chunk in data.chunks(MAX_FRAME) {
             let at = frames.len();
-            let padding = self.session.frame(id, chunk.len(), &mut frames);
+            let padding = self.parts.session.frame(id, chunk.len(), &mut frames);
             plan.push((at, frames.len() - at, padding));
         }
         const PAD: [u8; 8] = [0; 8];
@@ -1136,7 +1097,7 @@ impl DirectConn {
     pub fn end_with(&mut self, status: ProtocolStatus, wait: &mut dyn Wait) -> Result<(), Gone> {
         let cur = self.current_live()?;
         let mut w = BytesMut::new();
-        self.session.end_with(cur.id, status, &mut w);
+        self.parts.session.end_with(cur.id, status, &mut w);
         let mut parts = [io::IoSlice::new(&w)];
         let r = self.send(&mut parts, wait);
         if let Some(c) = self.current.as_mut() {

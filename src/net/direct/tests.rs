@@ -130,12 +130,16 @@ fn settings() -> Arc<ConnSettings> {
 }
 
 fn conn(protocol: Protocol) -> (Box<DirectConn>, UnixStream) {
+    conn_with(protocol, settings())
+}
+
+fn conn_with(protocol: Protocol, settings: Arc<ConnSettings>) -> (Box<DirectConn>, UnixStream) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
     theirs
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let c = DirectConn::new(OwnedFd::from(ours), Peer::Unix, protocol, settings(), None);
+    let c = DirectConn::new(OwnedFd::from(ours), Peer::Unix, protocol, settings, None);
     (c, theirs)
 }
 
@@ -157,6 +161,17 @@ fn fastcgi_request(id: u16, keep: bool, method: &str, body: &[&[u8]]) -> Vec<u8>
     }
     put_record(&mut b, RecordType::Stdin, RequestId(id), &[]);
     b.to_vec()
+}
+
+/// Reads what has arrived, then says what it makes.
+fn ready_or_not(c: &mut DirectConn) -> Step {
+    for _ in 0..100 {
+        if c.fill().unwrap() == Fill::Data {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.next_request()
 }
 
 /// Reads until the connection has a complete head.
@@ -465,4 +480,86 @@ fn a_refusal_made_without_waiting_answers_and_keeps_the_connection() {
     c.start(&ok_head(), b"two", true, &mut JustWait).unwrap();
     let (out, _) = read_response(&mut front, 1);
     assert!(out.ends_with(b"\r\n\r\ntwo"), "{out:?}");
+}
+
+#[test]
+fn a_closed_connections_parts_serve_the_next_connection_afresh() {
+    // The first connection closes with a request served and the next
+    // one half sent: nothing of it may reach the next connection (of the
+    // same worker: the same settings).
+    let worker = settings();
+    let (mut c, mut front) = conn_with(Protocol::FastCgi, worker.clone());
+    front
+        .write_all(&fastcgi_request(1, true, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"one", true, &mut JustWait).unwrap();
+    read_response(&mut front, 1);
+    assert_eq!(c.after_response(false), After::KeepAlive);
+    let next = fastcgi_request(2, true, "POST", &[b"body"]);
+    front.write_all(&next[..next.len() / 2]).unwrap();
+    assert!(matches!(ready_or_not(&mut c), Step::NeedMore));
+    assert!(c.has_partial_head());
+    c.close();
+
+    let (mut c, mut front) = conn_with(Protocol::FastCgi, worker);
+    assert!(!c.has_partial_head());
+    assert!(!c.has_buffered_input());
+    assert!(matches!(c.next_request(), Step::NeedMore));
+    front
+        .write_all(&fastcgi_request(2, false, "GET", &[]))
+        .unwrap();
+    let (head, _) = ready(&mut c);
+    assert_eq!(head.vars.get(b"REQUEST_METHOD"), Some(&b"GET"[..]));
+    c.start(&ok_head(), b"two", true, &mut JustWait).unwrap();
+    let (out, _) = read_response(&mut front, 2);
+    assert!(out.ends_with(b"\r\n\r\ntwo"), "{out:?}");
+    c.close();
+
+    // Parts a FastCGI connection left serve an SCGI one as SCGI.
+    let (mut c, mut front) = conn(Protocol::Scgi);
+    let block =
+        b"CONTENT_LENGTH\x000\x00SCGI\x001\x00REQUEST_METHOD\x00GET\x00REQUEST_URI\x00/\x00";
+    let mut netstring = format!("{}:", block.len()).into_bytes();
+    netstring.extend_from_slice(block);
+    netstring.push(b',');
+    front.write_all(&netstring).unwrap();
+    let (head, _) = ready(&mut c);
+    assert_eq!(head.vars.get(b"SCGI"), Some(&b"1"[..]));
+    c.start(&ok_head(), b"hi", true, &mut JustWait).unwrap();
+    c.close();
+    let mut got = Vec::new();
+    front.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhi");
+}
+
+#[test]
+fn spare_parts_take_the_limits_of_the_connection_they_serve() {
+    let (mut c, mut front) = conn(Protocol::FastCgi);
+    front
+        .write_all(&fastcgi_request(1, false, "GET", &[]))
+        .unwrap();
+    ready(&mut c);
+    c.start(&ok_head(), b"one", true, &mut JustWait).unwrap();
+    read_response(&mut front, 1);
+    c.close();
+    // The next connection's settings allow one variable: its request of
+    // two is refused, whatever the spare was emptied for.
+    let mut tight = (*settings()).clone();
+    tight.limits.max_params_count = 1;
+    let (mut c, mut front) = conn_with(Protocol::FastCgi, Arc::new(tight));
+    front
+        .write_all(&fastcgi_request(1, false, "GET", &[]))
+        .unwrap();
+    let mut step = c.next_request();
+    for _ in 0..100 {
+        if !matches!(step, Step::NeedMore) {
+            break;
+        }
+        if c.fill().unwrap() == Fill::WouldBlock {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        step = c.next_request();
+    }
+    assert!(matches!(step, Step::Close), "{step:?}");
 }
