@@ -81,25 +81,26 @@ impl Recycler {
     /// one that reaches `maximum-requests` (the worker then stops
     /// accepting: it serves N, not N plus what arrives until its
     /// replacement is ready).
-    pub fn on_request(&self) -> bool {
+    /// `now`: the request's start, as the caller already read it.
+    pub fn on_request(&self, now: Instant) -> bool {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         let reached = self.max_requests == Some(served);
         if reached {
             self.limit_reached.notify_one();
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
+        self.touch(now);
         reached
     }
 
-    /// Called when a request's response is complete.
-    pub fn on_request_done(&self) {
+    /// Called when a request's response is complete, `now`.
+    pub fn on_request_done(&self, now: Instant) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.touch();
+        self.touch(now);
     }
 
-    fn touch(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
+    fn touch(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.started).as_millis() as u64;
         self.last_request_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -202,7 +203,7 @@ mod tests {
     fn no_limits_never_recycle() {
         let r = Recycler::with_factor(&opts(), 1.0);
         for _ in 0..1000 {
-            r.on_request();
+            r.on_request(Instant::now());
         }
         assert_eq!(
             r.due_at(Duration::from_secs(1 << 20), || Some(u64::MAX)),
@@ -219,10 +220,10 @@ mod tests {
             },
             1.0,
         );
-        r.on_request();
-        r.on_request();
+        r.on_request(Instant::now());
+        r.on_request(Instant::now());
         assert_eq!(r.due_at(Duration::ZERO, || None), None);
-        r.on_request();
+        r.on_request(Instant::now());
         assert_eq!(r.due_at(Duration::ZERO, || None), Some("maximum-requests"));
 
         let r = Recycler::with_factor(
@@ -264,10 +265,10 @@ mod tests {
             None,
             "never served"
         );
-        r.on_request();
+        r.on_request(Instant::now());
         let busy = r.due_at(Duration::from_secs(60), || None);
         assert_eq!(busy, None, "a request in flight");
-        r.on_request_done();
+        r.on_request_done(Instant::now());
         assert_eq!(r.due_at(Duration::from_secs(4), || None), None);
         assert_eq!(
             r.due_at(Duration::from_secs(5), || None),

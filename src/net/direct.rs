@@ -408,6 +408,9 @@ impl DirectConn {
     /// Writes what the protocol answered by itself (GET_VALUES, refusals),
     /// best effort: these are small and the socket is fresh.
     fn flush_transmit(&mut self) {
+        if !self.parts.session.has_transmit() {
+            return;
+        }
         self.parts.wbuf.clear();
         self.parts.session.take_transmit(&mut self.parts.wbuf);
         if !self.parts.wbuf.is_empty() {

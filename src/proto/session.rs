@@ -189,6 +189,15 @@ impl Session {
 
     /// Bytes the session wants written on its own (FastCGI management
     /// answers and refusals; a stream protocol's refusal of a bad head).
+    /// Whether the protocol has queued bytes of its own to send.
+    pub fn has_transmit(&self) -> bool {
+        match self {
+            Session::FastCgi(conn) => conn.pending_transmit() > 0,
+            Session::Scgi(s) => !s.out.is_empty(),
+            Session::Uwsgi(s) => !s.out.is_empty(),
+        }
+    }
+
     pub fn take_transmit(&mut self, out: &mut BytesMut) {
         match self {
             Session::FastCgi(conn) => {

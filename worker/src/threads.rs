@@ -170,7 +170,7 @@ fn begin<'a>(
     pool.registry
         .begin(me.index, req.began_at, meta.request_id, method, uri, link);
     wsgi_fpm::log::set_request(Some(meta.request_id));
-    if pool.recycler.on_request() {
+    if pool.recycler.on_request(req.began_at) {
         // maximum-requests: serve N, stop accepting, and let kept
         // connections close after their answer.
         pool.hub.retire();
@@ -193,12 +193,13 @@ fn end(pool: &Pool, me: &Thread<'_>, req: &Request<'_>) {
     pool.registry.end(me.index);
     wsgi_fpm::log::set_request(None);
     pool.activity.finished();
-    pool.recycler.on_request_done();
+    let now = Instant::now();
+    pool.recycler.on_request_done(now);
     if let Some(board) = me.board {
         if let Some(t) = board.thread(me.index) {
             t.end();
         }
-        let ran = req.began_at.elapsed();
+        let ran = now.saturating_duration_since(req.began_at);
         let queued = req.queue_time;
         board.record(micros(ran + queued), micros(queued), micros(req.gil_wait));
         // One reading per request, at its end: the difference from the

@@ -29,8 +29,8 @@
 use super::error::{ConnError, RequestError};
 use super::nv;
 use super::record::{
-    self, decode_record, end_request_body, put_record, put_stream, unknown_type_body,
-    BeginRequestBody, ProtocolStatus, Record, RecordType, RequestId,
+    self, decode_record, put_record, put_stream, unknown_type_body, BeginRequestBody,
+    ProtocolStatus, Record, RecordType, RequestId,
 };
 use crate::proto::cgi::{
     parse_content_length, BodyFraming, CgiVars, RequestHead, ResponseHead, Role,
@@ -692,16 +692,8 @@ impl ServerConn {
         app_status: u32,
         status: ProtocolStatus,
     ) {
-        put_record(&mut self.out, RecordType::Stdout, id, &[]);
-        if stderr_sent {
-            put_record(&mut self.out, RecordType::Stderr, id, &[]);
-        }
-        put_record(
-            &mut self.out,
-            RecordType::EndRequest,
-            id,
-            &end_request_body(app_status, status),
-        );
+        let (records, len) = record::closing_records(id, stderr_sent, app_status, status);
+        self.out.extend_from_slice(&records[..len]);
         if !keep_conn {
             self.close_pending = true;
         }
