@@ -53,6 +53,33 @@ def test_a_kept_header_list_is_validated_again_after_every_change(spawn):
     assert (r.status, r.header("X-Kept")) == (200, "third"), r
 
 
+def test_objects_the_application_kept_are_never_handed_to_a_later_request(spawn):
+    # One thread: every request meets the objects the last one left.
+    b = spawn("keeper", ROUTER, "--processes", "1", "--threads", "1", protocols=("fastcgi",))
+
+    def post(body, keep=False):
+        r = b.request("fastcgi", method="POST", path="/keeper",
+                      query="keep=1" if keep else "", body=body)
+        assert r.status == 200, r
+        return json.loads(r.body)
+
+    first = post(b"one")
+    again = post(b"two")
+    assert (again["input"], again["errors"], again["body"]) == (first["input"], first["errors"], "two")
+    post(b"three", keep=True)
+    # The kept objects stay with the application, spent: this request has
+    # its own, with its own body.
+    after = post(b"four")
+    assert after["body"] == "four"
+    assert after["input"] != first["input"] and after["errors"] != first["errors"], after
+    assert after["stashed_is_this"] == [False, False, False], after
+    assert after["stashed_read"] in ("", "raised OSError", "raised ValueError"), after
+    # The new objects are the thread's now, reused while nobody keeps them.
+    later = post(b"five")
+    assert (later["input"], later["errors"], later["body"]) == (after["input"], after["errors"], "five")
+    assert later["stashed_is_this"] == [False, False, False], later
+
+
 def test_content_beyond_content_length_is_not_sent(stack, protocol):
     r = stack.backend("main").request(protocol, path="/response", query="case=long")
     assert (r.status, r.body) == (200, b"0123456789"), r

@@ -4,7 +4,7 @@ server splits the path wrongly (that split is checked by the env dump, which
 is what every unknown name gets).
 
     /hello  /upload  /download  /stream  /raise  /closerec  /filewrapper  /sleep
-    /response
+    /response  /keeper
     anything else → environ as JSON
 """
 import close_recorder
@@ -12,6 +12,7 @@ import download
 import env_app
 import file_wrapper_app
 import hello
+import keeper
 import raising
 import responses
 import sleeper
@@ -29,6 +30,7 @@ ROUTES = {
     "closerec": close_recorder.application,
     "filewrapper": file_wrapper_app.application,
     "sleep": sleeper.application,
+    "keeper": keeper.application,
 }
 
 

@@ -125,6 +125,16 @@ struct Template {
     shape: Shape,
     script_name: Vec<u8>,
     path_info: Vec<u8>,
+    /// Which `wsgi.input` and `wsgi.errors` objects the dict holds (their
+    /// addresses: the dict keeps them alive, so no other object has them).
+    /// The thread reuses the same two from request to request, so a copy
+    /// usually has them already.
+    objects: [usize; 2],
+}
+
+/// An object's identity, as [`Template::objects`] keeps it.
+fn identity(obj: &Bound<'_, PyAny>) -> usize {
+    obj.as_ptr() as usize
 }
 
 /// A Python thread's reusable environ parts.
@@ -234,18 +244,67 @@ impl EnvCache {
             method_to_get: derived.method_to_get,
             missing: derived.missing,
         };
-        let env = match self.copy_template(py, vars, &shape, derived)? {
-            Some(env) => env,
-            None => {
-                match self.build_fresh(py, shared, rules, vars, &shape, derived, file_wrapper)? {
-                    Some(env) => env,
-                    // A header repeats: the reference rules join it.
-                    None => plain_cgi(py, &self.consts, shared, head, rules, file_wrapper)?,
-                }
-            }
+        let objects = [&input, &errors];
+        let (env, from_template) = match self.copy_template(py, vars, &shape, derived)? {
+            Some(env) => (env, true),
+            None => match self.build_fresh(
+                py,
+                shared,
+                rules,
+                vars,
+                &shape,
+                derived,
+                file_wrapper,
+                objects,
+            )? {
+                Some(env) => (env, true),
+                // A header repeats: the reference rules join it.
+                None => (
+                    plain_cgi(py, &self.consts, shared, head, rules, file_wrapper)?,
+                    false,
+                ),
+            },
         };
-        self.per_request(py, &env, req, input, errors)?;
+        self.put_objects(py, &env, objects, from_template)?;
+        self.per_request(py, &env, req)?;
         Ok(env)
+    }
+
+    /// Whether the template holds `obj` (one reference to it that is not
+    /// the application's: see `crate::reuse`).
+    pub fn holds(&self, obj: &Bound<'_, PyAny>) -> bool {
+        self.template
+            .as_ref()
+            .is_some_and(|t| t.objects.contains(&identity(obj)))
+    }
+
+    /// `wsgi.input` and `wsgi.errors` into `env`, where it does not have
+    /// them from the template already. When the thread had to make a new
+    /// one (the application kept the last), the template takes it too, so
+    /// the copies that follow have it again.
+    fn put_objects(
+        &mut self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        objects: [&Bound<'_, PyAny>; 2],
+        from_template: bool,
+    ) -> PyResult<()> {
+        let keys = [&self.consts.k_input, &self.consts.k_errors];
+        for (i, (key, obj)) in keys.into_iter().zip(objects).enumerate() {
+            let template = self.template.as_mut().filter(|_| from_template);
+            if template
+                .as_ref()
+                .is_some_and(|t| t.objects[i] == identity(obj))
+            {
+                continue;
+            }
+            env.set_item(key.bind(py), obj)?;
+            if let Some(t) = template {
+                t.dict.bind(py).set_item(key.bind(py), obj)?;
+                t.objects[i] = identity(obj);
+            }
+        }
+        Ok(())
     }
 
     /// A copy of the template when this request has the same names in the
@@ -311,6 +370,7 @@ impl EnvCache {
         shape: &Shape,
         derived: &Derived<'_>,
         file_wrapper: &Bound<'py, PyAny>,
+        objects: [&Bound<'py, PyAny>; 2],
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         self.template = None;
         let env = PyDict::new(py);
@@ -351,11 +411,11 @@ impl EnvCache {
         env.set_item(c.k_script_name.bind(py), latin1(py, &derived.script_name)?)?;
         env.set_item(c.k_path_info.bind(py), latin1(py, &derived.path_info)?)?;
         put_constants(py, c, shared, &env, derived.https, file_wrapper)?;
+        env.set_item(c.k_input.bind(py), objects[0])?;
+        env.set_item(c.k_errors.bind(py), objects[1])?;
         // The per-request keys are in the template too: on its copy they
         // are replaced, never inserted, so the copy never grows.
         for key in [
-            &c.k_input,
-            &c.k_errors,
             &c.k_request_id,
             &c.k_queue_start,
             &c.k_request_start,
@@ -368,6 +428,7 @@ impl EnvCache {
             shape: shape.clone(),
             script_name: derived.script_name.to_vec(),
             path_info: derived.path_info.to_vec(),
+            objects: objects.map(identity),
         });
         Ok(Some(env))
     }
@@ -377,12 +438,8 @@ impl EnvCache {
         py: Python<'py>,
         env: &Bound<'py, PyDict>,
         req: &Request<'_>,
-        input: Bound<'py, PyAny>,
-        errors: Bound<'py, PyAny>,
     ) -> PyResult<()> {
         let c = &self.consts;
-        env.set_item(c.k_input.bind(py), input)?;
-        env.set_item(c.k_errors.bind(py), errors)?;
         env.set_item(c.k_request_id.bind(py), PyString::new(py, req.id_text()))?;
         let queue_start = req.queued_unix.as_secs_f64();
         env.set_item(c.k_queue_start.bind(py), queue_start)?;

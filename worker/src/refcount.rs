@@ -8,3 +8,10 @@ pub fn sole<T>(obj: &Py<T>) -> bool {
     // reference to; the GIL (held by every caller) keeps it stable.
     unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) == 1 }
 }
+
+/// Whether exactly `n` references to `obj` exist (ours among them).
+pub fn held_by<T>(obj: &Py<T>, n: usize) -> bool {
+    // SAFETY: as for `sole`.
+    let count = unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) };
+    usize::try_from(count).is_ok_and(|c| c == n)
+}

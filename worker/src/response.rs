@@ -160,8 +160,11 @@ fn run_app(
 ) -> Ending {
     let (head, meta) = (req.head, req.meta);
     let mut call = || -> PyResult<Option<Bound<'_, PyAny>>> {
-        let input = cache.reuse.input(py, link)?.into_any();
-        let errors = cache.reuse.errors(py, meta.request_id)?.into_any();
+        let input = cache.reuse.input(py, link, &cache.env)?.into_any();
+        let errors = cache
+            .reuse
+            .errors(py, meta.request_id, &cache.env)?
+            .into_any();
         let wrapper = py.get_type::<FileWrapper>().into_any();
         let environ = cache.env.build(
             py,

@@ -3,12 +3,15 @@
 //! from one request to the next when nothing else holds them. An object the
 //! application kept (stored in a global, passed to another thread) is never
 //! reused: the next request gets a fresh one, so the kept one cannot reach
-//! the next request's body or response.
+//! the next request's body or response. The thread's environ template
+//! holds `wsgi.input` and `wsgi.errors` too; its reference is ours, not the
+//! application's.
 
+use crate::environ::EnvCache;
 use crate::errors::ErrorLog;
 use crate::input::Input;
 use crate::link::SharedLink;
-use crate::refcount::sole;
+use crate::refcount::{held_by, sole};
 use crate::start_response::{Responder, StartResponse};
 use pyo3::prelude::*;
 use std::sync::Arc;
@@ -27,8 +30,9 @@ impl Reuse {
         &mut self,
         py: Python<'py>,
         link: &SharedLink,
+        env: &EnvCache,
     ) -> PyResult<Bound<'py, Input>> {
-        if let Some(obj) = self.input.as_ref().filter(|o| sole(o)) {
+        if let Some(obj) = self.input.as_ref().filter(|o| ours_only(py, o, env)) {
             obj.bind(py).borrow().reset(link.clone());
             return Ok(obj.bind(py).clone());
         }
@@ -41,8 +45,9 @@ impl Reuse {
         &mut self,
         py: Python<'py>,
         id: RequestId,
+        env: &EnvCache,
     ) -> PyResult<Bound<'py, ErrorLog>> {
-        if let Some(obj) = self.errors.as_ref().filter(|o| sole(o)) {
+        if let Some(obj) = self.errors.as_ref().filter(|o| ours_only(py, o, env)) {
             obj.bind(py).borrow_mut().reset(id);
             return Ok(obj.bind(py).clone());
         }
@@ -71,4 +76,11 @@ impl Reuse {
         self.start = Some(obj.clone().unbind());
         Ok(obj)
     }
+}
+
+/// Whether only this thread holds `obj`: our reference, and the environ
+/// template's if it has the object.
+fn ours_only<T>(py: Python<'_>, obj: &Py<T>, env: &EnvCache) -> bool {
+    let template = env.holds(obj.bind(py).as_any());
+    held_by(obj, 1 + usize::from(template))
 }
