@@ -81,27 +81,23 @@ impl Recycler {
     /// one that reaches `maximum-requests` (the worker then stops
     /// accepting: it serves N, not N plus what arrives until its
     /// replacement is ready).
-    /// `now`: the request's start, as the caller already read it.
-    pub fn on_request(&self, now: Instant) -> bool {
+    pub fn on_request(&self) -> bool {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         let reached = self.max_requests == Some(served);
         if reached {
             self.limit_reached.notify_one();
         }
+        // No activity stamp: inactivity counts only while nothing is in
+        // flight, from the last request's end.
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch(now);
         reached
     }
 
     /// Called when a request's response is complete, `now`.
     pub fn on_request_done(&self, now: Instant) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.touch(now);
-    }
-
-    fn touch(&self, now: Instant) {
         let ms = now.saturating_duration_since(self.started).as_millis() as u64;
         self.last_request_ms.store(ms, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The reason this worker should be replaced now, if any. Each call
@@ -203,7 +199,7 @@ mod tests {
     fn no_limits_never_recycle() {
         let r = Recycler::with_factor(&opts(), 1.0);
         for _ in 0..1000 {
-            r.on_request(Instant::now());
+            r.on_request();
         }
         assert_eq!(
             r.due_at(Duration::from_secs(1 << 20), || Some(u64::MAX)),
@@ -220,10 +216,10 @@ mod tests {
             },
             1.0,
         );
-        r.on_request(Instant::now());
-        r.on_request(Instant::now());
+        r.on_request();
+        r.on_request();
         assert_eq!(r.due_at(Duration::ZERO, || None), None);
-        r.on_request(Instant::now());
+        r.on_request();
         assert_eq!(r.due_at(Duration::ZERO, || None), Some("maximum-requests"));
 
         let r = Recycler::with_factor(
@@ -265,7 +261,7 @@ mod tests {
             None,
             "never served"
         );
-        r.on_request(Instant::now());
+        r.on_request();
         let busy = r.due_at(Duration::from_secs(60), || None);
         assert_eq!(busy, None, "a request in flight");
         r.on_request_done(Instant::now());

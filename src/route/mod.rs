@@ -129,6 +129,24 @@ pub struct Derived<'a> {
     pub uri: Option<&'a [u8]>,
 }
 
+/// A name of 8 to 16 bytes as its first and last eight bytes: equal keys
+/// and equal lengths are equal names (the two halves cover every byte).
+/// Shorter names get no key (all zero); longer ones are told apart by the
+/// caller's own check of the middle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct NameKey(u64, u64);
+
+impl NameKey {
+    const fn of(name: &[u8]) -> NameKey {
+        match (name.first_chunk::<8>(), name.last_chunk::<8>()) {
+            (Some(head), Some(tail)) => {
+                NameKey(u64::from_le_bytes(*head), u64::from_le_bytes(*tail))
+            }
+            _ => NameKey(0, 0),
+        }
+    }
+}
+
 /// One pass over the front end's variables: the path split, the scheme,
 /// the method, the defaults to add, and the refusals (SPEC §2–3).
 pub fn derive<'a>(
@@ -145,29 +163,30 @@ pub fn derive<'a>(
     let mut request_start = None;
     let mut missing = [true; DEFAULTS.len()];
     for (name, value) in vars.iter() {
-        // Dispatched on the length first: most names are none of these,
-        // and are passed over without a byte compare.
+        // Dispatched on the length first, then on the name's first and
+        // last eight bytes as two numbers: most names are none of these,
+        // and none costs a byte-by-byte compare.
+        let key = NameKey::of(name);
         match name.len() {
             5 if name == b"HTTPS" => https |= value.eq_ignore_ascii_case(b"on") || value == b"1",
-            9 if name == b"PATH_INFO" => path = Some(value),
-            11 => match name {
-                b"REQUEST_URI" => uri = Some(value),
-                b"SCRIPT_NAME" => script = Some(value),
-                b"SERVER_NAME" => missing[1] = false,
-                b"SERVER_PORT" => missing[2] = false,
-                _ => {}
-            },
-            12 if name == b"QUERY_STRING" => missing[4] = false,
-            14 => match name {
-                b"REQUEST_METHOD" => {
-                    method = Some(value);
-                    missing[0] = false;
-                }
-                b"REQUEST_SCHEME" => https |= value.eq_ignore_ascii_case(b"https"),
-                // nginx's auth_request recipe sends CONTENT_LENGTH twice,
-                // the stock one and an empty one: equal or empty repeats
-                // are fine, two different numbers are a bad request.
-                b"CONTENT_LENGTH" if !value.is_empty() => match length {
+            9 if key == const { NameKey::of(b"PATH_INFO") } => path = Some(value),
+            11 if key == const { NameKey::of(b"REQUEST_URI") } => uri = Some(value),
+            11 if key == const { NameKey::of(b"SCRIPT_NAME") } => script = Some(value),
+            11 if key == const { NameKey::of(b"SERVER_NAME") } => missing[1] = false,
+            11 if key == const { NameKey::of(b"SERVER_PORT") } => missing[2] = false,
+            12 if key == const { NameKey::of(b"QUERY_STRING") } => missing[4] = false,
+            14 if key == const { NameKey::of(b"REQUEST_METHOD") } => {
+                method = Some(value);
+                missing[0] = false;
+            }
+            14 if key == const { NameKey::of(b"REQUEST_SCHEME") } => {
+                https |= value.eq_ignore_ascii_case(b"https")
+            }
+            // nginx's auth_request recipe sends CONTENT_LENGTH twice, the
+            // stock one and an empty one: equal or empty repeats are fine,
+            // two different numbers are a bad request.
+            14 if key == const { NameKey::of(b"CONTENT_LENGTH") } && !value.is_empty() => {
+                match length {
                     Some(first) if first != value => {
                         return Err(EnvironError::ConflictingContentLength {
                             first: String::from_utf8_lossy(first).into_owned(),
@@ -175,11 +194,14 @@ pub fn derive<'a>(
                         })
                     }
                     _ => length = Some(value),
-                },
-                _ => {}
-            },
-            15 if name == b"SERVER_PROTOCOL" => missing[3] = false,
-            20 if name == b"HTTP_X_REQUEST_START" => request_start = Some(value),
+                }
+            }
+            15 if key == const { NameKey::of(b"SERVER_PROTOCOL") } => missing[3] = false,
+            20 if name[8..12] == *b"EQUE"
+                && key == const { NameKey::of(b"HTTP_X_REQUEST_START") } =>
+            {
+                request_start = Some(value)
+            }
             _ => {}
         }
     }

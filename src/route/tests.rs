@@ -339,3 +339,55 @@ fn derive_finds_the_split_the_scheme_and_the_missing_defaults_in_one_pass() {
     assert_eq!(d.orig_script_name, Some(&b"/mnt/x y"[..]));
     assert_eq!(d.orig_path_info, None);
 }
+
+#[test]
+fn derive_knows_each_name_exactly_and_no_near_miss() {
+    // Each name derive looks for, and names of the same length that share
+    // its first and last eight bytes, or differ in one byte only.
+    let exact = vars(&[
+        ("REQUEST_METHOD", "GET"),
+        ("SERVER_NAME", "a"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("QUERY_STRING", ""),
+        ("PATH_INFO", "/p"),
+        ("SCRIPT_NAME", "/s"),
+        ("REQUEST_URI", "/s/p"),
+        ("REQUEST_SCHEME", "https"),
+        ("CONTENT_LENGTH", "3"),
+        ("HTTP_X_REQUEST_START", "t=1"),
+    ]);
+    let d = derive(&exact, Role::Responder, &NO_RULES).unwrap();
+    assert_eq!(d.missing, [false; 5]);
+    assert_eq!((d.method, d.uri), (Some(&b"GET"[..]), Some(&b"/s/p"[..])));
+    assert_eq!(
+        (d.orig_script_name, d.orig_path_info),
+        (Some(&b"/s"[..]), Some(&b"/p"[..]))
+    );
+    assert!(d.https);
+    assert_eq!(d.request_start, Some(&b"t=1"[..]));
+
+    let near = vars(&[
+        ("REQUEST_METHOD", "GET"),
+        ("SERVER_NAMF", "a"),
+        ("SERVER_PORt", "80"),
+        ("SERVER_PROTOCOm", "HTTP/1.1"),
+        ("QUERY_STRINg", ""),
+        ("PATH_INFo", "/p"),
+        ("SCRIPT_NAMe", "/s"),
+        ("REQUEST_URi", "/s/p"),
+        ("REQUEST_SCHEMe", "https"),
+        ("CONTENT_LENGTh", "3"),
+        ("CONTENT_LENGTh", "4"),
+        ("HTTP_X_REQXEST_START", "t=1"),
+        ("HTTP_X_REQUESS_START", "t=1"),
+        ("REQUEST_METHOD_", "POST"),
+        ("HTTPs", "on"),
+    ]);
+    let d = derive(&near, Role::Responder, &NO_RULES).unwrap();
+    assert_eq!(d.missing, [false, true, true, true, true]);
+    assert_eq!((d.method, d.uri), (Some(&b"GET"[..]), None));
+    assert_eq!((d.orig_script_name, d.orig_path_info), (None, None));
+    assert!(!d.https);
+    assert_eq!(d.request_start, None);
+}

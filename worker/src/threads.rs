@@ -170,7 +170,7 @@ fn begin<'a>(
     pool.registry
         .begin(me.index, req.began_at, meta.request_id, method, uri, link);
     wsgi_fpm::log::set_request(Some(meta.request_id));
-    if pool.recycler.on_request(req.began_at) {
+    if pool.recycler.on_request() {
         // maximum-requests: serve N, stop accepting, and let kept
         // connections close after their answer.
         pool.hub.retire();
