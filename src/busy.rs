@@ -43,6 +43,9 @@ pub struct Activity {
     pending: AtomicUsize,
     threads: usize,
     room: tokio::sync::Notify,
+    /// Callers inside [`Activity::room`]: a finish with none skips the
+    /// notification (a lock), which is every finish while threads are free.
+    waiting: AtomicUsize,
 }
 
 /// A thread held for a connection just accepted, until its first request
@@ -52,8 +55,8 @@ pub struct Reservation(std::sync::Arc<Activity>);
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::AcqRel);
-        self.0.room.notify_waiters();
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+        self.0.wake_waiting();
     }
 }
 
@@ -64,6 +67,7 @@ impl Activity {
             pending: AtomicUsize::new(0),
             threads,
             room: tokio::sync::Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -79,8 +83,17 @@ impl Activity {
 
     pub fn finished(&self) {
         // Every finish may open the gate: it counts reservations too.
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        self.room.notify_waiters();
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.wake_waiting();
+    }
+
+    /// After a count went down: wakes whoever waits in `room`. All of it
+    /// sequentially consistent: a waiter registers before it reads the
+    /// counts, so either this sees it registered or it sees the new count.
+    fn wake_waiting(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
     }
 
     /// Requests started and not finished.
@@ -101,12 +114,20 @@ impl Activity {
 
     /// Returns once a thread is free.
     pub async fn room(&self) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
             // Registered before the check, so a finish in between wakes it.
             notified.as_mut().enable();
-            let held = self.count.load(Ordering::Acquire) + self.pending.load(Ordering::Acquire);
+            let held = self.count.load(Ordering::SeqCst) + self.pending.load(Ordering::SeqCst);
             if held < self.threads {
                 return;
             }
