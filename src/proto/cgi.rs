@@ -60,12 +60,16 @@ impl CgiVars {
         vars
     }
 
-    /// An empty set over `block` with room for `pairs` pairs.
+    /// An empty set over `block` with room for `pairs` pairs (in the
+    /// room a set this thread dropped left, when there is one).
     pub fn with_capacity(block: Bytes, pairs: usize) -> Self {
-        CgiVars {
-            block,
-            entries: Vec::with_capacity(pairs),
-        }
+        let mut entries = SPARE_ENTRIES
+            .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        entries.reserve(pairs);
+        CgiVars { block, entries }
     }
 
     /// Records one pair by offsets a decoder has already checked against
@@ -165,6 +169,34 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
         8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
         _ => a == b,
+    }
+}
+
+thread_local! {
+    /// Entry vectors of the variable sets this thread dropped, emptied, for
+    /// the next ones it decodes: a request then allocates none.
+    static SPARE_ENTRIES: std::cell::RefCell<Vec<Vec<Entry>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare entry vectors kept per thread, and the largest kept (entries).
+const SPARE_ENTRIES_MAX: usize = 4;
+const SPARE_ENTRIES_ROOM_MAX: usize = 512;
+
+impl Drop for CgiVars {
+    fn drop(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        if entries.capacity() == 0 || entries.capacity() > SPARE_ENTRIES_ROOM_MAX {
+            return;
+        }
+        entries.clear();
+        let _ = SPARE_ENTRIES.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if s.len() < SPARE_ENTRIES_MAX {
+                    s.push(entries);
+                }
+            }
+        });
     }
 }
 
@@ -385,6 +417,21 @@ mod tests {
         assert_eq!(vars.get_bytes(b"A").as_deref(), Some(&b"1"[..]));
         assert_eq!(vars.get(b"MISSING"), None);
         assert_eq!(vars.len(), 3);
+    }
+
+    #[test]
+    fn a_set_made_after_one_was_dropped_holds_only_its_own_pairs() {
+        for _ in 0..3 {
+            drop(CgiVars::from_pairs([(&b"A"[..], &b"1"[..]), (b"B", b"2"), (b"C", b"3")]));
+        }
+        let mut vars = CgiVars::with_capacity(Bytes::from_static(b"NAMEvalue"), 1);
+        assert!(vars.is_empty());
+        vars.push_range(0..4, 4..9);
+        assert_eq!(
+            vars.iter().collect::<Vec<_>>(),
+            vec![(&b"NAME"[..], &b"value"[..])]
+        );
+        assert_eq!(vars.get(b"A"), None);
     }
 
     #[test]
