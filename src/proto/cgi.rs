@@ -422,7 +422,11 @@ mod tests {
     #[test]
     fn a_set_made_after_one_was_dropped_holds_only_its_own_pairs() {
         for _ in 0..3 {
-            drop(CgiVars::from_pairs([(&b"A"[..], &b"1"[..]), (b"B", b"2"), (b"C", b"3")]));
+            drop(CgiVars::from_pairs([
+                (&b"A"[..], &b"1"[..]),
+                (b"B", b"2"),
+                (b"C", b"3"),
+            ]));
         }
         let mut vars = CgiVars::with_capacity(Bytes::from_static(b"NAMEvalue"), 1);
         assert!(vars.is_empty());

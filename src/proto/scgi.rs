@@ -397,8 +397,28 @@ fn parse_block(
     })
 }
 
+/// The first NUL in `block` at or after `from`, eight bytes at a time:
+/// SCGI's names and values are short, where a vectorised search costs more
+/// to set up than it saves.
 fn find_nul(block: &[u8], from: usize) -> Option<usize> {
-    memchr::memchr(0, block.get(from..)?).map(|i| from + i)
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let rest = block.get(from..)?;
+    let mut at = 0;
+    while let Some(word) = rest.get(at..).and_then(|r| r.first_chunk::<8>()) {
+        let w = u64::from_le_bytes(*word);
+        // The lowest flagged byte is the first zero byte (a borrow only
+        // flags bytes above a real zero).
+        let zero = w.wrapping_sub(LOW) & !w & HIGH;
+        if zero != 0 {
+            return Some(from + at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    rest[at..]
+        .iter()
+        .position(|&b| b == 0)
+        .map(|i| from + at + i)
 }
 
 /// The complete response to write before closing when `decode` failed
@@ -442,6 +462,18 @@ impl StreamDecoder for ScgiDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn find_nul_finds_the_first_nul_from_where_it_starts(
+            block in proptest::collection::vec(prop_oneof![Just(0u8), Just(0x80u8), Just(1u8), any::<u8>()], 0..40),
+            from in 0usize..45,
+        ) {
+            let naive = block.get(from..).and_then(|r| r.iter().position(|&b| b == 0)).map(|i| from + i);
+            prop_assert_eq!(find_nul(&block, from), naive);
+        }
+    }
 
     #[test]
     fn decimal_digits_counts_the_limit() {
