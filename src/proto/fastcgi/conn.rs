@@ -33,7 +33,7 @@ use super::record::{
     ProtocolStatus, Record, RecordType, RequestId,
 };
 use crate::proto::cgi::{
-    parse_content_length, BodyFraming, CgiVars, RequestHead, ResponseHead, Role,
+    parse_content_length, same_bytes, BodyFraming, CgiVars, RequestHead, ResponseHead, Role,
 };
 use crate::proto::limits::Limits;
 use bytes::{Bytes, BytesMut};
@@ -557,8 +557,8 @@ impl ServerConn {
         let block = std::mem::take(buf).finish();
         let role = slot.role;
         let keep_conn = slot.keep_conn;
-        let vars = decode_params(id, block, self.limits.max_params_count)?;
-        let declared = match declared_length(&vars) {
+        let (vars, lengths) = decode_params(id, block, self.limits.max_params_count)?;
+        let declared = match lengths.declared(&vars) {
             Ok(declared) => declared,
             Err(error) => {
                 self.slots.remove(&id);
@@ -704,10 +704,15 @@ impl ServerConn {
 /// whose lengths fit one byte each (all of them, in practice) take a short
 /// path; anything else goes through the general decoder, which also names
 /// what is wrong.
-fn decode_params(id: RequestId, block: Bytes, max_pairs: usize) -> Result<CgiVars, ConnError> {
+fn decode_params(
+    id: RequestId,
+    block: Bytes,
+    max_pairs: usize,
+) -> Result<(CgiVars, LengthsSeen), ConnError> {
     // The block is at most `max_params_bytes`, itself capped at u32::MAX
     // where it is buffered, so offsets fit u32.
     let mut vars = CgiVars::with_capacity(block.clone(), block.len() / 24 + 4);
+    let mut lengths = LengthsSeen::None;
     let b: &[u8] = &block;
     let mut pos = 0usize;
     while pos < b.len() {
@@ -716,13 +721,19 @@ fn decode_params(id: RequestId, block: Bytes, max_pairs: usize) -> Result<CgiVar
             _ => None,
         };
         let Some((n, v)) = short else {
-            return decode_params_general(id, block, max_pairs);
+            return Ok((
+                decode_params_general(id, block, max_pairs)?,
+                LengthsSeen::Several,
+            ));
         };
         let name_at = pos + 2;
         let value_at = name_at + n;
         let end = value_at + v;
         if end > b.len() {
-            return decode_params_general(id, block, max_pairs);
+            return Ok((
+                decode_params_general(id, block, max_pairs)?,
+                LengthsSeen::Several,
+            ));
         }
         if vars.len() == max_pairs {
             return Err(ConnError::TooManyParams {
@@ -730,13 +741,40 @@ fn decode_params(id: RequestId, block: Bytes, max_pairs: usize) -> Result<CgiVar
                 limit: max_pairs,
             });
         }
-        vars.push_checked(
-            (name_at as u32, value_at as u32),
-            (value_at as u32, end as u32),
-        );
+        let value = (value_at as u32, end as u32);
+        if n == CONTENT_LENGTH.len() && same_bytes(&b[name_at..value_at], CONTENT_LENGTH) {
+            lengths = match lengths {
+                LengthsSeen::None => LengthsSeen::One(value),
+                _ => LengthsSeen::Several,
+            };
+        }
+        vars.push_checked((name_at as u32, value_at as u32), value);
         pos = end;
     }
-    Ok(vars)
+    Ok((vars, lengths))
+}
+
+const CONTENT_LENGTH: &[u8] = b"CONTENT_LENGTH";
+
+/// The `CONTENT_LENGTH`s the params decoder met on its way, so that the
+/// block is searched for them again only when there were several.
+enum LengthsSeen {
+    None,
+    /// One, with its value's range in the block.
+    One((u32, u32)),
+    Several,
+}
+
+impl LengthsSeen {
+    fn declared(&self, vars: &CgiVars) -> Result<Option<u64>, RequestError> {
+        match *self {
+            LengthsSeen::None => Ok(None),
+            LengthsSeen::One((start, end)) => {
+                one_length(&vars.block()[start as usize..end as usize])
+            }
+            LengthsSeen::Several => declared_length(vars),
+        }
+    }
 }
 
 fn decode_params_general(
@@ -767,11 +805,8 @@ fn decode_params_general(
 fn declared_length(vars: &CgiVars) -> Result<Option<u64>, RequestError> {
     let mut numeric: Option<u64> = None;
     let mut last = None;
-    for value in vars.get_all(b"CONTENT_LENGTH") {
-        let parsed =
-            parse_content_length(Some(value)).map_err(|()| RequestError::InvalidContentLength {
-                value: lossy_prefix(value),
-            })?;
+    for value in vars.get_all(CONTENT_LENGTH) {
+        let parsed = one_length(value)?;
         if let (Some(first), Some(second)) = (numeric, parsed) {
             if first != second {
                 return Err(RequestError::ConflictingContentLength { first, second });
@@ -781,6 +816,13 @@ fn declared_length(vars: &CgiVars) -> Result<Option<u64>, RequestError> {
         last = parsed;
     }
     Ok(last)
+}
+
+/// One `CONTENT_LENGTH` value: empty is none, else decimal.
+fn one_length(value: &[u8]) -> Result<Option<u64>, RequestError> {
+    parse_content_length(Some(value)).map_err(|()| RequestError::InvalidContentLength {
+        value: lossy_prefix(value),
+    })
 }
 
 /// At most 64 bytes of a peer's value, for a log line.
