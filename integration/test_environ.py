@@ -197,3 +197,23 @@ def test_front_end_request_start_stamp_becomes_queue_start(stack, protocol, form
     env = json.loads(r.body)
     assert abs(env["wsgi_fpm.queue_start"] - stamp) < 0.01, (value, env["wsgi_fpm.queue_start"])
     assert env["wsgi_fpm.request_start"] >= env["wsgi_fpm.queue_start"]
+
+
+def test_a_front_end_variable_named_like_a_wsgi_key_never_replaces_it(spawn):
+    # One thread, so the second request is a copy of the environ the first
+    # one built, with the variable's value changed.
+    from harness import APPS
+    b = spawn("reserved", APPS / "env_app.py", "--processes", "1", "--threads", "1",
+              protocols=("fastcgi",))
+    for n in range(3):
+        r = b.request("fastcgi", method="POST", path="/r", body=b"body%d" % n, extra=[
+            ("wsgi.input", "forged%d" % n), ("wsgi.errors", "forged%d" % n),
+            ("wsgi.url_scheme", "forged%d" % n), ("wsgi_fpm.request_id", "forged%d" % n)])
+        assert r.status == 200, r
+        env = json.loads(r.body)
+        assert env["__body__"] == "body%d" % n, env
+        assert env["wsgi.url_scheme"] == "http", env
+        assert not env["wsgi_fpm.request_id"].startswith("forged"), env
+        for key in ("wsgi.input", "wsgi.errors"):
+            assert env["__types__"][key] != "str", (key, env)
+

@@ -24,7 +24,7 @@ pub struct Recycler {
     max_idle: Option<Duration>,
     started: Instant,
     served: AtomicU64,
-    /// Milliseconds after `started` of the latest request's start or end.
+    /// Milliseconds after `started` of the latest request's end.
     last_request_ms: AtomicU64,
     /// Requests started and not yet finished: a worker with one is not idle.
     in_flight: AtomicU64,
@@ -97,7 +97,8 @@ impl Recycler {
     pub fn on_request_done(&self, now: Instant) {
         let ms = now.saturating_duration_since(self.started).as_millis() as u64;
         self.last_request_ms.store(ms, Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // Release: whoever sees the request gone sees its stamp too.
+        self.in_flight.fetch_sub(1, Ordering::Release);
     }
 
     /// The reason this worker should be replaced now, if any. Each call
@@ -138,7 +139,7 @@ impl Recycler {
         // A worker that has served nothing holds nothing a fresh one would
         // not: replacing it would only churn, every period, forever.
         let served_any = self.served.load(Ordering::Relaxed) > 0;
-        let busy = self.in_flight.load(Ordering::Relaxed) > 0;
+        let busy = self.in_flight.load(Ordering::Acquire) > 0;
         if let Some(idle) = self.max_idle.filter(|_| served_any && !busy) {
             let last = Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
             if age.saturating_sub(last) >= idle {

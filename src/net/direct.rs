@@ -391,8 +391,12 @@ impl DirectConn {
             buf,
             session,
             deferred,
+            held,
             ..
         } = *this.parts;
+        // Handed over before a request started or once its body was read:
+        // no body event is left behind.
+        debug_assert!(held.is_empty());
         MultiplexParts {
             fd: this.fd,
             peer: this.peer,

@@ -160,8 +160,9 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
-    let half = |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    // Only called where `at + 8` (or `+ 4`) is within the slice.
+    let word = |s: &[u8], at: usize| s[at..].first_chunk::<8>().map(|w| u64::from_ne_bytes(*w));
+    let half = |s: &[u8], at: usize| s[at..].first_chunk::<4>().map(|w| u32::from_ne_bytes(*w));
     match n {
         0 => true,
         // Indexes 0, n/2 and n-1 cover every byte of 1 to 3.

@@ -187,8 +187,6 @@ impl Session {
         }
     }
 
-    /// Bytes the session wants written on its own (FastCGI management
-    /// answers and refusals; a stream protocol's refusal of a bad head).
     /// Whether the protocol has queued bytes of its own to send.
     pub fn has_transmit(&self) -> bool {
         match self {
@@ -198,6 +196,8 @@ impl Session {
         }
     }
 
+    /// Bytes the session wants written on its own (FastCGI management
+    /// answers and refusals; a stream protocol's refusal of a bad head).
     pub fn take_transmit(&mut self, out: &mut BytesMut) {
         match self {
             Session::FastCgi(conn) => {

@@ -90,6 +90,9 @@ pub enum NameRule {
     Join(&'static [u8]),
 }
 
+/// Prefixes of the environ keys wsgi-fpm sets itself.
+const RESERVED_PREFIXES: [&[u8]; 3] = [b"wsgi.", b"wsgi_fpm.", b"mod_wsgi."];
+
 /// The rule for one name (SPEC §3).
 pub fn rule(name: &[u8], rules: &EnvironRules) -> NameRule {
     match name {
@@ -102,6 +105,10 @@ pub fn rule(name: &[u8], rules: &EnvironRules) -> NameRule {
         b"REMOTE_PASSWD" => NameRule::Drop,
         b"HTTP_COOKIE" => NameRule::Join(b"; "),
         n if n.starts_with(b"HTTP_") => NameRule::Join(b", "),
+        // The environ's own keys are wsgi-fpm's to set: a front end's
+        // variable by such a name (only a config can send one) is ignored,
+        // whichever way the environ is built.
+        n if RESERVED_PREFIXES.iter().any(|p| n.starts_with(p)) => NameRule::Drop,
         _ => NameRule::Keep,
     }
 }

@@ -391,3 +391,18 @@ fn derive_knows_each_name_exactly_and_no_near_miss() {
     assert!(!d.https);
     assert_eq!(d.request_start, None);
 }
+
+#[test]
+fn a_front_end_variable_under_a_key_wsgi_fpm_sets_is_ignored() {
+    for name in [
+        "wsgi.input",
+        "wsgi.url_scheme",
+        "wsgi_fpm.request_id",
+        "mod_wsgi.queue_start",
+    ] {
+        assert_eq!(rule(name.as_bytes(), &NO_RULES), NameRule::Drop, "{name}");
+    }
+    for name in ["WSGI_INPUT", "wsgi", "REMOTE_USER"] {
+        assert_eq!(rule(name.as_bytes(), &NO_RULES), NameRule::Keep, "{name}");
+    }
+}

@@ -270,12 +270,13 @@ impl EnvCache {
         Ok(env)
     }
 
-    /// Whether the template holds `obj` (one reference to it that is not
-    /// the application's: see `crate::reuse`).
-    pub fn holds(&self, obj: &Bound<'_, PyAny>) -> bool {
+    /// Whether the template holds `obj` as its `wsgi.input` (`which` 0)
+    /// or `wsgi.errors` (1): one reference to it that is not the
+    /// application's (see `crate::reuse`).
+    pub fn holds(&self, which: usize, obj: &Bound<'_, PyAny>) -> bool {
         self.template
             .as_ref()
-            .is_some_and(|t| t.objects.contains(&identity(obj)))
+            .is_some_and(|t| t.objects.get(which) == Some(&identity(obj)))
     }
 
     /// `wsgi.input` and `wsgi.errors` into `env`, where it does not have

@@ -61,7 +61,7 @@ impl<'a> Request<'a> {
             derived,
             queued,
             queue_time,
-            queued_unix: began_unix.saturating_sub(queue_time),
+            queued_unix: queued.duration_since(UNIX_EPOCH).unwrap_or_default(),
             began_unix,
             began_at,
             gil_wait: woke.map_or(Duration::ZERO, |w| began_at.saturating_duration_since(w)),

@@ -32,7 +32,7 @@ impl Reuse {
         link: &SharedLink,
         env: &EnvCache,
     ) -> PyResult<Bound<'py, Input>> {
-        if let Some(obj) = self.input.as_ref().filter(|o| ours_only(py, o, env)) {
+        if let Some(obj) = self.input.as_ref().filter(|o| ours_only(py, o, env, INPUT)) {
             obj.bind(py).borrow().reset(link.clone());
             return Ok(obj.bind(py).clone());
         }
@@ -47,7 +47,11 @@ impl Reuse {
         id: RequestId,
         env: &EnvCache,
     ) -> PyResult<Bound<'py, ErrorLog>> {
-        if let Some(obj) = self.errors.as_ref().filter(|o| ours_only(py, o, env)) {
+        if let Some(obj) = self
+            .errors
+            .as_ref()
+            .filter(|o| ours_only(py, o, env, ERRORS))
+        {
             obj.bind(py).borrow_mut().reset(id);
             return Ok(obj.bind(py).clone());
         }
@@ -78,9 +82,13 @@ impl Reuse {
     }
 }
 
+/// The environ template's places for `wsgi.input` and `wsgi.errors`.
+const INPUT: usize = 0;
+const ERRORS: usize = 1;
+
 /// Whether only this thread holds `obj`: our reference, and the environ
 /// template's if it has the object.
-fn ours_only<T>(py: Python<'_>, obj: &Py<T>, env: &EnvCache) -> bool {
-    let template = env.holds(obj.bind(py).as_any());
+fn ours_only<T>(py: Python<'_>, obj: &Py<T>, env: &EnvCache, which: usize) -> bool {
+    let template = env.holds(which, obj.bind(py).as_any());
     held_by(obj, 1 + usize::from(template))
 }
