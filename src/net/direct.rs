@@ -385,8 +385,8 @@ impl DirectConn {
 
     /// The multiplexing driver's starting point: socket, buffer, protocol
     /// state and the events already taken.
-    pub fn into_parts(self: Box<Self>) -> MultiplexParts {
-        let this = *self;
+    pub fn into_parts(self) -> MultiplexParts {
+        let this = self;
         let Parts {
             buf,
             session,
@@ -633,12 +633,12 @@ impl DirectConn {
 
     /// Closes the connection; its buffers and protocol state go back to
     /// this thread's spares for the next connection.
-    pub fn close(self: Box<Self>) {
-        // Only the parts are moved out of the box; the rest (the
-        // descriptor, closed here) is dropped in place.
+    pub fn close(self) {
+        // Only the parts are kept; the rest (the descriptor, closed here)
+        // is dropped.
         let DirectConn {
             parts, settings, ..
-        } = *self;
+        } = self;
         keep_spare_parts(parts, settings);
     }
 }
