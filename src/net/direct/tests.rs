@@ -380,6 +380,34 @@ fn an_abort_sent_before_the_request_started_means_it_never_starts() {
     assert_eq!(kinds, vec![6, 3]);
 }
 
+/// A minimal SCGI GET, as a netstring.
+fn scgi_request() -> Vec<u8> {
+    let block =
+        b"CONTENT_LENGTH\x000\x00SCGI\x001\x00REQUEST_METHOD\x00GET\x00REQUEST_URI\x00/\x00";
+    let mut netstring = format!("{}:", block.len()).into_bytes();
+    netstring.extend_from_slice(block);
+    netstring.push(b',');
+    netstring
+}
+
+/// What the front end reads of an SCGI connection answered "hi" and closed.
+fn assert_scgi_hi(front: &mut UnixStream) {
+    let mut got = Vec::new();
+    front.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhi");
+}
+
+/// Sends a FastCGI GET with id 1, serves it with `body` and reads the
+/// answer back.
+fn get_answered(c: &mut DirectConn, front: &mut UnixStream, keep: bool, body: &[u8]) -> Vec<u8> {
+    front
+        .write_all(&fastcgi_request(1, keep, "GET", &[]))
+        .unwrap();
+    ready(c);
+    c.start(&ok_head(), body, true, &mut JustWait).unwrap();
+    read_response(front, 1).0
+}
+
 fn put_record_vec(v: &mut Vec<u8>, kind: RecordType, id: u16) {
     let mut b = BytesMut::new();
     put_record(&mut b, kind, RequestId(id), &[]);
@@ -389,19 +417,12 @@ fn put_record_vec(v: &mut Vec<u8>, kind: RecordType, id: u16) {
 #[test]
 fn scgi_answers_in_cgi_form_and_closes_after_the_response() {
     let (mut c, mut front) = conn(Protocol::Scgi);
-    let block =
-        b"CONTENT_LENGTH\x000\x00SCGI\x001\x00REQUEST_METHOD\x00GET\x00REQUEST_URI\x00/\x00";
-    let mut netstring = format!("{}:", block.len()).into_bytes();
-    netstring.extend_from_slice(block);
-    netstring.push(b',');
-    front.write_all(&netstring).unwrap();
+    front.write_all(&scgi_request()).unwrap();
     ready(&mut c);
     c.start(&ok_head(), b"hi", true, &mut JustWait).unwrap();
     assert_eq!(c.after_response(false), After::Close);
     c.close();
-    let mut got = Vec::new();
-    front.read_to_end(&mut got).unwrap();
-    assert_eq!(got, b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhi");
+    assert_scgi_hi(&mut front);
 }
 
 #[test]
@@ -489,12 +510,7 @@ fn a_closed_connections_parts_serve_the_next_connection_afresh() {
     // same worker: the same settings).
     let worker = settings();
     let (mut c, mut front) = conn_with(Protocol::FastCgi, worker.clone());
-    front
-        .write_all(&fastcgi_request(1, true, "GET", &[]))
-        .unwrap();
-    ready(&mut c);
-    c.start(&ok_head(), b"one", true, &mut JustWait).unwrap();
-    read_response(&mut front, 1);
+    get_answered(&mut c, &mut front, true, b"one");
     assert_eq!(c.after_response(false), After::KeepAlive);
     let next = fastcgi_request(2, true, "POST", &[b"body"]);
     front.write_all(&next[..next.len() / 2]).unwrap();
@@ -518,30 +534,18 @@ fn a_closed_connections_parts_serve_the_next_connection_afresh() {
 
     // Parts a FastCGI connection left serve an SCGI one as SCGI.
     let (mut c, mut front) = conn(Protocol::Scgi);
-    let block =
-        b"CONTENT_LENGTH\x000\x00SCGI\x001\x00REQUEST_METHOD\x00GET\x00REQUEST_URI\x00/\x00";
-    let mut netstring = format!("{}:", block.len()).into_bytes();
-    netstring.extend_from_slice(block);
-    netstring.push(b',');
-    front.write_all(&netstring).unwrap();
+    front.write_all(&scgi_request()).unwrap();
     let (head, _) = ready(&mut c);
     assert_eq!(head.vars.get(b"SCGI"), Some(&b"1"[..]));
     c.start(&ok_head(), b"hi", true, &mut JustWait).unwrap();
     c.close();
-    let mut got = Vec::new();
-    front.read_to_end(&mut got).unwrap();
-    assert_eq!(got, b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhi");
+    assert_scgi_hi(&mut front);
 }
 
 #[test]
 fn spare_parts_take_the_limits_of_the_connection_they_serve() {
     let (mut c, mut front) = conn(Protocol::FastCgi);
-    front
-        .write_all(&fastcgi_request(1, false, "GET", &[]))
-        .unwrap();
-    ready(&mut c);
-    c.start(&ok_head(), b"one", true, &mut JustWait).unwrap();
-    read_response(&mut front, 1);
+    get_answered(&mut c, &mut front, false, b"one");
     c.close();
     // The next connection's settings allow one variable: its request of
     // two is refused, whatever the spare was emptied for.
