@@ -132,6 +132,10 @@ struct Template {
     objects: [usize; 2],
 }
 
+/// The places of `wsgi.input` and `wsgi.errors` in [`Template::objects`].
+pub const INPUT: usize = 0;
+pub const ERRORS: usize = 1;
+
 /// An object's identity, as [`Template::objects`] keeps it.
 fn identity(obj: &Bound<'_, PyAny>) -> usize {
     obj.as_ptr() as usize
@@ -244,6 +248,7 @@ impl EnvCache {
             method_to_get: derived.method_to_get,
             missing: derived.missing,
         };
+        // Indexed by `INPUT` and `ERRORS`.
         let objects = [&input, &errors];
         let (env, from_template) = match self.copy_template(py, vars, &shape, derived)? {
             Some(env) => (env, true),
@@ -270,9 +275,9 @@ impl EnvCache {
         Ok(env)
     }
 
-    /// Whether the template holds `obj` as its `wsgi.input` (`which` 0)
-    /// or `wsgi.errors` (1): one reference to it that is not the
-    /// application's (see `crate::reuse`).
+    /// Whether the template holds `obj` as its `wsgi.input` (`which` is
+    /// [`INPUT`]) or `wsgi.errors` ([`ERRORS`]): one reference to it that
+    /// is not the application's (see `crate::reuse`).
     pub fn holds(&self, which: usize, obj: &Bound<'_, PyAny>) -> bool {
         self.template
             .as_ref()
@@ -290,6 +295,7 @@ impl EnvCache {
         objects: [&Bound<'_, PyAny>; 2],
         from_template: bool,
     ) -> PyResult<()> {
+        // In the order of `INPUT` and `ERRORS`, as `objects` is.
         let keys = [&self.consts.k_input, &self.consts.k_errors];
         for (i, (key, obj)) in keys.into_iter().zip(objects).enumerate() {
             let template = self.template.as_mut().filter(|_| from_template);

@@ -7,7 +7,7 @@
 //! holds `wsgi.input` and `wsgi.errors` too; its reference is ours, not the
 //! application's.
 
-use crate::environ::EnvCache;
+use crate::environ::{EnvCache, ERRORS, INPUT};
 use crate::errors::ErrorLog;
 use crate::input::Input;
 use crate::link::SharedLink;
@@ -81,10 +81,6 @@ impl Reuse {
         Ok(obj)
     }
 }
-
-/// The environ template's places for `wsgi.input` and `wsgi.errors`.
-const INPUT: usize = 0;
-const ERRORS: usize = 1;
 
 /// Whether only this thread holds `obj`: our reference, and the environ
 /// template's if it has the object.
