@@ -386,26 +386,25 @@ impl DirectConn {
     /// The multiplexing driver's starting point: socket, buffer, protocol
     /// state and the events already taken.
     pub fn into_parts(self) -> MultiplexParts {
-        let this = self;
         let Parts {
             buf,
             session,
             deferred,
             held,
             ..
-        } = *this.parts;
+        } = *self.parts;
         // Handed over before a request started or once its body was read:
         // no body event is left behind.
         debug_assert!(held.is_empty());
         MultiplexParts {
-            fd: this.fd,
-            peer: this.peer,
+            fd: self.fd,
+            peer: self.peer,
             buf,
             session,
             deferred,
-            first_byte: this.first_byte,
-            settings: this.settings,
-            count: this.count,
+            first_byte: self.first_byte,
+            settings: self.settings,
+            count: self.count,
         }
     }
 

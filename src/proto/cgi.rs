@@ -79,6 +79,16 @@ impl CgiVars {
         self.entries.push(Entry { name, value });
     }
 
+    /// [`CgiVars::push_checked`] for a decoder's ranges, narrowed without a
+    /// check: the decoder bounds its block below `u32::MAX` and keeps its
+    /// ranges inside it.
+    pub(crate) fn push_parsed(&mut self, name: Range<usize>, value: Range<usize>) {
+        self.push_checked(
+            (name.start as u32, name.end as u32),
+            (value.start as u32, value.end as u32),
+        );
+    }
+
     /// Records one pair as ranges of the block.
     ///
     /// # Panics

@@ -217,10 +217,7 @@ impl ScgiDecoder {
         // The block is at most u32::MAX bytes (`effective_limit`) and
         // parse_block's ranges lie inside it: they narrow losslessly.
         for (name, value) in parsed.pairs {
-            vars.push_checked(
-                (name.start as u32, name.end as u32),
-                (value.start as u32, value.end as u32),
-            );
+            vars.push_parsed(name, value);
         }
         self.state = State::Body(BodyPhase::new(parsed.content_length));
         Ok(Some(StreamEvent::Head(RequestHead {

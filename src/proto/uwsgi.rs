@@ -233,10 +233,7 @@ impl UwsgiDecoder {
         // The block is at most 65,535 bytes (a u16 datasize) and
         // parse_vars's ranges lie inside it: they narrow losslessly.
         for (key, value) in parsed.pairs {
-            vars.push_checked(
-                (key.start as u32, key.end as u32),
-                (value.start as u32, value.end as u32),
-            );
+            vars.push_parsed(key, value);
         }
         self.state = State::Body(BodyPhase::new(parsed.content_length));
         Ok(Some(StreamEvent::Head(RequestHead {

@@ -418,8 +418,8 @@ impl EnvCache {
         env.set_item(c.k_script_name.bind(py), latin1(py, &derived.script_name)?)?;
         env.set_item(c.k_path_info.bind(py), latin1(py, &derived.path_info)?)?;
         put_constants(py, c, shared, &env, derived.https, file_wrapper)?;
-        env.set_item(c.k_input.bind(py), objects[0])?;
-        env.set_item(c.k_errors.bind(py), objects[1])?;
+        env.set_item(c.k_input.bind(py), objects[INPUT])?;
+        env.set_item(c.k_errors.bind(py), objects[ERRORS])?;
         // The per-request keys are in the template too: on its copy they
         // are replaced, never inserted, so the copy never grows.
         for key in [
@@ -453,7 +453,7 @@ impl EnvCache {
         env.set_item(c.k_request_start.bind(py), req.began_unix.as_secs_f64())?;
         // mod_wsgi's key, read by APM agents: integer microseconds as a string.
         let mut digits = itoa::Buffer::new();
-        let micros = digits.format(queue_start_micros(req));
+        let micros = digits.format(req.queue_start_micros());
         env.set_item(c.k_mod_wsgi_queue_start.bind(py), PyString::new(py, micros))?;
         Ok(())
     }
@@ -521,11 +521,6 @@ fn put_cgi(
     Ok(())
 }
 
-/// `mod_wsgi.queue_start`: the queue start in microseconds since the epoch.
-fn queue_start_micros(req: &Request<'_>) -> u64 {
-    u64::try_from(req.queued_unix.as_micros()).unwrap_or(u64::MAX)
-}
-
 /// The environ of an auth question: the reference rules, no caching (auth
 /// requests are not the hot path).
 #[allow(clippy::too_many_arguments)]
@@ -557,7 +552,7 @@ pub fn for_auth<'py>(
     env.set_item("wsgi_fpm.request_start", req.began_unix.as_secs_f64())?;
     env.set_item(
         "mod_wsgi.queue_start",
-        crate::digits::itoa(queue_start_micros(req)),
+        crate::digits::itoa(req.queue_start_micros()),
     )?;
     Ok(env)
 }

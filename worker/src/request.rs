@@ -68,6 +68,17 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// The queue start in whole microseconds since the epoch
+    /// (`mod_wsgi.queue_start`).
+    pub fn queue_start_micros(&self) -> u64 {
+        micros(self.queued_unix)
+    }
+
+    /// When a thread took it up, in milliseconds since the epoch.
+    pub fn began_ms(&self) -> u64 {
+        u64::try_from(self.began_unix.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// The request id as the environ, the logs and `/status` show it.
     pub fn id_text(&self) -> &str {
         self.id_text.as_str()
@@ -86,6 +97,11 @@ impl<'a> Request<'a> {
             }
         }
     }
+}
+
+/// A duration in whole microseconds (saturating).
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// When the request began to wait: the front end's `X-Request-Start`

@@ -9,13 +9,13 @@
 
 use crate::environ::EnvCache;
 use crate::link::{Link, SharedLink};
-use crate::request::Request;
+use crate::request::{micros, Request};
 use crate::response::{self, AppContext, PerThread};
 use crate::watchdog::Registry;
 use pyo3::prelude::*;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::error;
 use wsgi_fpm::busy::Activity;
 use wsgi_fpm::exchange::RequestMeta;
@@ -178,12 +178,7 @@ fn begin<'a>(
     if let Some(board) = me.board {
         board.request();
         if let Some(t) = board.thread(me.index) {
-            t.begin(
-                req.id_text().as_bytes(),
-                method,
-                uri,
-                u64::try_from(req.began_unix.as_millis()).unwrap_or(u64::MAX),
-            );
+            t.begin(req.id_text().as_bytes(), method, uri, req.began_ms());
         }
     }
     req
@@ -244,8 +239,4 @@ impl Usage {
             peak_rss_bytes: r.ru_maxrss.max(0).saturating_mul(1024),
         })
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

@@ -762,6 +762,7 @@ enum LengthsSeen {
     None,
     /// One, with its value's range in the block.
     One((u32, u32)),
+    /// Several, or not counted (the general decoder): search the block.
     Several,
 }
 

@@ -347,31 +347,25 @@ pub fn closing_records(
     app_status: u32,
     status: ProtocolStatus,
 ) -> ([u8; 4 * HEADER_LEN], usize) {
-    let empty = |kind| {
+    // Contents of 0 and 8 bytes need no padding.
+    let header = |kind, content_len| {
         Header {
             version: VERSION_1,
             kind,
             id,
-            content_len: 0,
+            content_len,
             padding_len: 0,
         }
         .to_bytes()
     };
     let mut out = [0u8; 4 * HEADER_LEN];
-    out[..HEADER_LEN].copy_from_slice(&empty(RecordType::Stdout));
+    out[..HEADER_LEN].copy_from_slice(&header(RecordType::Stdout, 0));
     let mut at = HEADER_LEN;
     if stderr_sent {
-        out[at..at + HEADER_LEN].copy_from_slice(&empty(RecordType::Stderr));
+        out[at..at + HEADER_LEN].copy_from_slice(&header(RecordType::Stderr, 0));
         at += HEADER_LEN;
     }
-    let end = Header {
-        version: VERSION_1,
-        kind: RecordType::EndRequest,
-        id,
-        content_len: 8,
-        padding_len: 0,
-    };
-    out[at..at + HEADER_LEN].copy_from_slice(&end.to_bytes());
+    out[at..at + HEADER_LEN].copy_from_slice(&header(RecordType::EndRequest, 8));
     out[at + HEADER_LEN..at + 2 * HEADER_LEN]
         .copy_from_slice(&end_request_body(app_status, status));
     (out, at + 2 * HEADER_LEN)
