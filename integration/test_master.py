@@ -206,6 +206,22 @@ def test_the_very_next_request_after_touching_the_script_runs_the_new_code(spawn
     assert get(b, "/").body == b"two"
 
 
+def test_the_very_next_request_after_replacing_the_script_by_a_rename_runs_the_new_code(spawn, app_copy):
+    """Deploy tools write a new file and rename it over the old one: the
+    worker watches the file it opened, which then has no links left, so it
+    looks at the path again before the next request."""
+    b = spawn("replace-next", app_copy, "--processes", "1", "--threads", "2", protocols=("fastcgi",))
+    assert get(b, "/").body == b"one"
+    staged = app_copy.with_name(app_copy.name + ".new")
+    staged.write_text(app_copy.read_text().replace('VERSION = "one"', 'VERSION = "renamed"'))
+    t = max(time.time(), app_copy.stat().st_mtime) + 10
+    os.utime(staged, (t, t))
+    os.replace(staged, app_copy)
+    answers = [get(b, "/").body for _ in range(20)]
+    assert answers == [b"renamed"] * 20, answers
+    assert "changed: loaded it again before the next request" in b.log_text()
+
+
 def test_a_touched_script_that_no_longer_loads_keeps_the_loaded_code_serving(spawn, app_copy):
     b = spawn("touch-broken", app_copy, "--processes", "1", protocols=("fastcgi",))
     assert get(b, "/").body == b"one"

@@ -85,6 +85,60 @@ def test_content_beyond_content_length_is_not_sent(stack, protocol):
     assert (r.status, r.body) == (200, b"0123456789"), r
 
 
+def test_a_response_is_complete_once_its_content_length_is_reached(stack, protocol):
+    """The front end has the whole response, end included, while the
+    application's generator is still running (it sleeps before it stops):
+    nothing more could go out after its declared length."""
+    b = stack.backend("main")
+    started = time.monotonic()
+    if protocol == "fastcgi":
+        sock = wire.connect(b.addr("fastcgi"), timeout=10)
+        try:
+            params = wire.cgi_params("GET", "/response", "case=slowtail&sleep=3", protocol="fastcgi")
+            r = wire.fcgi_request(None, params, keep_conn=True, sock=sock)
+            took = time.monotonic() - started
+            assert (r.status, r.body, r.end) == (200, b"hello", (0, 0)), r
+            # The kept connection serves the next request once the thread is free.
+            again = wire.fcgi_request(None, wire.cgi_params("GET", "/response", "case=ok", protocol="fastcgi"),
+                                      keep_conn=True, sock=sock)
+            assert (again.status, again.body) == (200, b"hello"), again
+        finally:
+            sock.close()
+    else:
+        # SCGI and uwsgi end a response by closing the connection, which
+        # waits for the generator; the bytes are there before that.
+        sock = wire.connect(b.addr(protocol), timeout=10)
+        try:
+            sock.sendall(wire.head_bytes(protocol, wire.cgi_params("GET", "/response", "case=slowtail&sleep=3",
+                                                                   protocol=protocol)))
+            got = b""
+            while not got.endswith(b"hello"):
+                data = sock.recv(1 << 16)
+                assert data, got
+                got += data
+            took = time.monotonic() - started
+        finally:
+            sock.close()
+    assert took < 2.0, "the response waited for the generator to stop (%.1f s)" % took
+
+
+def test_an_exception_after_the_whole_response_is_logged_and_the_response_stands(stack):
+    b = stack.backend("main")
+    sock = wire.connect(b.addr("fastcgi"), timeout=10)
+    try:
+        params = wire.cgi_params("GET", "/response", "case=raisetail", protocol="fastcgi")
+        r = wire.fcgi_request(None, params, keep_conn=True, sock=sock)
+        assert (r.status, r.body, r.end) == (200, b"hello", (0, 0)), r
+        # Not cut, and the kept connection is not closed under the front end.
+        again = wire.fcgi_request(None, wire.cgi_params("GET", "/response", "case=ok", protocol="fastcgi"),
+                                  keep_conn=True, sock=sock)
+        assert (again.status, again.body) == (200, b"hello"), again
+    finally:
+        sock.close()
+    assert wait_in_log(b, "raised after its whole response had gone out; the response stands")
+    assert wait_in_log(b, "raised after the whole body")
+
+
 def test_response_shorter_than_content_length_is_logged_and_not_reused(stack):
     b = stack.backend("main")
     sock = wire.connect(b.addr("fastcgi"), timeout=10)

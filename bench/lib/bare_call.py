@@ -1,6 +1,6 @@
 """The bare WSGI call, no server: what an application costs by itself.
 
-    python bare_call.py APP_FILE N
+    python bare_call.py APP_FILE PATH N
 
 Calls the application N times the way a minimal server would: a fresh dict
 environ (the CGI variables nginx sends, plus the wsgi.* keys), an empty
@@ -18,9 +18,9 @@ import wire  # noqa: E402
 
 
 def main():
-    app_file, n = sys.argv[1], int(sys.argv[2])
+    app_file, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     application = runpy.run_path(app_file)["application"]
-    base = dict(wire.cgi_params())
+    base = dict(wire.cgi_params(path))
     base.update({"PATH_INFO": base.pop("SCRIPT_NAME"), "SCRIPT_NAME": "",
                  "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
                  "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False})

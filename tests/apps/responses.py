@@ -10,10 +10,18 @@ Content-Length), chosen by ``?case=``:
   long        declares 10 bytes, yields 20               → only 10 reach the client
   short       declares 20 bytes, yields 10               → logged, connection not reused
   errors      writes ?token= to wsgi.errors              → appears in the error log
+  slowtail    a generator: its declared 5 bytes, then it sleeps ?sleep=
+              seconds before it stops                    → the response is complete
+                                                           before the sleep ends
+  raisetail   a generator: its declared 5 bytes, then it raises
+                                                         → the response stands, the
+                                                           error is logged
   kept        one module-level header list, its X-Kept tuple replaced by
               ?header= when given: a server that remembers what it
               validated must see every change (and refuse a bad one)
 """
+import time
+
 from _common import query
 
 CASES = {
@@ -44,8 +52,18 @@ def application(environ, start_response):
             KEPT[1] = ("X-Kept", q["header"])
         start_response(KEPT_STATUS, KEPT)
         return [b"kept"]
+    if case in ("slowtail", "raisetail"):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return _tail(case, float(q.get("sleep", "0")))
     status, headers, body = CASES[case]
     # A validating start_response raises here, or the server refuses the
     # headers when it sends them; either way the client must get a 500.
     start_response(status, [("Content-Type", "text/plain")] + headers)
     return body
+
+
+def _tail(case, sleep):
+    yield b"hello"
+    if case == "raisetail":
+        raise RuntimeError("raised after the whole body")
+    time.sleep(sleep)

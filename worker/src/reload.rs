@@ -6,11 +6,19 @@
 //! loads the script again in this process first. A script that no longer
 //! loads is logged and the code already loaded keeps serving (as the
 //! master's reload keeps the old generation).
+//!
+//! The check is an `fstat` of the script as opened once (`O_PATH`), not a
+//! `stat` of its path: the path walk was a tenth of a kept connection's
+//! request time. A script replaced by a rename or removed leaves the opened
+//! file with no links, and only then is the path looked up again.
 
 use crate::load::{self, format_exception};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode};
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
 use std::ffi::{CStr, CString};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -26,10 +34,9 @@ pub struct App {
 
 struct Script {
     path: PathBuf,
-    /// The same, made C-ready once: it is looked at on every request.
+    /// The same, made C-ready once, for when the file must be opened again.
     c_path: CString,
-    /// The mtime the loaded code came from.
-    loaded: Mutex<Option<Mtime>>,
+    watched: Mutex<Watched>,
     support: Py<PyModule>,
     pool: PoolConfig,
 }
@@ -37,11 +44,42 @@ struct Script {
 /// Seconds and nanoseconds, as `stat(2)` gives them.
 type Mtime = (libc::time_t, libc::c_long);
 
-/// One `stat(2)`, with no path conversion on the way.
-fn mtime(path: &CStr) -> Option<Mtime> {
-    nix::sys::stat::stat(path)
-        .ok()
-        .map(|st| (st.st_mtime, st.st_mtime_nsec))
+/// The script file as last opened, and the mtime the loaded code came from.
+struct Watched {
+    file: Option<OwnedFd>,
+    loaded: Option<Mtime>,
+}
+
+impl Watched {
+    fn open(path: &CStr) -> Watched {
+        let mut w = Watched {
+            file: None,
+            loaded: None,
+        };
+        w.loaded = w.look(path);
+        w
+    }
+
+    /// The script's mtime now: one `fstat` of the opened file while it is
+    /// still linked, else the path opened again (None: it is not there).
+    fn look(&mut self, path: &CStr) -> Option<Mtime> {
+        if let Some(st) = self
+            .file
+            .as_ref()
+            .and_then(|f| nix::sys::stat::fstat(f).ok())
+        {
+            if st.st_nlink > 0 {
+                return Some(mtime(&st));
+            }
+        }
+        self.file = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ok();
+        let st = nix::sys::stat::fstat(self.file.as_ref()?).ok()?;
+        Some(mtime(&st))
+    }
+}
+
+fn mtime(st: &FileStat) -> Mtime {
+    (st.st_mtime, st.st_mtime_nsec)
 }
 
 impl App {
@@ -49,7 +87,7 @@ impl App {
         let path = PathBuf::from(&pool.app);
         let c_path = CString::new(path.as_os_str().as_bytes()).ok();
         let script = c_path.filter(|_| path.is_absolute()).map(|c_path| Script {
-            loaded: Mutex::new(mtime(&c_path)),
+            watched: Mutex::new(Watched::open(&c_path)),
             c_path,
             path,
             support: support.clone().unbind(),
@@ -71,22 +109,27 @@ impl App {
     }
 
     fn reload_if_changed(&self, py: Python<'_>, script: &Script) {
-        let now = mtime(&script.c_path);
-        {
-            let Ok(mut loaded) = script.loaded.lock() else {
+        let now = {
+            let Ok(mut watched) = script.watched.lock() else {
                 return;
             };
-            if *loaded == now || now.is_none() {
+            let now = watched.look(&script.c_path);
+            if watched.loaded == now || now.is_none() {
                 return;
             }
             // Claimed: other threads go on with the code they have.
-            *loaded = now;
-        }
+            watched.loaded = now;
+            now
+        };
         match load::application(script.support.bind(py), &script.pool) {
             Ok(app) => {
                 // Installed only if no later change was claimed meanwhile
                 // (that load installs its own, newer code).
-                let latest = script.loaded.lock().map(|l| *l == now).unwrap_or(false);
+                let latest = script
+                    .watched
+                    .lock()
+                    .map(|w| w.loaded == now)
+                    .unwrap_or(false);
                 if !latest {
                     return;
                 }
@@ -108,5 +151,62 @@ impl App {
                 format_exception(py, &err)
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::time::{Duration, SystemTime};
+
+    fn set_mtime(path: &std::path::Path, secs_later: u64) {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs_later);
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(t))
+            .expect("set mtime");
+    }
+
+    #[test]
+    fn the_opened_script_notices_a_touch_a_replacement_and_a_removal() {
+        let dir = std::env::temp_dir().join(format!("wsgi-fpm-reload-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("app.py");
+        fs::write(&path, "one").expect("write");
+        set_mtime(&path, 0);
+        let c_path = CString::new(path.as_os_str().as_bytes()).expect("path");
+        let mut w = Watched::open(&c_path);
+        let first = w.loaded.expect("an mtime");
+        assert_eq!(w.look(&c_path), Some(first), "nothing changed");
+
+        // Touched in place: the opened file's own mtime.
+        set_mtime(&path, 10);
+        let touched = w.look(&c_path).expect("an mtime");
+        assert_ne!(touched, first);
+
+        // Replaced by a rename: the opened file has no links left, so the
+        // path is opened again and the new file's mtime is seen.
+        let tmp = dir.join("app.py.new");
+        fs::write(&tmp, "two").expect("write");
+        set_mtime(&tmp, 20);
+        fs::rename(&tmp, &path).expect("rename");
+        let replaced = w.look(&c_path).expect("an mtime");
+        assert_ne!(replaced, touched);
+        set_mtime(&path, 30);
+        assert_ne!(
+            w.look(&c_path),
+            Some(replaced),
+            "the new file is the one watched"
+        );
+
+        // Removed: nothing to look at, until it is back.
+        fs::remove_file(&path).expect("remove");
+        assert_eq!(w.look(&c_path), None);
+        fs::write(&path, "three").expect("write");
+        set_mtime(&path, 40);
+        assert!(w.look(&c_path).is_some());
+        fs::remove_dir_all(&dir).expect("clean up");
     }
 }

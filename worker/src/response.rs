@@ -225,6 +225,16 @@ fn failed(
     err: &PyErr,
 ) -> Ending {
     ctx.limits.check(py, err);
+    if responder.ended() {
+        // Cutting now would close a connection the front end may already
+        // be reusing for its next request.
+        error!(
+            request_id = %meta.request_id,
+            "the application raised after its whole response had gone out; the response stands:\n{}",
+            format_exception(py, err)
+        );
+        return Ending::Complete;
+    }
     if responder.is_cancelled() {
         debug!(request_id = %meta.request_id, "client went away: {err}");
         return Ending::Aborted;

@@ -115,6 +115,17 @@ impl Responder {
         }
         let allowed = self.admit(&mut st, data);
         let body = &data[..allowed];
+        // With a declared Content-Length (not for HEAD), the response ends
+        // when the length is reached, in the same write, even though the
+        // iterable has not said it is done: nothing more can go out (a
+        // generator, or Flask's iterator, would otherwise cost a second
+        // write for the end). Short of it, it does not end here even when
+        // nothing follows: that is a cut, decided in finish. Without one,
+        // it ends with the iterable's last item.
+        let end = match st.declared_len {
+            Some(len) if !self.is_head => st.sent >= len,
+            _ => last,
+        };
         if st.head_sent {
             drop(st);
             if !body.is_empty() {
@@ -138,9 +149,6 @@ impl Responder {
             return Ok(());
         };
         drop(st);
-        // A short body ends the response here only when it is all there is
-        // (a declared length not yet reached is a cut, decided in finish).
-        let end = last && !self.short(allowed as u64);
         let sent = self
             .link
             .with(|x| x.start(&head, body, end, &mut ReleaseGil(py)))
@@ -149,16 +157,6 @@ impl Responder {
             st.ended = end;
         }
         sent.map_err(closed)
-    }
-
-    /// Whether a declared Content-Length is still unmet.
-    fn short(&self, _sent: u64) -> bool {
-        if self.is_head {
-            return false;
-        }
-        self.lock()
-            .map(|st| st.declared_len.is_some_and(|d| st.sent < d))
-            .unwrap_or(false)
     }
 
     /// How much of `data` goes on the wire: nothing for HEAD, nothing past a
@@ -269,6 +267,12 @@ impl Responder {
             .map_err(gone)?
             .map_err(closed)?;
         Ok(Ending::Complete)
+    }
+
+    /// Whether the response went out whole with its end: the application
+    /// may still be iterating (what it yields is discarded).
+    pub fn ended(&self) -> bool {
+        self.lock().map(|s| s.ended).unwrap_or(false)
     }
 
     /// The request failed. Before the head went out the client gets a real
