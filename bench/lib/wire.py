@@ -1,8 +1,10 @@
-"""A cheap client for bench/count: one GET per connection over FastCGI, SCGI
-or uwsgi on a Unix socket, as nginx sends it without connection reuse.
+"""A cheap client for bench/count: one request per connection over FastCGI,
+SCGI, uwsgi or HTTP/1.1 on a Unix socket, as nginx sends it without
+connection reuse: a GET, or a POST carrying a body.
 
-Written from the protocol texts (protocol-specs/), standard library only,
-and kept outside any counted process: requests are encoded once and reused.
+Written from the protocol texts (protocol-specs/) and the front-end captures
+(../shared/frontends/), standard library only, and kept outside any counted
+process: requests are encoded once and reused.
 """
 import socket
 import struct
@@ -14,23 +16,72 @@ FCGI_PARAMS = 4
 FCGI_STDIN = 5
 FCGI_STDOUT = 6
 FCGI_RESPONDER = 1
+#: nginx sends a buffered request body in STDIN records of 32768 bytes
+#: (captured: ../shared/frontends/BEHAVIOUR.md, "record sizes").
+FCGI_STDIN_RECORD = 32768
+
+PROTOCOLS = ("fastcgi", "scgi", "uwsgi", "http")
+#: The Content-Type of a POST's body.
+BODY_TYPE = "application/octet-stream"
 
 
-def cgi_params(path="/hello"):
-    """What nginx's stock *_params send for `GET path` from curl, in order."""
+def body_of(size):
+    """`size` bytes of a fixed pattern (every byte value in turn)."""
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def _body_params(body_size):
+    """REQUEST_METHOD, CONTENT_TYPE, CONTENT_LENGTH as nginx sets them (empty on a GET)."""
+    if body_size:
+        return "POST", BODY_TYPE, str(body_size)
+    return "GET", "", ""
+
+
+def _body_headers(body_size):
+    """The request's own Content-Type and Content-Length headers, which nginx
+    passes on as HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH too (captured)."""
+    if not body_size:
+        return []
+    return [("HTTP_CONTENT_LENGTH", str(body_size)), ("HTTP_CONTENT_TYPE", BODY_TYPE)]
+
+
+def cgi_params(path="/hello", body_size=0):
+    """What nginx's stock fastcgi_params send for `GET path` from curl (or a
+    POST of body_size bytes), in order."""
+    method, ctype, clen = _body_params(body_size)
     return [
-        ("QUERY_STRING", ""), ("REQUEST_METHOD", "GET"), ("CONTENT_TYPE", ""), ("CONTENT_LENGTH", ""),
+        ("QUERY_STRING", ""), ("REQUEST_METHOD", method), ("CONTENT_TYPE", ctype), ("CONTENT_LENGTH", clen),
         ("SCRIPT_NAME", path), ("REQUEST_URI", path), ("DOCUMENT_URI", path),
         ("DOCUMENT_ROOT", "/usr/share/nginx/html"), ("SERVER_PROTOCOL", "HTTP/1.1"),
         ("REQUEST_SCHEME", "http"), ("GATEWAY_INTERFACE", "CGI/1.1"), ("SERVER_SOFTWARE", "nginx/1.22.1"),
         ("REMOTE_ADDR", "127.0.0.1"), ("REMOTE_PORT", "41234"), ("SERVER_ADDR", "127.0.0.1"),
         ("SERVER_PORT", "8080"), ("SERVER_NAME", "localhost"), ("REDIRECT_STATUS", "200"),
         ("HTTP_HOST", "localhost:8080"), ("HTTP_USER_AGENT", "curl/7.88.1"), ("HTTP_ACCEPT", "*/*"),
-    ]
+    ] + _body_headers(body_size)
 
 
-def _fcgi_record(rtype, content=b"", req_id=1):
-    return struct.pack(">BBHHBB", 1, rtype, req_id, len(content), 0, 0) + content
+def uwsgi_params(path="/hello", body_size=0):
+    """What nginx's stock uwsgi_params send (/etc/nginx/uwsgi_params): no
+    SCRIPT_NAME, PATH_INFO = $document_uri, in order."""
+    method, ctype, clen = _body_params(body_size)
+    return [
+        ("QUERY_STRING", ""), ("REQUEST_METHOD", method), ("CONTENT_TYPE", ctype), ("CONTENT_LENGTH", clen),
+        ("REQUEST_URI", path), ("PATH_INFO", path), ("DOCUMENT_ROOT", "/usr/share/nginx/html"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"), ("REQUEST_SCHEME", "http"),
+        ("REMOTE_ADDR", "127.0.0.1"), ("REMOTE_PORT", "41234"), ("SERVER_PORT", "8080"),
+        ("SERVER_NAME", "localhost"),
+        ("HTTP_HOST", "localhost:8080"), ("HTTP_USER_AGENT", "curl/7.88.1"), ("HTTP_ACCEPT", "*/*"),
+    ] + _body_headers(body_size)
+
+
+def params(protocol, path="/hello", body_size=0):
+    """The variables a front end sends over `protocol` (HTTP: the headers are taken from them)."""
+    return uwsgi_params(path, body_size) if protocol == "uwsgi" else cgi_params(path, body_size)
+
+
+def _fcgi_record(rtype, content=b"", req_id=1, pad=False):
+    padding = (-len(content) % 8) if pad else 0
+    return struct.pack(">BBHHBB", 1, rtype, req_id, len(content), padding, 0) + content + b"\0" * padding
 
 
 def _fcgi_nv(name, value):
@@ -40,22 +91,41 @@ def _fcgi_nv(name, value):
     return out + name + value
 
 
-def encode(protocol, params):
-    """The bytes of one whole request (no body)."""
+def _http(pairs, body):
+    """An HTTP/1.1 request as curl sends it, with Connection: close."""
+    env = dict(pairs)
+    head = [b"%s %s HTTP/1.1" % (env[b"REQUEST_METHOD"], env[b"REQUEST_URI"])]
+    for k, v in pairs:
+        if k.startswith(b"HTTP_") and k not in (b"HTTP_CONTENT_LENGTH", b"HTTP_CONTENT_TYPE"):
+            head.append(k[5:].replace(b"_", b"-").title() + b": " + v)
+    if body:
+        head += [b"Content-Type: " + env[b"CONTENT_TYPE"], b"Content-Length: %d" % len(body)]
+    head.append(b"Connection: close")
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def encode(protocol, params, body=b""):
+    """The bytes of one whole request, `body` included."""
     pairs = [(k.encode(), v.encode()) for k, v in params]
     if protocol == "fastcgi":
         block = b"".join(_fcgi_nv(k, v) for k, v in pairs)
+        stdin = b"".join(_fcgi_record(FCGI_STDIN, body[i:i + FCGI_STDIN_RECORD], pad=True)
+                         for i in range(0, len(body), FCGI_STDIN_RECORD))
         return (_fcgi_record(FCGI_BEGIN_REQUEST, struct.pack(">HB5x", FCGI_RESPONDER, 0))
                 + _fcgi_record(FCGI_PARAMS, block) + _fcgi_record(FCGI_PARAMS)
-                + _fcgi_record(FCGI_STDIN))
+                + stdin + _fcgi_record(FCGI_STDIN))
     if protocol == "scgi":
-        # SCGI: CONTENT_LENGTH first and SCGI=1; the netstring of NUL-terminated pairs.
-        pairs = [(b"CONTENT_LENGTH", b"0"), (b"SCGI", b"1")] + [p for p in pairs if p[0] != b"CONTENT_LENGTH"]
+        # SCGI: CONTENT_LENGTH first and SCGI=1; the netstring of NUL-terminated pairs; the body.
+        pairs = ([(b"CONTENT_LENGTH", b"%d" % len(body)), (b"SCGI", b"1")]
+                 + [p for p in pairs if p[0] != b"CONTENT_LENGTH"])
         block = b"".join(k + b"\0" + v + b"\0" for k, v in pairs)
-        return str(len(block)).encode() + b":" + block + b","
+        return str(len(block)).encode() + b":" + block + b"," + body
     if protocol == "uwsgi":
+        # The vars block, then the raw body.
         block = b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v for k, v in pairs)
-        return struct.pack("<BHB", 0, len(block), 0) + block
+        return struct.pack("<BHB", 0, len(block), 0) + block + body
+    if protocol == "http":
+        return _http(pairs, body)
     raise ValueError("unknown protocol %r" % protocol)
 
 
@@ -75,7 +145,9 @@ def _fcgi_stdout(data):
 
 
 def request(protocol, path, raw, timeout=60.0):
-    """Sends `raw` on a new connection to the Unix socket `path`; the CGI-style response (head and body)."""
+    """Sends `raw` on a new connection to the Unix socket `path`; the response
+    (CGI-style head and body; HTTP's with its status line), read until the
+    server closes (FastCGI: until END_REQUEST)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
