@@ -4,6 +4,10 @@
 //! by the I/O thread (leader/follower: whichever thread is free takes the
 //! next piece of work itself, with no hand-off).
 //!
+//! - At most one free thread waits here at a time, and while a request
+//!   runs only when the GIL is left idle or the request is long; a thread
+//!   that finishes a request takes the next one itself before it lets the
+//!   GIL go ([`Hub::poll`]). Why and when: `net::gate`.
 //! - A worker accepts a connection only when one of its threads is free to
 //!   take it: busy threads are not waiting here. The listeners are
 //!   registered `EPOLLEXCLUSIVE`, so the kernel wakes an idle worker's
@@ -23,6 +27,7 @@
 use crate::config::model::Protocol;
 use crate::exchange::{Peer, Request};
 use crate::net::direct::{ConnSettings, DirectConn, Fill, Step};
+use crate::net::gate::{self, Gate, Next};
 use crate::net::sys;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -31,7 +36,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, error, warn};
 
@@ -171,6 +176,9 @@ pub struct Hub {
     set_nodelay: Vec<bool>,
     settings: HubSettings,
     parked: Mutex<ParkedTable>,
+    /// Which free thread waits here, and when another may (`net::gate`).
+    gate: Mutex<Gate>,
+    followers: Condvar,
     jobs: Mutex<VecDeque<Box<Request>>>,
     queued: AtomicUsize,
     /// Open connections of this worker (parked, served, lingering).
@@ -225,6 +233,8 @@ impl Hub {
             listeners,
             settings,
             parked: Mutex::new(ParkedTable::default()),
+            gate: Mutex::new(Gate::new(Instant::now())),
+            followers: Condvar::new(),
             jobs: Mutex::new(VecDeque::new()),
             queued: AtomicUsize::new(0),
             conns: Arc::new(AtomicUsize::new(0)),
@@ -273,8 +283,69 @@ impl Hub {
         *accepting = on;
     }
 
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        // Plain counts and flags: a panic elsewhere leaves them usable.
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Waits for the next piece of work. Blocks: call without the GIL.
     pub fn wait(&self) -> Work {
+        if !self.lead() {
+            return Work::Stop;
+        }
+        let work = self.wait_as_leader();
+        let wake_one = {
+            let mut gate = self.gate();
+            if matches!(work, Work::Stop) {
+                gate.resign();
+                false
+            } else {
+                gate.took(Instant::now())
+            }
+        };
+        if wake_one {
+            self.followers.notify_one();
+        }
+        work
+    }
+
+    /// Waits until this thread may wait in the hub (`net::gate`); false
+    /// when the worker stops.
+    fn lead(&self) -> bool {
+        let mut gate = self.gate();
+        let mut look: Option<(Instant, Duration)> = None;
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return false;
+            }
+            let now = Instant::now();
+            let idle = look.take().is_some_and(|(since, cpu)| {
+                gate::process_cpu().is_some_and(|c| {
+                    gate::gil_idle(now.saturating_duration_since(since), c.saturating_sub(cpu))
+                })
+            });
+            match gate.next(now, idle) {
+                Next::Lead => return true,
+                Next::Look => {
+                    look = gate::process_cpu().map(|c| (now, c));
+                    gate = self
+                        .followers
+                        .wait_timeout(gate, gate::LOOK_EVERY)
+                        .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+                    gate.woke(true);
+                }
+                Next::Sleep => {
+                    gate = self
+                        .followers
+                        .wait(gate)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    gate.woke(false);
+                }
+            }
+        }
+    }
+
+    fn wait_as_leader(&self) -> Work {
         let mut events = [EpollEvent::empty(); 1];
         loop {
             if self.stopping.load(Ordering::Acquire) {
@@ -296,14 +367,57 @@ impl Hub {
             if n == 0 {
                 continue;
             }
-            let data = events[0].data();
-            let work = match data & TAG_MASK {
-                TAG_LISTENER => self.accept((data & !TAG_MASK) as usize),
-                TAG_PARKED => self.resume(data & !TAG_MASK),
-                _ => None,
-            };
-            if let Some(work) = work {
+            if let Some(work) = self.take(events[0].data()) {
                 return work;
+            }
+        }
+    }
+
+    /// The work an epoll event brings, if any.
+    fn take(&self, data: u64) -> Option<Work> {
+        match data & TAG_MASK {
+            TAG_LISTENER => self.accept((data & !TAG_MASK) as usize),
+            TAG_PARKED => self.resume(data & !TAG_MASK),
+            _ => None,
+        }
+    }
+
+    /// The next piece of work if it is there now, without waiting, for a
+    /// thread that has just finished a request: it serves it with the GIL
+    /// it holds (`net::gate`). None: the thread is free again and goes to
+    /// [`Hub::wait`].
+    pub fn poll(&self) -> Option<Work> {
+        let work = if self.stopping.load(Ordering::Acquire) {
+            None
+        } else {
+            self.poll_once()
+        };
+        let mut gate = self.gate();
+        match work {
+            Some(_) => gate.took_more(Instant::now()),
+            None => gate.done(),
+        }
+        work
+    }
+
+    fn poll_once(&self) -> Option<Work> {
+        if let Some(job) = self.take_job() {
+            return Some(Work::Request(job));
+        }
+        self.maybe_resume_accepting();
+        let mut events = [EpollEvent::empty(); 1];
+        loop {
+            match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(1..) => {}
+                Ok(0) | Err(_) => return None,
+            }
+            let data = events[0].data();
+            if data & TAG_MASK == TAG_WAKE {
+                // A job, or the worker stopping (then the leader sees it).
+                return self.take_job().map(Work::Request);
+            }
+            if let Some(work) = self.take(data) {
+                return Some(work);
             }
         }
     }
@@ -761,6 +875,10 @@ impl Hub {
         self.close_listeners();
         self.stopping.store(true, Ordering::Release);
         let _ = self.wake.write(1 << 32);
+        // Under the lock: a follower has either not yet looked at
+        // `stopping` or is already waiting to be woken.
+        let _gate = self.gate();
+        self.followers.notify_all();
     }
 
     /// Hands a connection whose response is over to whatever comes next:

@@ -6,6 +6,7 @@
 pub mod backlog;
 pub mod conn;
 pub mod direct;
+pub mod gate;
 pub mod general;
 pub mod hub;
 pub mod listen;

@@ -71,10 +71,18 @@ fn run(pool: &Pool, index: usize) {
             usage: std::cell::Cell::new(Usage::now()),
         };
         pool.registry.register_thread(index);
+        let hub = &pool.hub;
+        let mut polled: Option<Work> = None;
         loop {
-            let hub = &pool.hub;
-            // From here to taking the GIL back: the GIL wait (SPEC §8).
-            let (work, woke) = py.detach(|| (hub.wait(), Instant::now()));
+            let (work, woke) = match polled.take() {
+                // Taken with the GIL held: no GIL wait.
+                Some(work) => (work, None),
+                None => {
+                    // From here to taking the GIL back: the GIL wait (SPEC §8).
+                    let (work, woke) = py.detach(|| (hub.wait(), Instant::now()));
+                    (work, Some(woke))
+                }
+            };
             if matches!(work, Work::Stop) {
                 break;
             }
@@ -89,7 +97,7 @@ fn run(pool: &Pool, index: usize) {
                 Work::Request(request) => {
                     let request = *request;
                     let link = SharedLink::new(Link::Channel(request.exchange));
-                    let req = begin(pool, &me, &request.head, &request.meta, &link, Some(woke));
+                    let req = begin(pool, &me, &request.head, &request.meta, &link, woke);
                     response::serve(py, &pool.ctx, &mut cache, &req, &link);
                     end(pool, &me, &req);
                     drop(link.take());
@@ -113,6 +121,9 @@ fn run(pool: &Pool, index: usize) {
                     };
                 }
             }
+            // The next request, if one is there now, is this thread's: the
+            // GIL is not handed to another thread for it.
+            polled = hub.poll();
         }
     })
 }
@@ -132,9 +143,8 @@ fn serve_conn(
     me: &Thread<'_>,
     cache: &mut PerThread,
     mut ready: Ready,
-    woke: Instant,
+    mut woke: Option<Instant>,
 ) {
-    let mut woke = Some(woke);
     loop {
         // Taken apart in place: a `Ready` is too large to move around
         // per request for nothing.
