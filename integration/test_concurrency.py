@@ -1,9 +1,12 @@
 """Many requests at once, and kept FastCGI connections (SPEC §2, §3)."""
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import wire
+from harness import APPS
 
 CONCURRENT = 100
 
@@ -49,3 +52,43 @@ def test_fastcgi_keep_conn_serves_sequential_requests_on_one_connection(stack):
             assert r.end == (0, 0) or r.end[1] == 0, r.end
     finally:
         sock.close()
+
+
+def _at_once(backend, n, query):
+    """n requests to /sleep at once, each on its own FastCGI connection."""
+    def one(i):
+        r = wire.request("fastcgi", backend.addr("fastcgi"), path="/sleep", query="n=%d&%s" % (i, query),
+                         timeout=30)
+        assert r.status == 200, r
+        return json.loads(r.body)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_sleeping_requests_fill_every_thread_of_a_worker(spawn):
+    """Threads that leave the GIL idle (sleeping, waiting on I/O) let the
+    worker's other threads take the next requests at once."""
+    b = spawn("gate-sleep", APPS / "router.py", "--processes", "1", "--threads", "4",
+              protocols=("fastcgi",))
+    started = time.monotonic()
+    answers = _at_once(b, 4, "s=1")
+    took = time.monotonic() - started
+    assert len({a["thread"] for a in answers}) == 4, answers
+    assert took < 1.9, "4 one-second sleeps on 4 threads took %.1f s" % took
+
+
+def test_cpu_bound_requests_arriving_together_run_one_after_another(spawn):
+    """Requests that hold the GIL are served one at a time by the thread
+    that finishes the last one, not handed to threads that would only wait
+    for the GIL: few of them overlap (a 4-thread worker that let every
+    free thread take one would run them four at a time)."""
+    b = spawn("gate-spin", APPS / "router.py", "--processes", "1", "--threads", "4",
+              protocols=("fastcgi",))
+    _at_once(b, 4, "spin=0.001")  # warm up
+    answers = _at_once(b, 12, "spin=0.002")
+    spans = sorted((a["began"], a["ended"]) for a in answers)
+    overlapping = sum(
+        1 for i, (began, ended) in enumerate(spans)
+        if any(o_began < ended and began < o_ended for j, (o_began, o_ended) in enumerate(spans) if j != i))
+    assert overlapping <= 4, "%d of 12 CPU-bound requests overlapped: %r" % (overlapping, spans)

@@ -11,10 +11,13 @@
 //!   the GIL still held, before it goes back to waiting
 //!   ([`crate::net::hub::Hub::poll`]);
 //! - a follower may lead while requests run only when the running ones
-//!   leave the GIL idle (blocked in I/O or sleeping: the process used less
-//!   than half a core over the last look), or when the last request was
-//!   taken more than [`STALE_AFTER`] ago (a long request must not hold up
-//!   the others for longer than the GIL's own switch interval would).
+//!   leave the GIL idle, or when the last request was taken more than
+//!   [`STALE_AFTER`] ago (a long request must not hold up the others for
+//!   longer than the GIL's own switch interval would). Idle means blocked
+//!   in I/O or sleeping: over a look that began after the last request was
+//!   taken, the process used less than half a core, and at its end none
+//!   of the other Python threads runs or waits for a CPU (a worker that
+//!   the machine cannot schedule uses little CPU too, but is not idle).
 //!
 //! One follower looks every [`LOOK_EVERY`] while the worker is busy or was
 //! busy lately; an idle worker's followers sleep until woken. The
@@ -69,12 +72,15 @@ impl Gate {
         }
     }
 
-    /// What a free thread does now; `gil_idle` is what its last look saw.
-    /// Leading, looking and sleeping are recorded as taken.
-    pub fn next(&mut self, now: Instant, gil_idle: bool) -> Next {
+    /// What a free thread does now; `idle_since`: its last look, begun
+    /// then, saw the GIL idle (a look begun before the last request was
+    /// taken says nothing of it). Leading, looking and sleeping are
+    /// recorded as taken.
+    pub fn next(&mut self, now: Instant, idle_since: Option<Instant>) -> Next {
         if !self.leader {
             let since = now.saturating_duration_since(self.last_start);
-            if self.running == 0 || since >= STALE_AFTER || gil_idle {
+            let idle = idle_since.is_some_and(|at| at >= self.last_start);
+            if self.running == 0 || since >= STALE_AFTER || idle {
                 self.leader = true;
                 return Next::Lead;
             }
@@ -123,12 +129,16 @@ impl Gate {
 }
 
 /// Whether the GIL looked idle over a look: the process used less than
-/// half a core. A window shorter than half a look says nothing.
-pub fn gil_idle(wall: Duration, cpu: Duration) -> bool {
-    wall >= LOOK_EVERY / 2 && cpu.saturating_mul(2) < wall
+/// half a core over it, and no other Python thread of the worker runs or
+/// waits for a CPU at its end (a starved worker also uses little CPU).
+/// A look shorter than half of [`LOOK_EVERY`] says nothing.
+pub fn gil_idle(wall: Duration, cpu: Duration, other_runnable: impl FnOnce() -> bool) -> bool {
+    wall >= LOOK_EVERY / 2 && cpu.saturating_mul(2) < wall && !other_runnable()
 }
 
-/// The process's CPU time so far (every thread, user and system).
+/// The process's CPU time so far (every thread, user and system; exact,
+/// where a thread's own accounting is updated only at the scheduler's
+/// ticks).
 pub fn process_cpu() -> Option<Duration> {
     let mut t = libc::timespec {
         tv_sec: 0,
@@ -144,6 +154,54 @@ pub fn process_cpu() -> Option<Duration> {
     ))
 }
 
+/// The worker's Python threads, to tell whether one of them is running or
+/// waiting for a CPU (`/proc/thread-self/stat`'s state `R`, read in place
+/// with one `pread` per thread).
+#[derive(Debug, Default)]
+pub struct PythonThreads {
+    threads: Vec<(libc::pid_t, std::fs::File)>,
+}
+
+impl PythonThreads {
+    /// Adds the calling thread.
+    pub fn add_this_thread(&mut self) {
+        match std::fs::File::open("/proc/thread-self/stat") {
+            // SAFETY: gettid has no preconditions.
+            Ok(f) => self.threads.push((unsafe { libc::gettid() }, f)),
+            // Without /proc the CPU time alone decides.
+            Err(e) => tracing::debug!("no stat file for a request thread: {e}"),
+        }
+    }
+
+    /// Whether a thread other than the caller is running or runnable.
+    pub fn other_runnable(&self) -> bool {
+        use std::os::unix::fs::FileExt;
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
+        let mut buf = [0u8; 64];
+        self.threads
+            .iter()
+            .filter(|(tid, _)| *tid != me)
+            .any(|(_, f)| {
+                f.read_at(&mut buf, 0)
+                    .ok()
+                    .and_then(|n| stat_state(buf.get(..n)?))
+                    == Some(b'R')
+            })
+    }
+}
+
+/// The state letter of a `/proc/.../stat` line ("tid (comm) S ..."); the
+/// name may hold spaces and parentheses, so it is found after the last `)`
+/// of the line's start (the fields after the state are numbers).
+pub fn stat_state(line: &[u8]) -> Option<u8> {
+    let close = line.iter().rposition(|&b| b == b')')?;
+    match line.get(close + 1..close + 3)? {
+        [b' ', state] => Some(*state),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,9 +212,9 @@ mod tests {
     fn an_idle_worker_has_one_leader_and_sleeping_followers() {
         let t0 = Instant::now() + LOOK_LINGER * 2;
         let mut g = Gate::new(t0 - LOOK_LINGER * 2);
-        assert_eq!(g.next(t0, false), Next::Lead);
-        assert_eq!(g.next(t0, false), Next::Sleep);
-        assert_eq!(g.next(t0, false), Next::Sleep);
+        assert_eq!(g.next(t0, None), Next::Lead);
+        assert_eq!(g.next(t0, None), Next::Sleep);
+        assert_eq!(g.next(t0, None), Next::Sleep);
         assert_eq!(g.followers, 2);
     }
 
@@ -164,46 +222,55 @@ mod tests {
     fn while_a_request_runs_one_follower_looks_and_the_rest_sleep() {
         let t0 = Instant::now();
         let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, false), Next::Lead);
-        assert_eq!(g.next(t0, false), Next::Look);
-        assert_eq!(g.next(t0, false), Next::Sleep);
+        assert_eq!(g.next(t0, None), Next::Lead);
+        assert_eq!(g.next(t0, None), Next::Look);
+        assert_eq!(g.next(t0, None), Next::Sleep);
         // The leader takes work: someone looks already, nobody is woken.
         assert!(!g.took(t0));
         assert_eq!(g.running, 1);
         // The looking follower wakes with the GIL busy: it looks again.
         g.woke(true);
-        assert_eq!(g.next(t0 + MS, false), Next::Look);
+        assert_eq!(g.next(t0 + MS, None), Next::Look);
     }
 
     #[test]
     fn taking_work_wakes_a_follower_when_none_looks() {
         let t0 = Instant::now() + LOOK_LINGER * 2;
         let mut g = Gate::new(t0 - LOOK_LINGER * 2);
-        assert_eq!(g.next(t0, false), Next::Lead);
-        assert_eq!(g.next(t0, false), Next::Sleep);
+        assert_eq!(g.next(t0, None), Next::Lead);
+        assert_eq!(g.next(t0, None), Next::Sleep);
         assert!(g.took(t0), "the sleeping follower must start looking");
         g.woke(false);
-        assert_eq!(g.next(t0, false), Next::Look);
+        assert_eq!(g.next(t0, None), Next::Look);
         // With nobody waiting, taking work wakes nobody.
         let mut alone = Gate::new(t0);
-        assert_eq!(alone.next(t0, false), Next::Lead);
+        assert_eq!(alone.next(t0, None), Next::Lead);
         assert!(!alone.took(t0));
     }
 
     #[test]
     fn a_follower_leads_when_the_gil_is_idle_or_the_last_request_is_stale() {
-        let t0 = Instant::now();
-        for (after, idle, leads) in [
-            (MS, false, false),
-            (MS, true, true),
-            (STALE_AFTER - MS, false, false),
-            (STALE_AFTER, false, true),
+        let t0 = Instant::now() + STALE_AFTER;
+        let before = t0 - MS;
+        for (after, idle_since, leads) in [
+            (MS, None, false),
+            (MS, Some(t0), true),
+            (MS, Some(t0 + MS / 2), true),
+            // A look begun before the request was taken saw the worker
+            // idle before it: it says nothing of the request.
+            (MS, Some(before), false),
+            (STALE_AFTER - MS, None, false),
+            (STALE_AFTER, None, true),
         ] {
             let mut g = Gate::new(t0);
-            assert_eq!(g.next(t0, false), Next::Lead);
+            assert_eq!(g.next(t0, None), Next::Lead);
             g.took(t0);
-            let next = g.next(t0 + after, idle);
-            assert_eq!(next == Next::Lead, leads, "after {after:?}, idle {idle}");
+            let next = g.next(t0 + after, idle_since);
+            assert_eq!(
+                next == Next::Lead,
+                leads,
+                "after {after:?}, idle since {idle_since:?}"
+            );
         }
     }
 
@@ -211,45 +278,112 @@ mod tests {
     fn there_is_never_a_second_leader() {
         let t0 = Instant::now();
         let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, false), Next::Lead);
+        assert_eq!(g.next(t0, None), Next::Lead);
         // Stale, idle: still one leader at a time.
-        assert_ne!(g.next(t0 + STALE_AFTER * 2, true), Next::Lead);
+        assert_ne!(
+            g.next(t0 + STALE_AFTER * 2, Some(t0 + STALE_AFTER)),
+            Next::Lead
+        );
         g.resign();
-        assert_eq!(g.next(t0, false), Next::Lead);
+        assert_eq!(g.next(t0, None), Next::Lead);
     }
 
     #[test]
     fn a_thread_that_finds_no_more_work_leaves_the_worker_free() {
         let t0 = Instant::now();
         let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, false), Next::Lead);
+        assert_eq!(g.next(t0, None), Next::Lead);
         g.took(t0);
         g.took_more(t0 + MS);
         assert_eq!(g.last_start, t0 + MS);
         g.done();
         assert_eq!(g.running, 0);
         // Nothing runs: the next free thread leads at once.
-        assert_eq!(g.next(t0 + MS, false), Next::Lead);
+        assert_eq!(g.next(t0 + MS, None), Next::Lead);
+    }
+
+    #[test]
+    fn stat_lines_give_the_state_after_the_name() {
+        for (line, want) in [
+            (&b"4242 (wsgi-0) R 1 2 3"[..], Some(b'R')),
+            (b"4242 (wsgi-0) S 1 2 3", Some(b'S')),
+            (b"7 (a) b) (c) D 1", Some(b'D')),
+            (b"7 (name with spaces) R", Some(b'R')),
+            (b"7 (cut", None),
+            (b"7 (x)", None),
+            (b"", None),
+        ] {
+            assert_eq!(stat_state(line), want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_thread_that_spins_is_runnable_and_one_that_sleeps_is_not() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let threads = Arc::new(Mutex::new(PythonThreads::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinner = {
+            let (threads, stop) = (threads.clone(), stop.clone());
+            std::thread::spawn(move || {
+                threads.lock().expect("lock").add_this_thread();
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let sleeper = {
+            let threads = threads.clone();
+            std::thread::spawn(move || {
+                threads.lock().expect("lock").add_this_thread();
+                std::thread::sleep(Duration::from_millis(300));
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let watched = threads.lock().expect("lock").threads.len();
+        if watched == 2 {
+            assert!(
+                threads.lock().expect("lock").other_runnable(),
+                "the spinner runs"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().expect("spinner");
+        if watched == 2 {
+            // Only the sleeper (and a finished thread's file) are left.
+            let deadline = Instant::now() + Duration::from_millis(200);
+            while threads.lock().expect("lock").other_runnable() {
+                assert!(
+                    Instant::now() < deadline,
+                    "a sleeping thread counted as runnable"
+                );
+                std::thread::sleep(MS);
+            }
+        }
+        sleeper.join().expect("sleeper");
     }
 
     #[test]
     fn the_gil_is_idle_below_half_a_core_over_a_long_enough_look() {
-        for (wall_us, cpu_us, idle) in [
-            (1000, 0, true),
-            (1000, 499, true),
-            (1000, 500, false),
-            (1000, 1000, false),
-            (499, 0, false),
-            (500, 0, true),
-            (10_000, 4_000, true),
+        for (wall_us, cpu_us, other_runnable, idle) in [
+            (1000, 0, false, true),
+            (1000, 499, false, true),
+            (1000, 500, false, false),
+            (1000, 1000, false, false),
+            (499, 0, false, false),
+            (500, 0, false, true),
+            (10_000, 4_000, false, true),
+            // Little CPU but a thread waiting for one: starved, not idle.
+            (1000, 0, true, false),
         ] {
             assert_eq!(
                 gil_idle(
                     Duration::from_micros(wall_us),
-                    Duration::from_micros(cpu_us)
+                    Duration::from_micros(cpu_us),
+                    || other_runnable
                 ),
                 idle,
-                "{wall_us} µs wall, {cpu_us} µs cpu"
+                "{wall_us} µs wall, {cpu_us} µs cpu, other runnable {other_runnable}"
             );
         }
     }

@@ -27,7 +27,7 @@
 use crate::config::model::Protocol;
 use crate::exchange::{Peer, Request};
 use crate::net::direct::{ConnSettings, DirectConn, Fill, Step};
-use crate::net::gate::{self, Gate, Next};
+use crate::net::gate::{self, Gate, Next, PythonThreads};
 use crate::net::sys;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -179,6 +179,8 @@ pub struct Hub {
     /// Which free thread waits here, and when another may (`net::gate`).
     gate: Mutex<Gate>,
     followers: Condvar,
+    /// The Python threads, for the gate's looks.
+    python_threads: Mutex<PythonThreads>,
     jobs: Mutex<VecDeque<Box<Request>>>,
     queued: AtomicUsize,
     /// Open connections of this worker (parked, served, lingering).
@@ -235,6 +237,7 @@ impl Hub {
             parked: Mutex::new(ParkedTable::default()),
             gate: Mutex::new(Gate::new(Instant::now())),
             followers: Condvar::new(),
+            python_threads: Mutex::new(PythonThreads::default()),
             jobs: Mutex::new(VecDeque::new()),
             queued: AtomicUsize::new(0),
             conns: Arc::new(AtomicUsize::new(0)),
@@ -283,6 +286,18 @@ impl Hub {
         *accepting = on;
     }
 
+    fn python_threads(&self) -> MutexGuard<'_, PythonThreads> {
+        self.python_threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A Python thread that will wait here: whether it runs tells whether
+    /// the GIL is idle (`net::gate`).
+    pub fn register_thread(&self) {
+        self.python_threads().add_this_thread();
+    }
+
     fn gate(&self) -> MutexGuard<'_, Gate> {
         // Plain counts and flags: a panic elsewhere leaves them usable.
         self.gate.lock().unwrap_or_else(PoisonError::into_inner)
@@ -319,12 +334,13 @@ impl Hub {
                 return false;
             }
             let now = Instant::now();
-            let idle = look.take().is_some_and(|(since, cpu)| {
-                gate::process_cpu().is_some_and(|c| {
-                    gate::gil_idle(now.saturating_duration_since(since), c.saturating_sub(cpu))
-                })
+            let idle_since = look.take().and_then(|(since, before)| {
+                let cpu = gate::process_cpu()?.saturating_sub(before);
+                let wall = now.saturating_duration_since(since);
+                gate::gil_idle(wall, cpu, || self.python_threads().other_runnable())
+                    .then_some(since)
             });
-            match gate.next(now, idle) {
+            match gate.next(now, idle_since) {
                 Next::Lead => return true,
                 Next::Look => {
                     look = gate::process_cpu().map(|c| (now, c));

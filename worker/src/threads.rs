@@ -72,6 +72,7 @@ fn run(pool: &Pool, index: usize) {
         };
         pool.registry.register_thread(index);
         let hub = &pool.hub;
+        hub.register_thread();
         let mut polled: Option<Work> = None;
         loop {
             let (work, woke) = match polled.take() {
