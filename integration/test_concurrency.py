@@ -78,6 +78,18 @@ def test_sleeping_requests_fill_every_thread_of_a_worker(spawn):
     assert took < 1.9, "4 one-second sleeps on 4 threads took %.1f s" % took
 
 
+def test_threads_that_sleep_briefly_let_the_others_take_requests(spawn):
+    """Sleeps shorter than the 5 ms after which any request lets another
+    thread take work: only the GIL found idle lets them run side by side."""
+    b = spawn("gate-short-sleep", APPS / "router.py", "--processes", "1", "--threads", "4",
+              protocols=("fastcgi",))
+    answers = _at_once(b, 24, "s=0.003")
+    spans = sorted((a["began"], a["ended"]) for a in answers)
+    most = max(sum(1 for began, ended in spans if began <= at < ended) for at, _ in spans)
+    assert most >= 2, "3 ms sleeps ran one at a time on a 4-thread worker: %r" % spans
+    assert len({a["thread"] for a in answers}) >= 2, answers
+
+
 def test_cpu_bound_requests_arriving_together_run_one_after_another(spawn):
     """Requests that hold the GIL are served one at a time by the thread
     that finishes the last one, not handed to threads that would only wait

@@ -15,9 +15,12 @@
 //!   [`STALE_AFTER`] ago (a long request must not hold up the others for
 //!   longer than the GIL's own switch interval would). Idle means blocked
 //!   in I/O or sleeping: over a look that began after the last request was
-//!   taken, the process used less than half a core, and at its end none
-//!   of the other Python threads runs or waits for a CPU (a worker that
-//!   the machine cannot schedule uses little CPU too, but is not idle).
+//!   taken, the worker's Python threads used less than half a core, and at
+//!   its end none of the others runs or waits for a CPU (a worker that the
+//!   machine cannot schedule uses little CPU too, but is not idle);
+//! - while requests run and no thread waits in the hub, what arrives waits
+//!   unseen: the worker counts as saturated ([`Gate::waiting_unseen`]), as
+//!   when every thread is busy.
 //!
 //! One follower looks every [`LOOK_EVERY`] while the worker is busy or was
 //! busy lately; an idle worker's followers sleep until woken. The
@@ -55,8 +58,10 @@ pub struct Gate {
 pub enum Next {
     /// Wait in the hub for work.
     Lead,
-    /// Wait here, looking again after [`LOOK_EVERY`].
-    Look,
+    /// Wait here, looking again after [`LOOK_EVERY`]; `measure`: the look
+    /// can lead to leading (no leader, requests running), so it is worth
+    /// measuring what the GIL does over it.
+    Look { measure: bool },
     /// Wait here until woken.
     Sleep,
 }
@@ -89,7 +94,9 @@ impl Gate {
         let busy = self.running > 0 || now.saturating_duration_since(self.last_start) < LOOK_LINGER;
         if busy && !self.timed {
             self.timed = true;
-            Next::Look
+            Next::Look {
+                measure: !self.leader && self.running > 0,
+            }
         } else {
             Next::Sleep
         }
@@ -122,55 +129,77 @@ impl Gate {
         self.running = self.running.saturating_sub(1);
     }
 
-    /// The leader gave up leading (the worker stops).
+    /// The leader gave up leading (the worker stops, or a bug unwound it).
     pub fn resign(&mut self) {
         self.leader = false;
     }
+
+    /// Threads running requests now.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Requests run and no thread waits in the hub: what arrives waits
+    /// until one of them finishes or a follower leads.
+    pub fn waiting_unseen(&self) -> bool {
+        self.running > 0 && !self.leader
+    }
 }
 
-/// Whether the GIL looked idle over a look: the process used less than
-/// half a core over it, and no other Python thread of the worker runs or
-/// waits for a CPU at its end (a starved worker also uses little CPU).
-/// A look shorter than half of [`LOOK_EVERY`] says nothing.
+/// Whether the GIL looked idle over a look: the Python threads used less
+/// than half a core over it, and no other one runs or waits for a CPU at
+/// its end (a starved worker also uses little CPU). A look shorter than
+/// half of [`LOOK_EVERY`] says nothing.
 pub fn gil_idle(wall: Duration, cpu: Duration, other_runnable: impl FnOnce() -> bool) -> bool {
     wall >= LOOK_EVERY / 2 && cpu.saturating_mul(2) < wall && !other_runnable()
 }
 
-/// The process's CPU time so far (every thread, user and system; exact,
-/// where a thread's own accounting is updated only at the scheduler's
-/// ticks).
-pub fn process_cpu() -> Option<Duration> {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec for the call to write into.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } != 0 {
-        return None;
-    }
-    Some(Duration::new(
-        u64::try_from(t.tv_sec).ok()?,
-        u32::try_from(t.tv_nsec).ok()?,
-    ))
-}
-
-/// The worker's Python threads, to tell whether one of them is running or
-/// waiting for a CPU (`/proc/thread-self/stat`'s state `R`, read in place
-/// with one `pread` per thread).
+/// The worker's Python threads: their CPU time (each thread's own CPU
+/// clock, which counts the time of a thread running right now, where the
+/// process's clock and `/proc` lag by up to a scheduler tick), and whether
+/// one of them is running or waiting for a CPU (`/proc/thread-self/stat`'s
+/// state `R`, read in place with one `pread` per thread).
 #[derive(Debug, Default)]
 pub struct PythonThreads {
-    threads: Vec<(libc::pid_t, std::fs::File)>,
+    clocks: Vec<libc::clockid_t>,
+    states: Vec<(libc::pid_t, std::fs::File)>,
 }
 
 impl PythonThreads {
     /// Adds the calling thread.
     pub fn add_this_thread(&mut self) {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: pthread_self is the calling thread, alive; the clock id
+        // is written into a valid location.
+        if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0 {
+            self.clocks.push(clock);
+        }
         match std::fs::File::open("/proc/thread-self/stat") {
             // SAFETY: gettid has no preconditions.
-            Ok(f) => self.threads.push((unsafe { libc::gettid() }, f)),
+            Ok(f) => self.states.push((unsafe { libc::gettid() }, f)),
             // Without /proc the CPU time alone decides.
             Err(e) => tracing::debug!("no stat file for a request thread: {e}"),
         }
+    }
+
+    /// The threads' CPU time so far; None when it cannot be read.
+    pub fn cpu(&self) -> Option<Duration> {
+        let mut sum = Duration::ZERO;
+        for &clock in &self.clocks {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: a valid timespec for the call to write into.
+            if unsafe { libc::clock_gettime(clock, &mut t) } != 0 {
+                return None;
+            }
+            sum += Duration::new(
+                u64::try_from(t.tv_sec).ok()?,
+                u32::try_from(t.tv_nsec).ok()?,
+            );
+        }
+        (!self.clocks.is_empty()).then_some(sum)
     }
 
     /// Whether a thread other than the caller is running or runnable.
@@ -179,7 +208,7 @@ impl PythonThreads {
         // SAFETY: gettid has no preconditions.
         let me = unsafe { libc::gettid() };
         let mut buf = [0u8; 64];
-        self.threads
+        self.states
             .iter()
             .filter(|(tid, _)| *tid != me)
             .any(|(_, f)| {
@@ -223,14 +252,20 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Gate::new(t0);
         assert_eq!(g.next(t0, None), Next::Lead);
-        assert_eq!(g.next(t0, None), Next::Look);
+        // While a leader waits, a look cannot lead: nothing to measure.
+        assert_eq!(g.next(t0, None), Next::Look { measure: false });
         assert_eq!(g.next(t0, None), Next::Sleep);
         // The leader takes work: someone looks already, nobody is woken.
         assert!(!g.took(t0));
         assert_eq!(g.running, 1);
-        // The looking follower wakes with the GIL busy: it looks again.
+        assert!(
+            g.waiting_unseen(),
+            "a request runs and nobody waits in the hub"
+        );
+        // The looking follower wakes with the GIL busy: it looks again,
+        // measuring this time.
         g.woke(true);
-        assert_eq!(g.next(t0 + MS, None), Next::Look);
+        assert_eq!(g.next(t0 + MS, None), Next::Look { measure: true });
     }
 
     #[test]
@@ -241,7 +276,7 @@ mod tests {
         assert_eq!(g.next(t0, None), Next::Sleep);
         assert!(g.took(t0), "the sleeping follower must start looking");
         g.woke(false);
-        assert_eq!(g.next(t0, None), Next::Look);
+        assert_eq!(g.next(t0, None), Next::Look { measure: true });
         // With nobody waiting, taking work wakes nobody.
         let mut alone = Gate::new(t0);
         assert_eq!(alone.next(t0, None), Next::Lead);
@@ -298,6 +333,7 @@ mod tests {
         assert_eq!(g.last_start, t0 + MS);
         g.done();
         assert_eq!(g.running, 0);
+        assert!(!g.waiting_unseen());
         // Nothing runs: the next free thread leads at once.
         assert_eq!(g.next(t0 + MS, None), Next::Lead);
     }
@@ -340,7 +376,7 @@ mod tests {
             })
         };
         std::thread::sleep(Duration::from_millis(50));
-        let watched = threads.lock().expect("lock").threads.len();
+        let watched = threads.lock().expect("lock").states.len();
         if watched == 2 {
             assert!(
                 threads.lock().expect("lock").other_runnable(),
@@ -361,6 +397,19 @@ mod tests {
             }
         }
         sleeper.join().expect("sleeper");
+    }
+
+    #[test]
+    fn this_threads_cpu_clock_counts_the_time_it_runs() {
+        let mut threads = PythonThreads::default();
+        threads.add_this_thread();
+        let before = threads.cpu().expect("a CPU clock");
+        let spin = Instant::now();
+        while spin.elapsed() < 2 * MS {
+            std::hint::spin_loop();
+        }
+        let used = threads.cpu().expect("a CPU clock").saturating_sub(before);
+        assert!(used >= MS, "2 ms of spinning counted as {used:?}");
     }
 
     #[test]

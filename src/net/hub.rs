@@ -1,18 +1,19 @@
-//! Where a worker's free Python threads wait for work: one epoll instance
-//! that they share, holding the pool's listening sockets, the connections
-//! waiting for their next request, and a wake-up for requests handed over
-//! by the I/O thread (leader/follower: whichever thread is free takes the
-//! next piece of work itself, with no hand-off).
+//! Where a worker's Python threads take work: one epoll instance holding
+//! the pool's listening sockets, the connections waiting for their next
+//! request, and a wake-up for requests handed over by the I/O thread. The
+//! thread that takes a piece of work serves it itself, with no hand-off.
 //!
-//! - At most one free thread waits here at a time, and while a request
-//!   runs only when the GIL is left idle or the request is long; a thread
-//!   that finishes a request takes the next one itself before it lets the
-//!   GIL go ([`Hub::poll`]). Why and when: `net::gate`.
-//! - A worker accepts a connection only when one of its threads is free to
-//!   take it: busy threads are not waiting here. The listeners are
-//!   registered `EPOLLEXCLUSIVE`, so the kernel wakes an idle worker's
-//!   thread rather than every worker, and never a worker with none idle:
-//!   connections wait in the listen queue for whoever is free first.
+//! - One free thread at a time waits here (the leader); while requests run,
+//!   only when the GIL is left idle or the last request is old. The other
+//!   free threads wait in `net::gate`, which says why and when. A thread
+//!   that finishes a request looks here for the next one itself, without
+//!   waiting and with the GIL it holds ([`Hub::poll`]).
+//! - A worker accepts a connection only when a thread of it is free to take
+//!   it: the leader, or a thread just done with a request. The listeners
+//!   are registered `EPOLLEXCLUSIVE`, so the kernel wakes a waiting
+//!   worker's leader rather than every worker, and none in a worker with
+//!   no leader: connections wait in the listen queue for whoever is free
+//!   first.
 //! - Reading a request head happens here, without the GIL. A connection
 //!   whose head is incomplete is parked (`EPOLLONESHOT`) until more bytes
 //!   come: a stalled client holds no thread (SPEC §2).
@@ -22,7 +23,8 @@
 //!   deadline of kept connections (`--keepalive-timeout`).
 //!
 //! Python is never touched here; [`Hub::wait`] blocks and must be called
-//! with the GIL released.
+//! with the GIL released; [`Hub::poll`] never blocks or sleeps, as it runs
+//! with the GIL held.
 
 use crate::config::model::Protocol;
 use crate::exchange::{Peer, Request};
@@ -75,6 +77,18 @@ pub enum IoTask {
     Multiplex(Box<DirectConn>),
     /// Close after reading what the front end still sends, for a while.
     Linger(Box<DirectConn>),
+}
+
+/// At most this many events per [`Hub::poll`].
+const POLL_EVENTS: usize = 4;
+
+/// Runs its closure if dropped while unwinding (forgotten otherwise).
+struct Unwinding<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Unwinding<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 /// Tag bits of an epoll event's data word.
@@ -286,6 +300,19 @@ impl Hub {
         *accepting = on;
     }
 
+    /// Requests run and no thread waits here: what arrives waits unseen,
+    /// so the worker counts as saturated (`net::gate`).
+    pub fn waiting_unseen(&self) -> bool {
+        self.gate().waiting_unseen()
+    }
+
+    /// Another thread runs a request too: a finishing thread lets the GIL
+    /// go before it looks for more, so that they take turns at request
+    /// boundaries rather than at the interpreter's forced switches.
+    pub fn others_running(&self) -> bool {
+        self.gate().running() > 1
+    }
+
     fn python_threads(&self) -> MutexGuard<'_, PythonThreads> {
         self.python_threads
             .lock()
@@ -308,7 +335,14 @@ impl Hub {
         if !self.lead() {
             return Work::Stop;
         }
+        // A bug that unwinds the leader must not leave the worker with a
+        // leader that will never come back.
+        let resign = Unwinding(|| {
+            self.gate().resign();
+            self.followers.notify_one();
+        });
         let work = self.wait_as_leader();
+        std::mem::forget(resign);
         let wake_one = {
             let mut gate = self.gate();
             if matches!(work, Work::Stop) {
@@ -327,23 +361,32 @@ impl Hub {
     /// Waits until this thread may wait in the hub (`net::gate`); false
     /// when the worker stops.
     fn lead(&self) -> bool {
-        let mut gate = self.gate();
         let mut look: Option<(Instant, Duration)> = None;
+        let mut gate = self.gate();
         loop {
             if self.stopping.load(Ordering::Acquire) {
                 return false;
             }
-            let now = Instant::now();
-            let idle_since = look.take().and_then(|(since, before)| {
-                let cpu = gate::process_cpu()?.saturating_sub(before);
-                let wall = now.saturating_duration_since(since);
-                gate::gil_idle(wall, cpu, || self.python_threads().other_runnable())
-                    .then_some(since)
-            });
+            let mut now = Instant::now();
+            let mut idle_since = None;
+            if let Some((since, before)) = look.take() {
+                // Measured without the gate's lock: a thread finishing a
+                // request takes it with the GIL held.
+                drop(gate);
+                idle_since = self.gil_idle_since(since, before, now);
+                gate = self.gate();
+                now = Instant::now();
+            }
             match gate.next(now, idle_since) {
                 Next::Lead => return true,
-                Next::Look => {
-                    look = gate::process_cpu().map(|c| (now, c));
+                Next::Look { measure } => {
+                    if measure {
+                        // The same: a woken follower that missed a
+                        // wake-up here looks again within LOOK_EVERY.
+                        drop(gate);
+                        look = self.python_threads().cpu().map(|c| (Instant::now(), c));
+                        gate = self.gate();
+                    }
                     gate = self
                         .followers
                         .wait_timeout(gate, gate::LOOK_EVERY)
@@ -359,6 +402,15 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// `since`, when the Python threads left the GIL idle from then to
+    /// `now` (they had used `before` of CPU time then).
+    fn gil_idle_since(&self, since: Instant, before: Duration, now: Instant) -> Option<Instant> {
+        let threads = self.python_threads();
+        let cpu = threads.cpu()?.saturating_sub(before);
+        let wall = now.saturating_duration_since(since);
+        gate::gil_idle(wall, cpu, || threads.other_runnable()).then_some(since)
     }
 
     fn wait_as_leader(&self) -> Work {
@@ -392,7 +444,7 @@ impl Hub {
     /// The work an epoll event brings, if any.
     fn take(&self, data: u64) -> Option<Work> {
         match data & TAG_MASK {
-            TAG_LISTENER => self.accept((data & !TAG_MASK) as usize),
+            TAG_LISTENER => self.accept((data & !TAG_MASK) as usize, true),
             TAG_PARKED => self.resume(data & !TAG_MASK),
             _ => None,
         }
@@ -400,14 +452,18 @@ impl Hub {
 
     /// The next piece of work if it is there now, without waiting, for a
     /// thread that has just finished a request: it serves it with the GIL
-    /// it holds (`net::gate`). None: the thread is free again and goes to
-    /// [`Hub::wait`].
+    /// it holds (`net::gate`). Never blocks or sleeps: the GIL may be held.
+    /// None: the thread is free again and goes to [`Hub::wait`].
     pub fn poll(&self) -> Option<Work> {
+        // A bug that unwinds here must not leave the thread counted as
+        // running for good.
+        let done = Unwinding(|| self.gate().done());
         let work = if self.stopping.load(Ordering::Acquire) {
             None
         } else {
             self.poll_once()
         };
+        std::mem::forget(done);
         let mut gate = self.gate();
         match work {
             Some(_) => gate.took_more(Instant::now()),
@@ -422,20 +478,28 @@ impl Hub {
         }
         self.maybe_resume_accepting();
         let mut events = [EpollEvent::empty(); 1];
-        loop {
+        // A few events at most: a flood of connections that bring no work
+        // (refused, parked half-read) is the leader's to drain, not the
+        // GIL holder's.
+        for _ in 0..POLL_EVENTS {
             match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
                 Ok(1..) => {}
                 Ok(0) | Err(_) => return None,
             }
             let data = events[0].data();
-            if data & TAG_MASK == TAG_WAKE {
+            let work = match data & TAG_MASK {
                 // A job, or the worker stopping (then the leader sees it).
-                return self.take_job().map(Work::Request);
-            }
-            if let Some(work) = self.take(data) {
-                return Some(work);
+                TAG_WAKE => return self.take_job().map(Work::Request),
+                // No back-off sleep here: the GIL may be held.
+                TAG_LISTENER => self.accept((data & !TAG_MASK) as usize, false),
+                TAG_PARKED => self.resume(data & !TAG_MASK),
+                _ => None,
+            };
+            if work.is_some() {
+                return work;
             }
         }
+        None
     }
 
     fn take_job(&self) -> Option<Box<Request>> {
@@ -475,7 +539,9 @@ impl Hub {
         }
     }
 
-    fn accept(&self, index: usize) -> Option<Work> {
+    /// `back_off`: sleep a little after a failure such as EMFILE (only
+    /// without the GIL).
+    fn accept(&self, index: usize, back_off: bool) -> Option<Work> {
         let listener = self.listeners.get(index)?;
         let (fd, peer) = match sys::accept(listener.fd.as_fd()) {
             Ok(x) => x,
@@ -490,7 +556,9 @@ impl Hub {
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 warn!("accept on a {} listener failed: {e}", listener.protocol);
-                std::thread::sleep(Duration::from_millis(100));
+                if back_off {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 return None;
             }
         };
@@ -906,7 +974,10 @@ impl Hub {
             After::KeepAlive => {
                 if conn.has_buffered_input() {
                     return match self.advance(conn) {
-                        Some(Work::Conn(ready)) => Some(ready),
+                        Some(Work::Conn(ready)) => {
+                            self.gate().took_more(Instant::now());
+                            Some(ready)
+                        }
                         _ => None,
                     };
                 }

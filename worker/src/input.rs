@@ -80,22 +80,20 @@ impl State {
         }
     }
 
-    fn read(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Bytes> {
-        let mut out = BytesMut::new();
+    /// Up to `size` bytes (the whole rest without one), as the pieces they
+    /// arrived in: the caller copies them once, into the object it returns.
+    fn read(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Pieces> {
+        let mut pieces = Pieces::default();
         loop {
-            let want = size.map(|s| s - out.len());
+            let want = size.map(|s| s - pieces.len);
             if want == Some(0) || !self.fill(py)? {
                 break;
             }
             let take = want.map_or(self.pending.len(), |w| w.min(self.pending.len()));
-            // Exactly the rest of one chunk: hand it on without a copy.
-            if out.is_empty() && take == self.pending.len() && want == Some(take) {
-                return Ok(std::mem::take(&mut self.pending));
-            }
-            out.extend_from_slice(&self.pending[..take]);
-            self.pending.advance(take);
+            pieces.len += take;
+            pieces.parts.push(self.pending.split_to(take));
         }
-        Ok(out.freeze())
+        Ok(pieces)
     }
 
     fn readline(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Bytes> {
@@ -120,6 +118,31 @@ impl State {
     }
 }
 
+/// What one `read` took, not yet copied: a read that spans chunks costs one
+/// copy (into the bytes object), not one into a growing buffer and another
+/// out of it.
+#[derive(Default)]
+struct Pieces {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Pieces {
+    fn into_py_bytes(self, py: Python<'_>) -> PyResult<Bound<'_, PyBytes>> {
+        if let [one] = &self.parts[..] {
+            return Ok(PyBytes::new(py, one));
+        }
+        PyBytes::new_with(py, self.len, |out| {
+            let mut at = 0;
+            for part in &self.parts {
+                out[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Python passes -1 or None for "no limit".
 fn limit(size: Option<isize>) -> Option<usize> {
     size.and_then(|s| usize::try_from(s).ok())
@@ -129,8 +152,8 @@ fn limit(size: Option<isize>) -> Option<usize> {
 impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.lock()?.read(py, limit(size))?;
-        Ok(PyBytes::new(py, &data))
+        let pieces = self.lock()?.read(py, limit(size))?;
+        pieces.into_py_bytes(py)
     }
 
     #[pyo3(signature = (size=None))]

@@ -188,7 +188,12 @@ pub fn serve_loaded(
         socket_timeout,
         linger: LingerLimits::DEFAULT,
         max_queue: pool.max_queue,
-        saturated: Arc::new(move || busy.in_flight() >= threads),
+        // Or requests run and no thread waits for more (`net::gate`):
+        // what arrives waits unseen, as when every thread is busy.
+        saturated: {
+            let hub = hub.clone();
+            Arc::new(move || busy.in_flight() >= threads || hub.waiting_unseen())
+        },
         limits: Limits {
             max_params_bytes: pool.max_params_bytes,
             max_params_count: Limits::params_count_for(pool.max_params_bytes),
@@ -347,7 +352,12 @@ fn serve(
                     ask_recycle(&recycler, &mut status, &mut asked_recycle);
                 }
                 _ = load_check.tick(), if load.is_some() => {
-                    if let Some(now) = load.as_ref().map(|l| l.load()).filter(|l| *l != last_load) {
+                    let now = load.as_ref().map(|l| match l.load() {
+                        // What arrives waits unseen (`net::gate`).
+                        Load::Active if hub.waiting_unseen() => Load::Busy,
+                        other => other,
+                    });
+                    if let Some(now) = now.filter(|l| *l != last_load) {
                         status.send(&format!("load {}", now.name()));
                         last_load = now;
                     }

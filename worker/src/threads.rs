@@ -1,11 +1,12 @@
 //! The Python thread pool: `--threads` OS threads, each attached to the
 //! interpreter for its whole life and detached only while it waits. A free
-//! thread waits in the hub (`wsgi_fpm::net::hub`) and takes the next piece
-//! of work itself — a new connection it accepts, a kept connection with a
-//! new request, or a request the I/O thread handed over — then serves it on
-//! the spot: no hand-off, no wake-up of another thread (leader/follower).
-//! When the response is over and the same connection already holds the
-//! next request, the thread serves that one too.
+//! thread takes the next piece of work from the hub (`wsgi_fpm::net::hub`)
+//! itself — a new connection it accepts, a kept connection with a new
+//! request, or a request the I/O thread handed over — then serves it on the
+//! spot: no hand-off. When the response is over it serves the next request
+//! the same connection already holds, then whatever the hub has at once,
+//! before it lets the GIL go (`wsgi_fpm::net::gate`: the GIL is not handed
+//! to another thread per request).
 
 use crate::environ::EnvCache;
 use crate::link::{Link, SharedLink};
@@ -123,8 +124,14 @@ fn run(pool: &Pool, index: usize) {
                 }
             }
             // The next request, if one is there now, is this thread's: the
-            // GIL is not handed to another thread for it.
-            polled = hub.poll();
+            // GIL is not handed to another thread for it. Unless another
+            // thread runs a request too: then the GIL goes between them
+            // here, at a request's end.
+            polled = if hub.others_running() {
+                py.detach(|| hub.poll())
+            } else {
+                hub.poll()
+            };
         }
     })
 }
