@@ -97,3 +97,29 @@ def test_without_max_processes_the_pool_stays_at_its_size_under_load(start):
     pids, most = slow_requests(b, 3, 0.5)
     assert None not in pids
     assert most == 1 and len(set(pids)) == 1, (most, pids)
+
+
+def test_a_worker_whose_one_thread_runs_cpu_bound_requests_back_to_back_counts_as_busy(start):
+    """Short CPU-bound requests run one after another on one thread of a
+    4-thread worker (the GIL is not handed over): its other threads are
+    free, yet what arrives waits, so the pool grows all the same."""
+    b = start("grow-cpu", "--processes", "1", "--max-processes", "2", "--threads", "4",
+              "--inactivity-timeout", "2")
+    stop = time.monotonic() + 4
+    failed = []
+    most = [0]
+
+    def client():
+        while time.monotonic() < stop:
+            r = b.request("fastcgi", path="/", query="spin=0.002", timeout=30)
+            if r.status != 200:
+                failed.append(r.status)
+
+    clients = [threading.Thread(target=client) for _ in range(8)]
+    for t in clients:
+        t.start()
+    while any(t.is_alive() for t in clients):
+        most[0] = max(most[0], len(workers(b)))
+        time.sleep(0.05)
+    assert not failed, failed
+    assert most[0] == 2, "the pool stayed at %d worker(s) under CPU-bound load" % most[0]
