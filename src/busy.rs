@@ -11,7 +11,9 @@ pub enum Load {
     Idle,
     /// Some threads free.
     Active,
-    /// Every thread busy (requests may queue).
+    /// Every thread busy (requests may queue). The worker also reports
+    /// busy while its running requests leave no thread waiting for more
+    /// (`net::gate`).
     Busy,
 }
 

@@ -1,11 +1,12 @@
-//! `--max-queue` (SPEC §4): when every thread of this worker is busy and
-//! more requests wait in a listener's accept queue than the pool allows,
+//! `--max-queue` (SPEC §4): when this worker is saturated (every thread
+//! busy, or requests running with no thread waiting for more: `net::gate`)
+//! and more requests wait in a listener's accept queue than the pool allows,
 //! the I/O thread takes the excess off the queue and answers each with
 //! `503 Service Unavailable` and `Retry-After`, in the listener's protocol,
 //! without the application (Passenger's `max_request_queue_size`).
 //!
-//! The accept queue is the pool's queue: workers that are free take
-//! connections from it themselves (`net::hub`), so only what no free thread
+//! The accept queue is the pool's queue: workers with a thread waiting for
+//! work take connections from it themselves (`net::hub`), so only what none
 //! could take waits there. The reading is the kernel's
 //! (`status::sockets::listen_queue`); each worker checks it while it is
 //! saturated, so a burst may be refused by two workers at once — a few

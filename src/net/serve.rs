@@ -26,8 +26,9 @@ pub struct Io {
     pub http: Vec<OwnedFd>,
     pub socket_timeout: Duration,
     pub linger: LingerLimits,
-    /// `--max-queue` (0: no cap), and whether every request thread of this
-    /// worker is busy (only then are the listen queues checked).
+    /// `--max-queue` (0: no cap), and whether this worker is saturated:
+    /// every request thread busy, or requests running with no thread
+    /// waiting for more (`net::gate`); only then are the queues checked.
     pub max_queue: usize,
     pub saturated: Arc<dyn Fn() -> bool + Send + Sync>,
     pub limits: crate::proto::Limits,

@@ -75,9 +75,10 @@ impl Watcher {
         }
         self.watching = true;
         if !saturated {
-            // This worker has a free thread: it takes whatever arrives at
-            // once, so nothing waits long enough to date. Looking costs
-            // system calls; the dates start afresh when it is busy again.
+            // A thread of this worker waits for work: it takes whatever
+            // arrives at once, so nothing waits long enough to date. Looking
+            // costs system calls; the dates start afresh when it is busy
+            // again.
             self.forget();
             self.board.saw_backlog(None);
             return Vec::new();
