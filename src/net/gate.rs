@@ -102,6 +102,13 @@ impl Gate {
         }
     }
 
+    /// Leads when nothing runs and nobody leads: no clock needed.
+    pub fn lead_if_free(&mut self) -> bool {
+        let free = !self.leader && self.running == 0;
+        self.leader |= free;
+        free
+    }
+
     /// A follower woke (`looked`: it was the one looking).
     pub fn woke(&mut self, looked: bool) {
         self.followers = self.followers.saturating_sub(1);
@@ -307,6 +314,18 @@ mod tests {
                 "after {after:?}, idle since {idle_since:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_free_worker_is_led_at_once_and_only_once() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(t0);
+        assert!(g.lead_if_free());
+        assert!(!g.lead_if_free(), "a leader already");
+        g.took(t0);
+        assert!(!g.lead_if_free(), "a request runs: the clock decides");
+        g.done();
+        assert!(g.lead_if_free());
     }
 
     #[test]

@@ -201,6 +201,10 @@ pub struct Hub {
     conns: Arc<AtomicUsize>,
     /// The listeners are in the epoll set.
     accepting: Mutex<bool>,
+    /// The same, read without the lock on every wait.
+    accepting_now: AtomicBool,
+    /// The gate's count of running threads, read without its lock.
+    running_now: AtomicUsize,
     /// No more accepting: retiring, recycling or stopping.
     closed: AtomicBool,
     /// Kept connections close after their answer.
@@ -256,6 +260,8 @@ impl Hub {
             queued: AtomicUsize::new(0),
             conns: Arc::new(AtomicUsize::new(0)),
             accepting: Mutex::new(false),
+            accepting_now: AtomicBool::new(false),
+            running_now: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -298,6 +304,7 @@ impl Hub {
             }
         }
         *accepting = on;
+        self.accepting_now.store(on, Ordering::Release);
     }
 
     /// Requests run and no thread waits here: what arrives waits unseen,
@@ -310,7 +317,7 @@ impl Hub {
     /// go before it looks for more, so that they take turns at request
     /// boundaries rather than at the interpreter's forced switches.
     pub fn others_running(&self) -> bool {
-        self.gate().running() > 1
+        self.running_now.load(Ordering::Relaxed) > 1
     }
 
     fn python_threads(&self) -> MutexGuard<'_, PythonThreads> {
@@ -330,10 +337,11 @@ impl Hub {
         self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for the next piece of work. Blocks: call without the GIL.
-    pub fn wait(&self) -> Work {
+    /// Waits for the next piece of work, and says when it came. Blocks:
+    /// call without the GIL.
+    pub fn wait(&self) -> (Work, Instant) {
         if !self.lead() {
-            return Work::Stop;
+            return (Work::Stop, Instant::now());
         }
         // A bug that unwinds the leader must not leave the worker with a
         // leader that will never come back.
@@ -343,19 +351,22 @@ impl Hub {
         });
         let work = self.wait_as_leader();
         std::mem::forget(resign);
+        let now = Instant::now();
         let wake_one = {
             let mut gate = self.gate();
-            if matches!(work, Work::Stop) {
+            let wake_one = if matches!(work, Work::Stop) {
                 gate.resign();
                 false
             } else {
-                gate.took(Instant::now())
-            }
+                gate.took(now)
+            };
+            self.running_now.store(gate.running(), Ordering::Relaxed);
+            wake_one
         };
         if wake_one {
             self.followers.notify_one();
         }
-        work
+        (work, now)
     }
 
     /// Waits until this thread may wait in the hub (`net::gate`); false
@@ -363,6 +374,11 @@ impl Hub {
     fn lead(&self) -> bool {
         let mut look: Option<(Instant, Duration)> = None;
         let mut gate = self.gate();
+        // Nothing runs and nobody leads (a worker between requests): lead
+        // without reading the clock.
+        if !self.stopping.load(Ordering::Acquire) && gate.lead_if_free() {
+            return true;
+        }
         loop {
             if self.stopping.load(Ordering::Acquire) {
                 return false;
@@ -469,6 +485,7 @@ impl Hub {
             Some(_) => gate.took_more(Instant::now()),
             None => gate.done(),
         }
+        self.running_now.store(gate.running(), Ordering::Relaxed);
         work
     }
 
@@ -525,16 +542,10 @@ impl Hub {
     }
 
     fn maybe_resume_accepting(&self) {
-        if self.closed.load(Ordering::Relaxed) {
+        if self.closed.load(Ordering::Relaxed) || self.accepting_now.load(Ordering::Acquire) {
             return;
         }
-        let below = self.conns.load(Ordering::Relaxed) < self.settings.max_connections;
-        if below {
-            if let Ok(a) = self.accepting.lock() {
-                if *a {
-                    return;
-                }
-            }
+        if self.conns.load(Ordering::Relaxed) < self.settings.max_connections {
             self.set_accepting(true);
         }
     }

@@ -81,7 +81,7 @@ fn run(pool: &Pool, index: usize) {
                 Some(work) => (work, None),
                 None => {
                     // From here to taking the GIL back: the GIL wait (SPEC §8).
-                    let (work, woke) = py.detach(|| (hub.wait(), Instant::now()));
+                    let (work, woke) = py.detach(|| hub.wait());
                     (work, Some(woke))
                 }
             };
