@@ -85,6 +85,23 @@ def test_content_beyond_content_length_is_not_sent(stack, protocol):
     assert (r.status, r.body) == (200, b"0123456789"), r
 
 
+def _case_then_ok_on_one_kept_connection(b, case):
+    """`case` of /response, then `ok`, on one kept FastCGI connection: the
+    first answer, and the seconds it took."""
+    sock = wire.connect(b.addr("fastcgi"), timeout=10)
+    try:
+        started = time.monotonic()
+        r = wire.fcgi_request(None, wire.cgi_params("GET", "/response", case, protocol="fastcgi"),
+                              keep_conn=True, sock=sock)
+        took = time.monotonic() - started
+        again = wire.fcgi_request(None, wire.cgi_params("GET", "/response", "case=ok", protocol="fastcgi"),
+                                  keep_conn=True, sock=sock)
+        assert (again.status, again.body) == (200, b"hello"), again
+        return r, took
+    finally:
+        sock.close()
+
+
 def test_a_response_is_complete_once_its_content_length_is_reached(stack, protocol):
     """The front end has the whole response, end included, while the
     application's generator is still running (it sleeps before it stops):
@@ -92,18 +109,9 @@ def test_a_response_is_complete_once_its_content_length_is_reached(stack, protoc
     b = stack.backend("main")
     started = time.monotonic()
     if protocol == "fastcgi":
-        sock = wire.connect(b.addr("fastcgi"), timeout=10)
-        try:
-            params = wire.cgi_params("GET", "/response", "case=slowtail&sleep=3", protocol="fastcgi")
-            r = wire.fcgi_request(None, params, keep_conn=True, sock=sock)
-            took = time.monotonic() - started
-            assert (r.status, r.body, r.end) == (200, b"hello", (0, 0)), r
-            # The kept connection serves the next request once the thread is free.
-            again = wire.fcgi_request(None, wire.cgi_params("GET", "/response", "case=ok", protocol="fastcgi"),
-                                      keep_conn=True, sock=sock)
-            assert (again.status, again.body) == (200, b"hello"), again
-        finally:
-            sock.close()
+        # The kept connection serves the next request once the thread is free.
+        r, took = _case_then_ok_on_one_kept_connection(b, "case=slowtail&sleep=3")
+        assert (r.status, r.body, r.end) == (200, b"hello", (0, 0)), r
     else:
         # SCGI and uwsgi end a response by closing the connection, which
         # waits for the generator; the bytes are there before that.
@@ -124,17 +132,9 @@ def test_a_response_is_complete_once_its_content_length_is_reached(stack, protoc
 
 def test_an_exception_after_the_whole_response_is_logged_and_the_response_stands(stack):
     b = stack.backend("main")
-    sock = wire.connect(b.addr("fastcgi"), timeout=10)
-    try:
-        params = wire.cgi_params("GET", "/response", "case=raisetail", protocol="fastcgi")
-        r = wire.fcgi_request(None, params, keep_conn=True, sock=sock)
-        assert (r.status, r.body, r.end) == (200, b"hello", (0, 0)), r
-        # Not cut, and the kept connection is not closed under the front end.
-        again = wire.fcgi_request(None, wire.cgi_params("GET", "/response", "case=ok", protocol="fastcgi"),
-                                  keep_conn=True, sock=sock)
-        assert (again.status, again.body) == (200, b"hello"), again
-    finally:
-        sock.close()
+    # Not cut, and the kept connection is not closed under the front end.
+    r, _ = _case_then_ok_on_one_kept_connection(b, "case=raisetail")
+    assert (r.status, r.body, r.end) == (200, b"hello", (0, 0)), r
     assert wait_in_log(b, "raised after its whole response had gone out; the response stands")
     assert wait_in_log(b, "raised after the whole body")
 
