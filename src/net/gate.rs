@@ -82,16 +82,14 @@ impl Gate {
     /// taken says nothing of it). Leading, looking and sleeping are
     /// recorded as taken.
     pub fn next(&mut self, now: Instant, idle_since: Option<Instant>) -> Next {
-        if !self.leader {
-            let since = now.saturating_duration_since(self.last_start);
-            let idle = idle_since.is_some_and(|at| at >= self.last_start);
-            if self.running == 0 || since >= STALE_AFTER || idle {
-                self.leader = true;
-                return Next::Lead;
-            }
+        let since = now.saturating_duration_since(self.last_start);
+        let idle = idle_since.is_some_and(|at| at >= self.last_start);
+        if !self.leader && (self.running == 0 || since >= STALE_AFTER || idle) {
+            self.leader = true;
+            return Next::Lead;
         }
         self.followers += 1;
-        let busy = self.running > 0 || now.saturating_duration_since(self.last_start) < LOOK_LINGER;
+        let busy = self.running > 0 || since < LOOK_LINGER;
         if busy && !self.timed {
             self.timed = true;
             Next::Look {
@@ -244,12 +242,19 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    #[test]
-    fn an_idle_worker_has_one_leader_and_sleeping_followers() {
+    /// A gate whose last request was taken long ago, with its leader and
+    /// one sleeping follower.
+    fn long_idle() -> (Instant, Gate) {
         let t0 = Instant::now() + LOOK_LINGER * 2;
         let mut g = Gate::new(t0 - LOOK_LINGER * 2);
         assert_eq!(g.next(t0, None), Next::Lead);
         assert_eq!(g.next(t0, None), Next::Sleep);
+        (t0, g)
+    }
+
+    #[test]
+    fn an_idle_worker_has_one_leader_and_sleeping_followers() {
+        let (t0, mut g) = long_idle();
         assert_eq!(g.next(t0, None), Next::Sleep);
         assert_eq!(g.followers, 2);
     }
@@ -277,10 +282,7 @@ mod tests {
 
     #[test]
     fn taking_work_wakes_a_follower_when_none_looks() {
-        let t0 = Instant::now() + LOOK_LINGER * 2;
-        let mut g = Gate::new(t0 - LOOK_LINGER * 2);
-        assert_eq!(g.next(t0, None), Next::Lead);
-        assert_eq!(g.next(t0, None), Next::Sleep);
+        let (t0, mut g) = long_idle();
         assert!(g.took(t0), "the sleeping follower must start looking");
         g.woke(false);
         assert_eq!(g.next(t0, None), Next::Look { measure: true });
