@@ -147,6 +147,30 @@ def threads(pid):
     return sorted(out)
 
 
+def cpu_seconds(pids):
+    """{pid: user plus system CPU seconds used so far, every thread of it},
+    from /proc/PID/stat (a process already gone is left out)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in pids:
+        try:
+            stat = Path("/proc/%d/stat" % pid).read_text()
+        except OSError:
+            continue
+        # The fields after the command name, which may hold spaces: utime
+        # and stime are the 12th and 13th.
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_used(before, after):
+    """CPU seconds used between two `cpu_seconds` readings: a process that
+    started meanwhile counts whole, one that ended meanwhile is lost (a
+    worker replaced during a timed run is rare and logged by its server)."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
 def memory(pids):
     """(RSS, PSS) in bytes summed over `pids`, from /proc/PID/smaps_rollup
     (PSS splits shared pages between the processes that map them, so it
