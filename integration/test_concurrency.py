@@ -1,5 +1,6 @@
 """Many requests at once, and kept FastCGI connections (SPEC §2, §3)."""
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -104,3 +105,52 @@ def test_cpu_bound_requests_arriving_together_run_one_after_another(spawn):
         1 for i, (began, ended) in enumerate(spans)
         if any(o_began < ended and began < o_ended for j, (o_began, o_ended) in enumerate(spans) if j != i))
     assert overlapping <= 4, "%d of 12 CPU-bound requests overlapped: %r" % (overlapping, spans)
+
+
+def test_new_connections_take_turns_with_the_kept_ones(spawn):
+    """Connections waiting in the listen queue are not served only once
+    every ready kept connection has had its turn again (`net::turns`): once
+    an accept has found one, the queue and the kept connections alternate.
+    nginx opens new connections when its keepalive pool runs short; those
+    requests waited seconds behind 10 MiB responses before."""
+    b = spawn("turns", APPS / "router.py", "--processes", "1", "--threads", "1",
+              protocols=("fastcgi",))
+    kept, new = 4, 8
+    stop = threading.Event()
+    kept_answers = []
+
+    def keep(i):
+        sock = wire.connect(b.addr("fastcgi"))
+        try:
+            j = 0
+            while not stop.is_set():
+                params = wire.cgi_params("GET", "/sleep", query="s=0.02&n=kept-%d-%d" % (i, j))
+                r = wire.fcgi_request(None, params, keep_conn=True, sock=sock)
+                assert r.status == 200, r
+                kept_answers.append(json.loads(r.body))
+                j += 1
+        finally:
+            sock.close()
+
+    def one_new(j):
+        r = wire.request("fastcgi", b.addr("fastcgi"), path="/sleep", query="s=0.02&n=new-%d" % j, timeout=30)
+        assert r.status == 200, r
+        return json.loads(r.body)
+
+    with ThreadPoolExecutor(kept + new) as pool:
+        loops = [pool.submit(keep, i) for i in range(kept)]
+        try:
+            time.sleep(0.3)  # the kept connections' requests follow each other
+            sent = time.monotonic()
+            news = list(pool.map(one_new, range(new)))
+        finally:
+            stop.set()
+            for f in loops:
+                f.result()
+    last_new = max(a["began"] for a in news)
+    between = [a["n"] for a in kept_answers if sent <= a["began"] <= last_new]
+    # Taking turns: about one kept request per new one, plus a round of the
+    # kept ones before the first accept; without turns about four per new
+    # one (the listener is one entry among the four ready connections).
+    assert len(between) <= 2 * new, "%d kept requests ran while %d new connections waited: %r" % (
+        len(between), new, between)

@@ -13,7 +13,9 @@
 //!   are registered `EPOLLEXCLUSIVE`, so the kernel wakes a waiting
 //!   worker's leader rather than every worker, and none in a worker with
 //!   no leader: connections wait in the listen queue for whoever is free
-//!   first.
+//!   first. While they do, the listen queues and the connections already
+//!   held take turns (`net::turns`), so a new connection does not wait
+//!   behind a round of every ready kept connection.
 //! - Reading a request head happens here, without the GIL. A connection
 //!   whose head is incomplete is parked (`EPOLLONESHOT`) until more bytes
 //!   come: a stalled client holds no thread (SPEC §2).
@@ -31,13 +33,14 @@ use crate::exchange::{Peer, Request};
 use crate::net::direct::{ConnSettings, DirectConn, Fill, Step};
 use crate::net::gate::{self, Gate, Next, PythonThreads};
 use crate::net::sys;
+use crate::net::turns::Turns;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, error, warn};
@@ -205,6 +208,9 @@ pub struct Hub {
     accepting_now: AtomicBool,
     /// The gate's count of running threads, read without its lock.
     running_now: AtomicUsize,
+    /// Whether the listen queues or the held connections go next
+    /// (`net::turns`), as [`Turns::to_bits`].
+    turns: AtomicU8,
     /// No more accepting: retiring, recycling or stopping.
     closed: AtomicBool,
     /// Kept connections close after their answer.
@@ -262,6 +268,7 @@ impl Hub {
             accepting: Mutex::new(false),
             accepting_now: AtomicBool::new(false),
             running_now: AtomicUsize::new(0),
+            turns: AtomicU8::new(0),
             closed: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -436,9 +443,13 @@ impl Hub {
                 return Work::Stop;
             }
             if let Some(job) = self.take_job() {
+                self.held_served();
                 return Work::Request(job);
             }
             self.maybe_resume_accepting();
+            if let Some(work) = self.backlog_in_turn(true) {
+                return work;
+            }
             let n = match self.epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -451,19 +462,65 @@ impl Hub {
             if n == 0 {
                 continue;
             }
-            if let Some(work) = self.take(events[0].data()) {
+            if let Some(work) = self.take(events[0].data(), true) {
                 return work;
             }
         }
     }
 
-    /// The work an epoll event brings, if any.
-    fn take(&self, data: u64) -> Option<Work> {
+    /// The work an epoll event brings, if any; `back_off`: see
+    /// [`Hub::accept`].
+    fn take(&self, data: u64, back_off: bool) -> Option<Work> {
         match data & TAG_MASK {
-            TAG_LISTENER => self.accept((data & !TAG_MASK) as usize, true),
-            TAG_PARKED => self.resume(data & !TAG_MASK),
+            TAG_LISTENER => {
+                let mut found = false;
+                let work = self.accept((data & !TAG_MASK) as usize, back_off, &mut found);
+                self.turned(|t| t.after_accept(found));
+                work
+            }
+            TAG_PARKED => {
+                let work = self.resume(data & !TAG_MASK);
+                if work.is_some() {
+                    self.held_served();
+                }
+                work
+            }
             _ => None,
         }
+    }
+
+    fn turned(&self, step: impl FnOnce(Turns) -> Turns) {
+        let now = Turns::from_bits(self.turns.load(Ordering::Relaxed));
+        let next = step(now);
+        if next != now {
+            self.turns.store(next.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Work came from a held connection: the listen queues go next, if an
+    /// accept lately found them non-empty (`net::turns`).
+    fn held_served(&self) {
+        self.turned(Turns::after_held);
+    }
+
+    /// The listen queues' turn (`net::turns`): an accept on each listener
+    /// before the held connections are looked at again.
+    fn backlog_in_turn(&self, back_off: bool) -> Option<Work> {
+        if !Turns::from_bits(self.turns.load(Ordering::Relaxed)).backlog_first()
+            || !self.accepting_now.load(Ordering::Acquire)
+        {
+            return None;
+        }
+        let mut found = false;
+        let mut work = None;
+        for index in 0..self.listeners.len() {
+            work = self.accept(index, back_off, &mut found);
+            if work.is_some() {
+                break;
+            }
+        }
+        self.turned(|t| t.after_accept(found));
+        work
     }
 
     /// The next piece of work if it is there now, without waiting, for a
@@ -491,9 +548,14 @@ impl Hub {
 
     fn poll_once(&self) -> Option<Work> {
         if let Some(job) = self.take_job() {
+            self.held_served();
             return Some(Work::Request(job));
         }
         self.maybe_resume_accepting();
+        // No back-off sleep here: the GIL may be held.
+        if let Some(work) = self.backlog_in_turn(false) {
+            return Some(work);
+        }
         let mut events = [EpollEvent::empty(); 1];
         // A few events at most: a flood of connections that bring no work
         // (refused, parked half-read) is the leader's to drain, not the
@@ -506,11 +568,15 @@ impl Hub {
             let data = events[0].data();
             let work = match data & TAG_MASK {
                 // A job, or the worker stopping (then the leader sees it).
-                TAG_WAKE => return self.take_job().map(Work::Request),
+                TAG_WAKE => {
+                    let job = self.take_job().map(Work::Request);
+                    if job.is_some() {
+                        self.held_served();
+                    }
+                    return job;
+                }
                 // No back-off sleep here: the GIL may be held.
-                TAG_LISTENER => self.accept((data & !TAG_MASK) as usize, false),
-                TAG_PARKED => self.resume(data & !TAG_MASK),
-                _ => None,
+                _ => self.take(data, false),
             };
             if work.is_some() {
                 return work;
@@ -550,9 +616,11 @@ impl Hub {
         }
     }
 
-    /// `back_off`: sleep a little after a failure such as EMFILE (only
-    /// without the GIL).
-    fn accept(&self, index: usize, back_off: bool) -> Option<Work> {
+    /// Accepts one connection from listener `index`, and the work it
+    /// brings if its request head is there; `found` becomes true if the
+    /// queue had one. `back_off`: sleep a little after a failure such as
+    /// EMFILE (only without the GIL).
+    fn accept(&self, index: usize, back_off: bool, found: &mut bool) -> Option<Work> {
         let listener = self.listeners.get(index)?;
         let (fd, peer) = match sys::accept(listener.fd.as_fd()) {
             Ok(x) => x,
@@ -562,6 +630,7 @@ impl Hub {
                 // It left the queue all the same: counted, or the
                 // connections behind it would be dated too early.
                 self.count_taken(index);
+                *found = true;
                 return None;
             }
             Err(e) => {
@@ -573,6 +642,7 @@ impl Hub {
                 return None;
             }
         };
+        *found = true;
         self.count_taken(index);
         let conn = self.admit(index, fd, peer)?;
         self.advance(conn)

@@ -13,4 +13,5 @@ pub mod listen;
 pub mod overflow;
 pub mod serve;
 pub mod sys;
+pub mod turns;
 pub mod watcher;
