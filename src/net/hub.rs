@@ -504,16 +504,21 @@ impl Hub {
     }
 
     /// The listen queues' turn (`net::turns`): an accept on each listener
-    /// before the held connections are looked at again.
+    /// in order, until one brings work, before the held connections are
+    /// looked at again. (The I/O thread's queued requests, from a
+    /// multiplexing front end or the HTTP listener, still come first.)
     fn backlog_in_turn(&self, back_off: bool) -> Option<Work> {
-        if !Turns::from_bits(self.turns.load(Ordering::Relaxed)).backlog_first()
-            || !self.accepting_now.load(Ordering::Acquire)
-        {
+        if !Turns::from_bits(self.turns.load(Ordering::Relaxed)).backlog_first() {
             return None;
         }
         let mut found = false;
         let mut work = None;
         for index in 0..self.listeners.len() {
+            // An accept may have reached --max-connections, or the worker
+            // stopped accepting meanwhile.
+            if !self.accepting_now.load(Ordering::Acquire) {
+                break;
+            }
             work = self.accept(index, back_off, &mut found);
             if work.is_some() {
                 break;

@@ -42,7 +42,8 @@ impl Turns {
         }
     }
 
-    /// Work came from a held connection (or the I/O thread's queue).
+    /// Work came from a held connection, or from the I/O thread's queue
+    /// (which is looked at before the listen queues, whoever's turn).
     pub fn after_held(self) -> Turns {
         Turns {
             backlog_next: true,
