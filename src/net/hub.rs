@@ -489,6 +489,8 @@ impl Hub {
         }
     }
 
+    /// Steps whose turn it is. Not one atomic update: two threads racing
+    /// here change only whose turn is next, never what the epoll set holds.
     fn turned(&self, step: impl FnOnce(Turns) -> Turns) {
         let now = Turns::from_bits(self.turns.load(Ordering::Relaxed));
         let next = step(now);
