@@ -442,12 +442,7 @@ impl Hub {
             if self.stopping.load(Ordering::Acquire) {
                 return Work::Stop;
             }
-            if let Some(job) = self.take_job() {
-                self.held_served();
-                return Work::Request(job);
-            }
-            self.maybe_resume_accepting();
-            if let Some(work) = self.backlog_in_turn(true) {
+            if let Some(work) = self.take_first(true) {
                 return work;
             }
             let n = match self.epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
@@ -554,13 +549,8 @@ impl Hub {
     }
 
     fn poll_once(&self) -> Option<Work> {
-        if let Some(job) = self.take_job() {
-            self.held_served();
-            return Some(Work::Request(job));
-        }
-        self.maybe_resume_accepting();
         // No back-off sleep here: the GIL may be held.
-        if let Some(work) = self.backlog_in_turn(false) {
+        if let Some(work) = self.take_first(false) {
             return Some(work);
         }
         let mut events = [EpollEvent::empty(); 1];
@@ -575,13 +565,7 @@ impl Hub {
             let data = events[0].data();
             let work = match data & TAG_MASK {
                 // A job, or the worker stopping (then the leader sees it).
-                TAG_WAKE => {
-                    let job = self.take_job().map(Work::Request);
-                    if job.is_some() {
-                        self.held_served();
-                    }
-                    return job;
-                }
+                TAG_WAKE => return self.take_job().map(Work::Request),
                 // No back-off sleep here: the GIL may be held.
                 _ => self.take(data, false),
             };
@@ -592,6 +576,19 @@ impl Hub {
         None
     }
 
+    /// What a free thread takes before it looks at the epoll set: a
+    /// request the I/O thread queued, then the listen queues if it is
+    /// their turn (`net::turns`). `back_off`: see [`Hub::accept`].
+    fn take_first(&self, back_off: bool) -> Option<Work> {
+        if let Some(job) = self.take_job() {
+            return Some(Work::Request(job));
+        }
+        self.maybe_resume_accepting();
+        self.backlog_in_turn(back_off)
+    }
+
+    /// A request the I/O thread queued; taking one counts as work from a
+    /// held connection (`net::turns`).
     fn take_job(&self) -> Option<Box<Request>> {
         if self.queued.load(Ordering::Acquire) == 0 {
             return None;
@@ -600,7 +597,11 @@ impl Hub {
         // unit owns one job.
         self.wake.read().ok()?;
         self.queued.fetch_sub(1, Ordering::AcqRel);
-        self.jobs.lock().ok()?.pop_front()
+        let job = self.jobs.lock().ok()?.pop_front();
+        if job.is_some() {
+            self.held_served();
+        }
+        job
     }
 
     /// Queues a request for the next free thread (from the I/O thread).
