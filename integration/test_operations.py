@@ -868,19 +868,417 @@ def test_status_full_shows_the_current_request_with_method_uri_seconds_and_reque
     bg.join()
 
 
+def _last_request_after(o, before):
+    """The worker's `last_request` once it is no longer `before`: it is
+    recorded just after the response has gone out, so a status read at
+    once may still show the request before (5 s at most)."""
+    deadline = time.monotonic() + 5
+    while True:
+        (w,) = o.pool("?full")["processes"]
+        if w["last_request"] != before or time.monotonic() > deadline:
+            return w["last_request"]
+        time.sleep(0.02)
+
+
 def test_status_full_shows_the_last_requests_cpu_time_and_memory_growth(ops):
     o = ops()
+    (w,) = o.pool("?full")["processes"]
+    last = w["last_request"]
     assert o.get("/busy", "s=0.6").status == 200
-    (w,) = o.pool("?full")["processes"]
-    assert 0.4 < w["last_request"]["cpu_seconds"] < 3.0, w["last_request"]
+    last = _last_request_after(o, last)
+    assert 0.4 < last["cpu_seconds"] < 3.0, last
     assert o.get("/grow", "mb=64").status == 200
-    (w,) = o.pool("?full")["processes"]
-    assert w["last_request"]["rss_change_bytes"] >= 50 << 20, w["last_request"]
-    assert w["last_request"]["cpu_seconds"] < 0.4, w["last_request"]
+    last = _last_request_after(o, last)
+    assert last["rss_change_bytes"] >= 50 << 20, last
+    assert last["cpu_seconds"] < 0.4, last
     # Under the peak it reached: no growth.
     assert o.get("/work", "tag=small").status == 200
+    last = _last_request_after(o, last)
+    assert last["rss_change_bytes"] < 8 << 20, last
+
+
+@pytest.mark.parametrize("stamp", ["seconds", "milliseconds"])
+def test_queue_timeout_refuses_a_request_whose_front_end_stamp_is_older_than_the_timeout(ops, stamp):
+    o = ops("--queue-timeout", "1")
+
+    def x_request_start(age):
+        t = time.time() - age
+        # nginx: fastcgi_param HTTP_X_REQUEST_START "t=${msec}" (seconds.millis);
+        # other front ends send whole milliseconds.
+        return [("X-Request-Start", "t=%.3f" % t if stamp == "seconds" else "t=%d" % (t * 1000))]
+
+    r, took = o.timed_get("/work", "tag=old", headers=x_request_start(5))
+    assert r.status == 503, r
+    assert r.header("Retry-After", "").isdigit(), r
+    assert took < 1.0
+    r = o.get("/work", "tag=fresh", headers=x_request_start(0.2))
+    assert r.status == 200 and r.body == b"fresh", r
+    assert o.calls() == ["fresh"]
+    assert o.pool()["queue_timeouts"] == 1
+    assert sample(o.metrics(), "wsgi_fpm_queue_refusals_total", reason="timeout") == 1
+    assert log_lines_of(o, "over --queue-timeout")
+
+
+def test_queue_timeout_answers_a_waiting_request_when_its_time_is_up(ops):
+    o = ops("--queue-timeout", "1")
+    bg = Background(o)
+    bg.start("long", "/work", "tag=long&s=3")
+    wait_for(lambda: o.calls() == ["long"], timeout=3, what="the long request to start")
+    stamp = [("X-Request-Start", "t=%.3f" % time.time())]
+    r, took = o.timed_get("/work", "tag=waiter", headers=stamp)
+    assert r.status == 503, r
+    bg.join()
+    assert took < 2.0, "503 after %.2f s with --queue-timeout 1" % took
+
+
+def test_queue_timeout_counts_the_wait_of_an_unstamped_request_from_its_arrival(ops):
+    """No X-Request-Start: the request waits in the listen queue (the worker
+    accepts only with a free thread), and is dated there (`net::backlog`)."""
+    o = ops("--queue-timeout", "1")
+    bg = Background(o)
+    bg.start("long", "/work", "tag=long&s=2.5")
+    wait_for(lambda: o.calls() == ["long"], timeout=3, what="the long request to start")
+    r, took = o.timed_get("/work", "tag=waiter")
+    assert r.status == 503, r
+    assert r.header("Retry-After"), r
+    assert 0.9 < took < 2.0, "503 after %.2f s with --queue-timeout 1" % took
+    bg.join()
+    assert "waiter" not in o.calls(), "the application ran a request that waited %.1f s" % took
+    assert o.pool()["queue_timeouts"] >= 1
+
+
+def test_queue_timeout_refuses_what_waited_behind_every_worker_of_the_pool_and_serves_the_rest(ops):
+    """Two workers, both busy: the request that waits past the timeout in
+    the listen queue both share is refused once, at its time; what comes
+    after a worker frees is served."""
+    o = ops("--queue-timeout", "1", processes=2)
+    bg = Background(o)
+    bg.start("long-a", "/work", "tag=long-a&s=2.5")
+    bg.start("long-b", "/work", "tag=long-b&s=2.5")
+    wait_for(lambda: sorted(o.calls()) == ["long-a", "long-b"], timeout=3, what="both long requests to start")
+    bg.start("waiter", "/work", "tag=waiter")
+    # It waits in the kernel's listen queue, and /status shows it there.
+    wait_for(lambda: o.pool()["listen_queue"] == 1, timeout=1, what="the waiter in the listen queue")
+    assert o.pool()["max_listen_queue"] >= 1
+    res = bg.join()
+    r, start, end = res["waiter"]
+    assert r.status == 503 and 0.9 < end - start < 2.0, (r, end - start)
+    for i in range(5):
+        assert o.get("/work", "tag=after%d" % i).status == 200
+    assert sorted(o.calls()) == ["after%d" % i for i in range(5)] + ["long-a", "long-b"]
+    assert o.pool()["queue_timeouts"] == 1
+    assert log_lines_of(o, "in the listen queue for a thread, over --queue-timeout")
+
+
+def _work_params(tag, s=0):
+    return wire.cgi_params("GET", "/work", "tag=%s&s=%s" % (tag, s))
+
+
+def _send_request(sock, req_id, tag, s=0, keep_conn=True):
+    sock.sendall(wire.fcgi_begin(req_id, keep_conn) + wire.fcgi_params_block(_work_params(tag, s), req_id)
+                 + wire.fcgi_record(wire.FCGI_STDIN, req_id))
+
+
+def _ends(sock, count, timeout):
+    """Request ids whose FCGI_END_REQUEST arrived, in order, until `count` or
+    `timeout` seconds."""
+    reader = wire.FcgiReader(sock)
+    ended = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(ended) < count:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            _, rtype, rid, _ = reader.record()
+            if rtype == wire.FCGI_END_REQUEST:
+                ended.append(rid)
+    except (OSError, ConnectionError):
+        pass
+    return ended
+
+
+@pytest.mark.parametrize("how", [
+    "abort-record",
+    "connection-closed",
+    "multiplexed-abort",
+])
+def test_a_request_that_gave_up_while_waiting_for_a_thread_is_never_started(ops, how):
+    o = ops()
+    long = wire.connect(o.b.addr("fastcgi"), timeout=10)
+    _send_request(long, 1, "long", 2)
+    wait_for(lambda: o.calls() == ["long"], timeout=3, what="the long request to start")
+    if how == "multiplexed-abort":
+        # On the same kept connection, multiplexed (FCGI_MPXS_CONNS is 1).
+        _send_request(long, 2, "gave-up")
+        time.sleep(0.2)
+        long.sendall(wire.fcgi_record(wire.FCGI_ABORT_REQUEST, 2))
+    else:
+        other = wire.connect(o.b.addr("fastcgi"), timeout=10)
+        _send_request(other, 1, "gave-up", keep_conn=False)
+        time.sleep(0.2)
+        if how == "abort-record":
+            other.sendall(wire.fcgi_record(wire.FCGI_ABORT_REQUEST, 1))
+        else:
+            other.close()
+    assert 1 in _ends(long, 2 if how == "multiplexed-abort" else 1, timeout=6)
+    time.sleep(0.5)
+    long.close()
+    assert o.calls() == ["long"], "the application ran a request its front end had given up"
+
+
+def _kept_connection_with_one_answer(o):
+    """A kept FastCGI connection (nginx fastcgi_keep_conn) that has served
+    one request and waits, parked, for its next."""
+    kept = wire.connect(o.b.addr("fastcgi"), timeout=10)
+    r = wire.fcgi_request(None, _work_params("first"), keep_conn=True, sock=kept)
+    assert r.status == 200 and r.body == b"first", r
+    return kept
+
+
+def test_queue_timeout_answers_a_request_waiting_on_a_kept_connection_when_its_time_is_up(ops):
+    """With keep_conn the listen queue stays empty: the next request waits
+    on its kept connection, inside the worker, and is answered there."""
+    o = ops("--queue-timeout", "1")
+    kept = _kept_connection_with_one_answer(o)
+    try:
+        bg = Background(o)
+        bg.start("long", "/work", "tag=long&s=3")
+        wait_for(lambda: o.calls() == ["first", "long"], timeout=3, what="the long request to start")
+        t = time.monotonic()
+        r = wire.fcgi_request(None, _work_params("waiter"), keep_conn=True, sock=kept, timeout=10)
+        took = time.monotonic() - t
+        assert r.status == 503 and r.header("Retry-After", "").isdigit(), r
+        assert 0.9 < took < 2.0, "503 after %.2f s with --queue-timeout 1" % took
+        bg.join()
+        # The connection goes on.
+        r = wire.fcgi_request(None, _work_params("after"), keep_conn=True, sock=kept)
+        assert r.status == 200 and r.body == b"after", r
+    finally:
+        kept.close()
+    assert o.calls() == ["first", "long", "after"]
+    assert o.pool()["queue_timeouts"] == 1
+    assert log_lines_of(o, "on a kept connection: answered 503")
+
+
+def test_max_queue_refuses_the_newest_requests_waiting_on_kept_connections(ops):
+    o = ops("--max-queue", "1")
+    kept = [_kept_connection_with_one_answer(o) for _ in range(3)]
+    try:
+        bg = Background(o)
+        bg.start("long", "/work", "tag=long&s=2.5")
+        wait_for(lambda: o.calls()[-1:] == ["long"], timeout=3, what="the long request to start")
+        sent = []
+        for i, sock in enumerate(kept):
+            _send_request(sock, 1, "k%d" % i)
+            sent.append(time.monotonic())
+            time.sleep(0.2)
+        answers = {}
+        # The refused ones first: their 503 must not wait for the long one.
+        for i in (1, 2, 0):
+            r = wire.FcgiReader(kept[i]).response(1)
+            answers[i] = (wire.parse_head(r[0], "cgi")[0], time.monotonic() - sent[i])
+        bg.join()
+    finally:
+        for sock in kept:
+            sock.close()
+    assert answers[0][0] == 200, answers
+    for i in (1, 2):
+        status, took = answers[i]
+        assert status == 503 and took < 1.0, answers
+    assert o.calls().count("k0") == 1 and "k1" not in o.calls() and "k2" not in o.calls()
+    assert o.pool()["queue_full"] == 2
+
+
+def test_a_request_waiting_on_a_kept_connection_is_counted_dated_and_never_started_once_closed(ops):
+    o = ops()
+    kept = _kept_connection_with_one_answer(o)
+    bg = Background(o)
+    bg.start("long", "/work", "tag=long&s=2")
+    wait_for(lambda: o.calls() == ["first", "long"], timeout=3, what="the long request to start")
+    _send_request(kept, 1, "gave-up")
+    wait_for(lambda: o.pool()["queued_requests"] == 1, timeout=2, what="the waiting request counted")
+    kept.close()
+    wait_for(lambda: o.pool()["queued_requests"] == 0, timeout=2, what="the closed one no longer counted")
+    bg.join()
+    time.sleep(0.5)
+    assert o.calls() == ["first", "long"], "the application ran a request its front end had given up"
+
+
+def test_a_request_that_waited_on_a_kept_connection_has_that_wait_as_its_queue_time(ops):
+    o = ops()
+    kept = _kept_connection_with_one_answer(o)
+    try:
+        bg = Background(o)
+        bg.start("long", "/work", "tag=long&s=1.5")
+        wait_for(lambda: o.calls() == ["first", "long"], timeout=3, what="the long request to start")
+        before = o.pool("?full")["queue_time_seconds"]["sum_seconds"]
+        r = wire.fcgi_request(None, _work_params("waiter"), keep_conn=True, sock=kept, timeout=10)
+        assert r.status == 200 and r.body == b"waiter", r
+        bg.join()
+    finally:
+        kept.close()
+    waited = o.pool("?full")["queue_time_seconds"]["sum_seconds"] - before
+    assert 0.8 < waited < 2.5, "queue time %.2f s for a request that waited about 1.4 s" % waited
+
+
+def test_every_request_multiplexed_on_a_kept_connection_behind_a_busy_thread_is_answered(ops):
+    o = ops()
+    s = wire.connect(o.b.addr("fastcgi"), timeout=10)
+    try:
+        _send_request(s, 1, "long", 1)
+        wait_for(lambda: o.calls() == ["long"], timeout=3, what="the long request to start")
+        for rid in (2, 3):
+            _send_request(s, rid, "mpx%d" % rid)
+        ended = _ends(s, 3, timeout=3)
+    finally:
+        s.close()
+    assert sorted(ended) == [1, 2, 3], "FCGI_END_REQUEST only for %s; the app ran %s" % (ended, o.calls())
+
+
+# ------------------------------------------------------------------ --max-rss
+
+def test_max_rss_recycles_a_growing_worker_without_a_failed_request_and_counts_it(ops):
+    o = ops("--max-rss", "64", "--rss-samples", "3", threads=2)
+    first = o.worker_pid()
+    failures, done = [], threading.Event()
+
+    def load():
+        while not done.is_set():
+            try:
+                r = o.get("/pid", timeout=10)
+                if r.status != 200:
+                    failures.append(r)
+            except (OSError, ValueError) as e:
+                failures.append(repr(e))
+            time.sleep(0.05)
+
+    loaders = [threading.Thread(target=load) for _ in range(2)]
+    for t in loaders:
+        t.start()
+    try:
+        assert int(o.get("/grow", "mb=100").body) == first
+        new, _ = stuck_until_replaced(o, first, timeout=10)
+    finally:
+        done.set()
+        for t in loaders:
+            t.join(30)
+    assert not failures, failures[:5]
+    pool = o.pool()
+    assert pool["restarts"]["max-rss"] == 1, pool["restarts"]
+    assert sum(pool["restarts"].values()) == 1, pool["restarts"]
+    assert [p["pid"] for p in pool["processes"] if p["state"] != "retiring"] == [new]
+    assert sample(o.metrics(), "wsgi_fpm_restarts_total", cause="max-rss") == 1
+
+
+# ------------------------------------------------------------------ /status and /metrics
+
+SPEC_TOP = {"version", "pid", "uptime_seconds", "pools"}
+SPEC_POOL = {"processes_configured", "threads", "max_processes", "accepted_connections",
+             "listen_queue", "max_listen_queue", "active_processes", "idle_processes",
+             "slow_requests", "restarts", "processes"}
+SPEC_RESTARTS = {"maximum-requests", "crash", "request-timeout", "reload"}
+SPEC_PROCESS = {"pid", "generation", "state", "requests", "rss_bytes", "current"}
+SPEC_CURRENT = {"request_id", "method", "uri", "seconds"}
+
+
+def test_status_has_the_spec_keys_and_counts_requests_connections_and_busy_threads(ops):
+    o = ops(processes=2, threads=2)
+    before = o.pool()
+    for i in range(5):
+        assert o.get("/pid").status == 200
+    mark = o.mark("busy")
+    bg = Background(o)
+    bg.start("busy", "/sleep", "s=2&mark=" + mark)
+    wait_for(lambda: o.read_mark(mark, "start"), timeout=3, what="the busy request to start")
+    started = json.loads(o.read_mark(mark, "start"))
+    doc = o.status()
+    assert SPEC_TOP <= set(doc), doc.keys()
+    assert doc["pid"] == o.pid
+    assert list(doc["pools"]) == ["main"]
+    pool = doc["pools"]["main"]
+    assert SPEC_POOL <= set(pool), set(pool)
+    assert SPEC_RESTARTS <= set(pool["restarts"]), pool["restarts"]
+    assert (pool["processes_configured"], pool["threads"], pool["max_processes"]) == (2, 2, 2)
+    # Requests handed to the application: the five, and the one in flight.
+    assert pool["requests"] - before["requests"] == 6
+    assert pool["accepted_connections"] - before["accepted_connections"] == 6
+    assert (pool["active_processes"], pool["idle_processes"], pool["total_processes"]) == (1, 1, 2)
+    assert pool["busy_threads"] == 1 and pool["busy_ratio"] == 0.25
+    assert pool["slow_requests"] == 0 and pool["listen_queue"] == 0
+    assert len(pool["processes"]) == 2
+    for p in pool["processes"]:
+        assert SPEC_PROCESS <= set(p), p
+        assert p["generation"] == 1 and p["rss_bytes"] > 0
+    busy = next(p for p in pool["processes"] if p["current"])
+    assert busy["pid"] == started["pid"] and busy["state"] == "busy"
+    (cur,) = busy["current"]
+    assert set(cur) == SPEC_CURRENT, "plain /status has these keys only: %s" % cur
+    assert (cur["method"], cur["uri"]) == ("GET", "/sleep?s=2&mark=" + mark)
+    assert cur["request_id"] == started["request_id"]
+    assert 0 < cur["seconds"] < 2
+    idle = next(p for p in pool["processes"] if not p["current"])
+    assert idle["state"] == "idle"
+    # The same numbers in /metrics.
+    m = o.metrics()
+    for name, value in [("wsgi_fpm_requests_total", pool["requests"]),
+                        ("wsgi_fpm_accepted_connections_total", pool["accepted_connections"]),
+                        ("wsgi_fpm_busy_ratio", 0.25), ("wsgi_fpm_busy_threads", 1),
+                        ("wsgi_fpm_processes", 2), ("wsgi_fpm_active_processes", 1),
+                        ("wsgi_fpm_idle_processes", 1), ("wsgi_fpm_processes_configured", 2),
+                        ("wsgi_fpm_threads", 2), ("wsgi_fpm_max_processes", 2)]:
+        assert sample(m, name) == value, (name, sample(m, name), value)
+    bg.join()
+
+
+def test_status_full_shows_the_current_request_with_method_uri_seconds_and_request_id(ops):
+    o = ops(threads=2)
+    mark = o.mark("full")
+    bg = Background(o)
+    bg.start("busy", "/sleep", "s=2&mark=" + mark)
+    wait_for(lambda: o.read_mark(mark, "start"), timeout=3, what="the busy request to start")
+    started = json.loads(o.read_mark(mark, "start"))
+    time.sleep(0.5)
+    pool = o.pool("?full")
+    (w,) = pool["processes"]
+    (cur,) = w["current"]
+    assert (cur["method"], cur["uri"], cur["request_id"]) == ("GET", "/sleep?s=2&mark=" + mark,
+                                                              started["request_id"])
+    assert 0.4 < cur["seconds"] < 2
+    assert cur["thread"] in (0, 1)
+    assert abs(cur["started"] + cur["seconds"] - time.time()) < 1.0
+    assert w["busy_threads"] == 1 and w["slow_requests"] == 0
+    assert 0 <= w["heartbeat_age_seconds"] < 2.0
+    for h in ("request_duration_seconds", "queue_time_seconds", "gil_wait_seconds"):
+        assert pool[h]["buckets"][-1]["le"] == "+Inf" and pool[h]["count"] >= 1, pool[h]
+    bg.join()
+
+
+def _last_request_after(o, served):
+    """The worker's `last_request` once it counts `served` requests: it is
+    recorded just after the response has gone out, so a status read at
+    once may still show the request before."""
+    deadline = time.monotonic() + 5
+    while True:
+        (w,) = o.pool("?full")["processes"]
+        if w["requests"] >= served or time.monotonic() > deadline:
+            return w["last_request"]
+        time.sleep(0.02)
+
+
+def test_status_full_shows_the_last_requests_cpu_time_and_memory_growth(ops):
+    o = ops()
     (w,) = o.pool("?full")["processes"]
-    assert w["last_request"]["rss_change_bytes"] < 8 << 20, w["last_request"]
+    served = w["requests"]
+    assert o.get("/busy", "s=0.6").status == 200
+    last = _last_request_after(o, served + 1)
+    assert 0.4 < last["cpu_seconds"] < 3.0, last
+    assert o.get("/grow", "mb=64").status == 200
+    last = _last_request_after(o, served + 2)
+    assert last["rss_change_bytes"] >= 50 << 20, last
+    assert last["cpu_seconds"] < 0.4, last
+    # Under the peak it reached: no growth.
+    assert o.get("/work", "tag=small").status == 200
+    last = _last_request_after(o, served + 3)
+    assert last["rss_change_bytes"] < 8 << 20, last
 
 
 @pytest.mark.parametrize("stamp", ["t=1e25", "t=1", "t=%d" % (time.time() + 3600), "t=nonsense"])
