@@ -34,10 +34,11 @@ use crate::net::direct::{ConnSettings, DirectConn, Fill, Step};
 use crate::net::gate::{self, Gate, Next, PythonThreads};
 use crate::net::sys;
 use crate::net::turns::Turns;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -84,6 +85,10 @@ pub enum IoTask {
 
 /// At most this many events per [`Hub::poll`].
 const POLL_EVENTS: usize = 4;
+
+/// How long the leader waits in `epoll_wait` before it looks at whether
+/// the worker stops.
+const LEADER_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs its closure if dropped while unwinding (forgotten otherwise).
 struct Unwinding<F: FnMut()>(F);
@@ -437,7 +442,7 @@ impl Hub {
     }
 
     fn wait_as_leader(&self) -> Work {
-        let mut events = [EpollEvent::empty(); 1];
+        let mut events = [MaybeUninit::uninit(); 1];
         loop {
             if self.stopping.load(Ordering::Acquire) {
                 return Work::Stop;
@@ -445,19 +450,16 @@ impl Hub {
             if let Some(work) = self.take_first(true) {
                 return work;
             }
-            let n = match self.epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
+            let data = match sys::epoll_wait(self.epoll.0.as_fd(), &mut events, LEADER_WAIT) {
+                Ok(mut ready) => ready.next(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     error!("epoll_wait failed: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
             };
-            if n == 0 {
-                continue;
-            }
-            if let Some(work) = self.take(events[0].data(), true) {
+            if let Some(work) = data.and_then(|data| self.take(data, true)) {
                 return work;
             }
         }
@@ -553,16 +555,15 @@ impl Hub {
         if let Some(work) = self.take_first(false) {
             return Some(work);
         }
-        let mut events = [EpollEvent::empty(); 1];
+        let mut events = [MaybeUninit::uninit(); 1];
         // A few events at most: a flood of connections that bring no work
         // (refused, parked half-read) is the leader's to drain, not the
         // GIL holder's.
         for _ in 0..POLL_EVENTS {
-            match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
-                Ok(1..) => {}
-                Ok(0) | Err(_) => return None,
-            }
-            let data = events[0].data();
+            let data = match sys::epoll_wait(self.epoll.0.as_fd(), &mut events, Duration::ZERO) {
+                Ok(mut ready) => ready.next()?,
+                Err(_) => return None,
+            };
             let work = match data & TAG_MASK {
                 // A job, or the worker stopping (then the leader sees it).
                 TAG_WAKE => return self.take_job().map(Work::Request),

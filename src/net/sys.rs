@@ -1,85 +1,39 @@
 //! The few socket calls the direct request path makes, each one system
 //! call: accept with the peer's address in one go, a non-blocking receive,
-//! a vectored send that never raises SIGPIPE, and a wait for one
-//! descriptor. Plain functions over descriptors; no buffering, no policy.
+//! a vectored send that never raises SIGPIPE, a wait for one descriptor
+//! and one for the hub's epoll set. Plain functions over descriptors; no
+//! buffering, no policy.
+//!
+//! The calls made per request go through rustix, which makes them
+//! directly: libc's wrappers would add a cancellation-point toggle (two
+//! atomic operations) around each, for threads nothing ever cancels.
 
 use crate::exchange::Peer;
+use rustix::event::{epoll, Timespec};
+use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags, SocketFlags};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 /// Accepts one connection from a non-blocking listener: the new socket is
 /// non-blocking and close-on-exec (never inherited by what the application
 /// starts). `WouldBlock` when none is waiting.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, Peer)> {
-    // SAFETY: sockaddr_storage is plain data for which all-zero bytes are a
-    // valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `storage` and `len` are valid for writes of `len` bytes, as
-    // accept4(2) requires; the descriptor is borrowed for the call only.
-    let fd = unsafe {
-        libc::accept4(
-            listener.as_raw_fd(),
-            (&mut storage as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: accept4 returned a new descriptor that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok((owned, peer_of(&storage)))
-}
-
-fn peer_of(storage: &libc::sockaddr_storage) -> Peer {
-    match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and
-            // sockaddr_storage is large and aligned enough for it.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Peer::Tcp(std::net::SocketAddr::from((ip, u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Peer::Tcp(std::net::SocketAddr::from((
-                ip,
-                u16::from_be(sin6.sin6_port),
-            )))
-        }
-        _ => Peer::Unix,
-    }
+    let (fd, addr) = net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+    let peer = addr
+        .and_then(|a| std::net::SocketAddr::try_from(a).ok())
+        .map_or(Peer::Unix, Peer::Tcp);
+    Ok((fd, peer))
 }
 
 /// Reads what is there without waiting: `Ok(0)` is the peer's end of
 /// stream, `WouldBlock` means nothing yet.
 pub fn recv(fd: BorrowedFd<'_>, buf: &mut bytes::BytesMut, at_least: usize) -> io::Result<usize> {
     buf.reserve(at_least);
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: recv(2) writes at most `spare.len()` bytes into the spare
-    // capacity, which is valid for writes; MaybeUninit<u8> has u8's layout.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            spare.as_mut_ptr().cast(),
-            spare.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
+    let (_, n) = net::recv(fd, buf.spare_capacity_mut(), RecvFlags::DONTWAIT)?;
     // SAFETY: the kernel initialised the first `n` bytes of the spare
-    // capacity.
+    // capacity (without MSG_TRUNC, `n` is at most its length).
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }
@@ -87,23 +41,28 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut bytes::BytesMut, at_least: usize) -> i
 /// Sends as much of `parts` as the socket takes now, without waiting and
 /// without SIGPIPE; returns the byte count (possibly less than all).
 pub fn send_vectored(fd: BorrowedFd<'_>, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: msghdr is plain data; all-zero is valid (no name, no control).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    // IoSlice is guaranteed ABI-compatible with iovec on Unix.
-    msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = parts.len().min(IOV_MAX) as _;
-    // SAFETY: the iovecs point into slices borrowed for the call.
-    let n = unsafe {
-        libc::sendmsg(
-            fd.as_raw_fd(),
-            &msg,
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    let parts = &parts[..parts.len().min(IOV_MAX)];
+    Ok(net::sendmsg(
+        fd,
+        parts,
+        &mut SendAncillaryBuffer::default(),
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )?)
+}
+
+/// Waits up to `timeout` (zero: not at all) for events of an epoll
+/// instance; the data words of those it reports, in `events`.
+pub fn epoll_wait<'e>(
+    epoll: BorrowedFd<'_>,
+    events: &'e mut [MaybeUninit<epoll::Event>],
+    timeout: Duration,
+) -> io::Result<impl Iterator<Item = u64> + 'e> {
+    let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    });
+    let (ready, _) = epoll::wait(epoll, events, Some(&timeout))?;
+    Ok(ready.iter().map(|e| e.data.u64()))
 }
 
 /// iovecs one sendmsg(2) may carry (Linux's UIO_MAXIOV).
