@@ -16,6 +16,8 @@ FCGI_PARAMS = 4
 FCGI_STDIN = 5
 FCGI_STDOUT = 6
 FCGI_RESPONDER = 1
+#: BEGIN_REQUEST's flag: the server keeps the connection after the answer.
+FCGI_KEEP_CONN = 1
 #: nginx sends a buffered request body in STDIN records of 32768 bytes
 #: (captured: ../shared/frontends/BEHAVIOUR.md, "record sizes").
 FCGI_STDIN_RECORD = 32768
@@ -104,14 +106,17 @@ def _http(pairs, body):
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
-def encode(protocol, params, body=b""):
-    """The bytes of one whole request, `body` included."""
+def encode(protocol, params, body=b"", keep_conn=False):
+    """The bytes of one whole request, `body` included; `keep_conn`
+    (FastCGI only) asks the server to keep the connection, as nginx's
+    `fastcgi_keep_conn on` does."""
     pairs = [(k.encode(), v.encode()) for k, v in params]
     if protocol == "fastcgi":
         block = b"".join(_fcgi_nv(k, v) for k, v in pairs)
         stdin = b"".join(_fcgi_record(FCGI_STDIN, body[i:i + FCGI_STDIN_RECORD], pad=True)
                          for i in range(0, len(body), FCGI_STDIN_RECORD))
-        return (_fcgi_record(FCGI_BEGIN_REQUEST, struct.pack(">HB5x", FCGI_RESPONDER, 0))
+        return (_fcgi_record(FCGI_BEGIN_REQUEST, struct.pack(">HB5x", FCGI_RESPONDER,
+                                                                 FCGI_KEEP_CONN if keep_conn else 0))
                 + _fcgi_record(FCGI_PARAMS, block) + _fcgi_record(FCGI_PARAMS)
                 + stdin + _fcgi_record(FCGI_STDIN))
     if protocol == "scgi":
@@ -142,6 +147,32 @@ def _fcgi_stdout(data):
             return b"".join(out)
         i += 8 + clen + plen
     return None
+
+
+class KeptFastCGI:
+    """One FastCGI connection to the Unix socket `path`, kept for request
+    after request (`encode(..., keep_conn=True)`)."""
+
+    def __init__(self, path, timeout=60.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+
+    def request(self, raw):
+        """Sends `raw`; the STDOUT stream of its answer, read until END_REQUEST."""
+        self.sock.sendall(raw)
+        data = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise OSError("the server closed a kept FastCGI connection (%d bytes of an answer)" % len(data))
+            data += chunk
+            body = _fcgi_stdout(data)
+            if body is not None:
+                return body
+
+    def close(self):
+        self.sock.close()
 
 
 def request(protocol, path, raw, timeout=60.0):
