@@ -1122,9 +1122,9 @@ impl DirectConn {
     /// The deadline for the next event on a parked connection: an idle
     /// kept connection gets `--keepalive-timeout`; one owing a request
     /// head must make progress within `--socket-timeout` and finish the
-    /// head within `--header-timeout` of its first byte.
-    pub fn park_deadline(&self, idle: bool) -> Instant {
-        let now = Instant::now();
+    /// head within `--header-timeout` of its first byte. `now`: parked
+    /// from then.
+    pub fn park_deadline(&self, idle: bool, now: Instant) -> Instant {
         if idle {
             return now + self.settings.keepalive_timeout;
         }

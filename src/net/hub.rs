@@ -791,7 +791,8 @@ impl Hub {
 
     /// Parks a connection until its next bytes (or its deadline).
     pub fn park(&self, mut conn: Box<DirectConn>, idle: bool) {
-        let deadline = conn.park_deadline(idle);
+        let since = Instant::now();
+        let deadline = conn.park_deadline(idle, since);
         let first = !conn.registered;
         conn.registered = true;
         // Armed under the table's lock: the sweeper cannot close it in
@@ -803,7 +804,7 @@ impl Hub {
             conn,
             deadline,
             idle,
-            since: Instant::now(),
+            since,
             waiting: None,
         });
         let mut event = EpollEvent::new(
