@@ -1144,3 +1144,6 @@ fn allowed(list: &[IpAddr], ip: IpAddr) -> bool {
     };
     list.contains(&ip)
 }
+
+#[cfg(test)]
+mod tests;

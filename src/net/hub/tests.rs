@@ -1,0 +1,160 @@
+//! The hub in one process: a real listening Unix socket, real threads
+//! waiting in it, a client on the other end.
+
+use super::*;
+use crate::exchange::Exchange;
+use crate::proto::fastcgi::nv::put_pair;
+use crate::proto::fastcgi::record::put_record;
+use crate::proto::fastcgi::{RecordType, RequestId};
+use crate::proto::Limits;
+use bytes::BytesMut;
+use std::io::Write;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::mpsc;
+
+/// A hub over one FastCGI Unix listener in `dir`; the I/O thread's
+/// receiving end is returned so that the channel stays open.
+fn hub_in(
+    dir: &std::path::Path,
+) -> (
+    Arc<Hub>,
+    std::path::PathBuf,
+    tokio::sync::mpsc::UnboundedReceiver<IoTask>,
+) {
+    let path = dir.join("hub.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let (io, io_rx) = tokio::sync::mpsc::unbounded_channel();
+    let settings = HubSettings {
+        conn: Arc::new(ConnSettings {
+            limits: Limits::default(),
+            socket_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(5),
+            fastcgi: crate::proto::fastcgi::Settings {
+                max_conns: 8,
+                max_reqs: 8,
+                mpxs_conns: false,
+            },
+        }),
+        max_connections: 16,
+        allowed_clients: Vec::new(),
+    };
+    let listeners = vec![HubListener {
+        fd: OwnedFd::from(listener),
+        protocol: Protocol::FastCgi,
+        tcp: false,
+    }];
+    let hub = Hub::new(listeners, settings, io, None).unwrap();
+    (Arc::new(hub), path, io_rx)
+}
+
+/// A whole FastCGI GET for `uri`, `keep`: FCGI_KEEP_CONN.
+fn fastcgi_get(uri: &str, keep: bool) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    put_record(
+        &mut b,
+        RecordType::BeginRequest,
+        RequestId(1),
+        &[0, 1, u8::from(keep), 0, 0, 0, 0, 0],
+    );
+    let mut params = BytesMut::new();
+    put_pair(&mut params, b"REQUEST_METHOD", b"GET");
+    put_pair(&mut params, b"REQUEST_URI", uri.as_bytes());
+    put_record(&mut b, RecordType::Params, RequestId(1), &params);
+    put_record(&mut b, RecordType::Params, RequestId(1), &[]);
+    put_record(&mut b, RecordType::Stdin, RequestId(1), &[]);
+    b.to_vec()
+}
+
+/// Runs `hub.wait()` on a new thread; what it returns comes on the channel.
+fn waiter(hub: &Arc<Hub>) -> (mpsc::Receiver<Work>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let hub = Arc::clone(hub);
+    let handle = std::thread::spawn(move || {
+        let (work, _) = hub.wait();
+        let _ = tx.send(work);
+    });
+    (rx, handle)
+}
+
+fn uri_of(work: &Work) -> Option<Vec<u8>> {
+    match work {
+        Work::Conn(ready) => ready.head.vars.get(b"REQUEST_URI").map(<[u8]>::to_vec),
+        _ => None,
+    }
+}
+
+#[test]
+fn stop_wakes_the_leader_in_epoll_and_every_follower_in_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, _path, _io) = hub_in(dir.path());
+    // Three free threads: one leads in epoll_wait (up to LEADER_WAIT), one
+    // follower looks again every LOOK_EVERY, the other sleeps until woken
+    // (`net::gate`); none has anything to return.
+    let waiters: Vec<_> = (0..3).map(|_| waiter(&hub)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(waiters.iter().all(|(rx, _)| rx.try_recv().is_err()));
+    let stopped = Instant::now();
+    hub.stop();
+    // Well within LEADER_WAIT: the leader was woken, not timed out.
+    let within = LEADER_WAIT / 2;
+    for (rx, handle) in waiters {
+        let work = rx
+            .recv_timeout(within)
+            .expect("a waiting thread was not woken by stop");
+        assert!(matches!(work, Work::Stop), "{work:?}");
+        handle.join().unwrap();
+    }
+    assert!(stopped.elapsed() < within);
+    // A thread that comes to wait after the stop is told at once.
+    assert!(matches!(hub.wait().0, Work::Stop));
+}
+
+#[test]
+fn a_new_connection_then_its_kept_next_request_reach_a_waiting_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, path, _io) = hub_in(dir.path());
+    let (rx, handle) = waiter(&hub);
+    let mut front = UnixStream::connect(&path).unwrap();
+    front.write_all(&fastcgi_get("/first", true)).unwrap();
+    let work = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the leader did not take the new connection");
+    handle.join().unwrap();
+    assert_eq!(uri_of(&work).as_deref(), Some(&b"/first"[..]));
+    assert_eq!(hub.connections(), 1);
+    let Work::Conn(ready) = work else {
+        unreachable!()
+    };
+    // The answer goes out; the kept connection is parked for its next
+    // request, which wakes the next waiting thread.
+    let Ready { mut conn, head, .. } = ready;
+    drop(head);
+    let ok = crate::proto::ResponseHead::new(&b"200 OK"[..]);
+    conn.start(&ok, b"hi", true, &mut crate::exchange::JustWait)
+        .unwrap();
+    let mut answer = [0u8; 256];
+    let n = std::io::Read::read(&mut front, &mut answer).unwrap();
+    assert!(
+        answer[..n].windows(2).any(|w| w == b"hi"),
+        "{:?}",
+        &answer[..n]
+    );
+    assert!(hub.after(conn).is_none());
+    assert_eq!(hub.parked(), 1);
+    let (rx, handle) = waiter(&hub);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        rx.try_recv().is_err(),
+        "work before the next request was sent"
+    );
+    front.write_all(&fastcgi_get("/second", true)).unwrap();
+    let work = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the parked connection's next request did not wake the leader");
+    handle.join().unwrap();
+    assert_eq!(uri_of(&work).as_deref(), Some(&b"/second"[..]));
+    assert_eq!(hub.parked(), 0);
+    hub.stop();
+}
