@@ -151,7 +151,7 @@ def _fcgi_stdout(data):
 
 class KeptFastCGI:
     """One FastCGI connection to the Unix socket `path`, kept for request
-    after request (`encode(..., keep_conn=True)`)."""
+    after request (`encode(..., keep_conn=True)`, request id 1)."""
 
     def __init__(self, path, timeout=60.0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -159,17 +159,33 @@ class KeptFastCGI:
         self.sock.connect(path)
 
     def request(self, raw):
-        """Sends `raw`; the STDOUT stream of its answer, read until END_REQUEST."""
+        """Sends `raw`; the STDOUT stream of its answer. Every record must
+        be request 1's, END_REQUEST must say the request completed, and
+        nothing may follow it before the next request is sent."""
         self.sock.sendall(raw)
-        data = b""
+        data, out, i = b"", [], 0
         while True:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise OSError("the server closed a kept FastCGI connection (%d bytes of an answer)" % len(data))
             data += chunk
-            body = _fcgi_stdout(data)
-            if body is not None:
-                return body
+            while i + 8 <= len(data):
+                _, rtype, rid, clen, plen, _ = struct.unpack(">BBHHBB", data[i:i + 8])
+                end = i + 8 + clen + plen
+                if end > len(data):
+                    break
+                if rid != 1:
+                    raise OSError("a record of request %d on a kept connection serving request 1" % rid)
+                if rtype == FCGI_STDOUT:
+                    out.append(data[i + 8:i + 8 + clen])
+                elif rtype == FCGI_END_REQUEST:
+                    _, protocol_status = struct.unpack(">IB3x", data[i + 8:i + 16])
+                    if protocol_status != 0:
+                        raise OSError("END_REQUEST with protocol status %d" % protocol_status)
+                    if end != len(data):
+                        raise OSError("%d bytes after END_REQUEST on a kept connection" % (len(data) - end))
+                    return b"".join(out)
+                i = end
 
     def close(self):
         self.sock.close()

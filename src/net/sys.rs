@@ -31,9 +31,10 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, Peer)> {
 /// stream, `WouldBlock` means nothing yet.
 pub fn recv(fd: BorrowedFd<'_>, buf: &mut bytes::BytesMut, at_least: usize) -> io::Result<usize> {
     buf.reserve(at_least);
-    let (_, n) = net::recv(fd, buf.spare_capacity_mut(), RecvFlags::DONTWAIT)?;
-    // SAFETY: the kernel initialised the first `n` bytes of the spare
-    // capacity (without MSG_TRUNC, `n` is at most its length).
+    let ((init, _), _) = net::recv(fd, buf.spare_capacity_mut(), RecvFlags::DONTWAIT)?;
+    // What rustix says it initialised, never more than the spare capacity.
+    let n = init.len();
+    // SAFETY: the first `n` bytes of the spare capacity are initialised.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }
@@ -51,14 +52,17 @@ pub fn send_vectored(fd: BorrowedFd<'_>, parts: &[io::IoSlice<'_>]) -> io::Resul
 }
 
 /// Waits up to `timeout` (zero: not at all) for events of an epoll
-/// instance; the data words of those it reports, in `events`.
+/// instance; the data words of those it reports, in `events`. A timeout
+/// is cut to `i32::MAX` milliseconds (24 days): longer ones would need
+/// `epoll_pwait2` (Linux 5.11).
 pub fn epoll_wait<'e>(
     epoll: BorrowedFd<'_>,
     events: &'e mut [MaybeUninit<epoll::Event>],
     timeout: Duration,
 ) -> io::Result<impl Iterator<Item = u64> + 'e> {
-    let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
-        tv_sec: 1,
+    let most = Duration::from_millis(i32::MAX as u64);
+    let timeout = Timespec::try_from(timeout.min(most)).unwrap_or(Timespec {
+        tv_sec: most.as_secs() as _,
         tv_nsec: 0,
     });
     let (ready, _) = epoll::wait(epoll, events, Some(&timeout))?;
@@ -234,6 +238,70 @@ mod tests {
             }
         };
         assert_eq!(peer, Peer::Tcp(c.local_addr().unwrap()));
+    }
+
+    /// The connection waiting on a non-blocking listener.
+    fn accept_one(listener: BorrowedFd<'_>) -> (OwnedFd, Peer) {
+        for _ in 0..1000 {
+            match accept(listener) {
+                Ok(x) => return x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no connection to accept");
+    }
+
+    #[test]
+    fn accept_gives_a_unix_peer_and_an_ipv6_peer_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("listener.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        l.set_nonblocking(true).unwrap();
+        // An unnamed client socket: the address accept reports is empty.
+        let _c = UnixStream::connect(&path).unwrap();
+        assert_eq!(accept_one(l.as_fd()).1, Peer::Unix);
+
+        match std::net::TcpListener::bind("[::1]:0") {
+            Ok(l) => {
+                l.set_nonblocking(true).unwrap();
+                let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                let (_fd, peer) = accept_one(l.as_fd());
+                assert_eq!(peer, Peer::Tcp(c.local_addr().unwrap()));
+                assert!(matches!(peer, Peer::Tcp(a) if a.is_ipv6()));
+            }
+            // A machine without IPv6 loopback: only that may stop the check.
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::AddrNotAvailable, "{e}"),
+        }
+    }
+
+    #[test]
+    fn epoll_wait_with_no_timeout_returns_at_once_and_reports_data_words() {
+        let epoll =
+            nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+        let mut events = [MaybeUninit::uninit(); 4];
+        let began = std::time::Instant::now();
+        let ready = epoll_wait(epoll.0.as_fd(), &mut events, Duration::ZERO).unwrap();
+        assert_eq!(ready.count(), 0);
+        assert!(began.elapsed() < Duration::from_millis(500));
+        let (a, b) = UnixStream::pair().unwrap();
+        let event = nix::sys::epoll::EpollEvent::new(nix::sys::epoll::EpollFlags::EPOLLIN, 0xfeed);
+        epoll.add(&a, event).unwrap();
+        use std::io::Write;
+        (&b).write_all(b"x").unwrap();
+        let ready: Vec<u64> = epoll_wait(epoll.0.as_fd(), &mut events, Duration::ZERO)
+            .unwrap()
+            .collect();
+        assert_eq!(ready, vec![0xfeed]);
+        // With nothing in the set, a timeout is waited out.
+        epoll.delete(&a).unwrap();
+        let mut none = [MaybeUninit::uninit(); 1];
+        let began = std::time::Instant::now();
+        let ready = epoll_wait(epoll.0.as_fd(), &mut none, Duration::from_millis(20)).unwrap();
+        assert_eq!(ready.count(), 0);
+        assert!(began.elapsed() >= Duration::from_millis(15));
     }
 
     #[test]

@@ -89,9 +89,9 @@ fn uri_of(work: &Work) -> Option<Vec<u8>> {
 fn stop_wakes_the_leader_in_epoll_and_every_follower_in_the_gate() {
     let dir = tempfile::tempdir().unwrap();
     let (hub, _path, _io) = hub_in(dir.path());
-    // Three free threads: one leads in epoll_wait (up to LEADER_WAIT), one
-    // follower looks again every LOOK_EVERY, the other sleeps until woken
-    // (`net::gate`); none has anything to return.
+    // Three free threads: one leads in epoll_wait (up to LEADER_WAIT); the
+    // others follow in the gate (`net::gate`), past LOOK_LINGER asleep
+    // until woken. None has anything to return.
     let waiters: Vec<_> = (0..3).map(|_| waiter(&hub)).collect();
     std::thread::sleep(Duration::from_millis(100));
     assert!(waiters.iter().all(|(rx, _)| rx.try_recv().is_err()));
