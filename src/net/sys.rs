@@ -5,7 +5,7 @@
 //! buffering, no policy.
 //!
 //! The calls made per request go through rustix, which makes them
-//! directly: libc's wrappers would add a cancellation-point toggle (two
+//! directly: glibc's wrappers would add a cancellation-point toggle (two
 //! atomic operations) around each, for threads nothing ever cancels.
 
 use crate::exchange::Peer;
