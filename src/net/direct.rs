@@ -1138,4 +1138,4 @@ impl DirectConn {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

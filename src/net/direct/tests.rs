@@ -115,7 +115,8 @@ use crate::proto::fastcgi::record::{put_record, RecordType, RequestId};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
-fn settings() -> Arc<ConnSettings> {
+/// Settings for a connection under test (the hub's tests use them too).
+pub(crate) fn settings() -> Arc<ConnSettings> {
     Arc::new(ConnSettings {
         limits: Limits::default(),
         socket_timeout: Duration::from_secs(5),

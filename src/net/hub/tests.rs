@@ -6,7 +6,6 @@ use crate::exchange::Exchange;
 use crate::proto::fastcgi::nv::put_pair;
 use crate::proto::fastcgi::record::put_record;
 use crate::proto::fastcgi::{RecordType, RequestId};
-use crate::proto::Limits;
 use bytes::BytesMut;
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -26,17 +25,7 @@ fn hub_in(
     listener.set_nonblocking(true).unwrap();
     let (io, io_rx) = tokio::sync::mpsc::unbounded_channel();
     let settings = HubSettings {
-        conn: Arc::new(ConnSettings {
-            limits: Limits::default(),
-            socket_timeout: Duration::from_secs(5),
-            header_timeout: Duration::from_secs(5),
-            keepalive_timeout: Duration::from_secs(5),
-            fastcgi: crate::proto::fastcgi::Settings {
-                max_conns: 8,
-                max_reqs: 8,
-                mpxs_conns: false,
-            },
-        }),
+        conn: crate::net::direct::tests::settings(),
         max_connections: 16,
         allowed_clients: Vec::new(),
     };
