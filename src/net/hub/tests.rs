@@ -56,15 +56,34 @@ fn fastcgi_get(uri: &str, keep: bool) -> Vec<u8> {
     b.to_vec()
 }
 
-/// Runs `hub.wait()` on a new thread; what it returns comes on the channel.
-fn waiter(hub: &Arc<Hub>) -> (mpsc::Receiver<Work>, std::thread::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel();
-    let hub = Arc::clone(hub);
-    let handle = std::thread::spawn(move || {
-        let (work, _) = hub.wait();
-        let _ = tx.send(work);
-    });
-    (rx, handle)
+/// A thread waiting in `hub.wait()`; what it returns comes back here.
+struct Waiter {
+    rx: mpsc::Receiver<Work>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Waiter {
+    fn start(hub: &Arc<Hub>) -> Waiter {
+        let (tx, rx) = mpsc::channel();
+        let hub = Arc::clone(hub);
+        let handle = std::thread::spawn(move || {
+            let (work, _) = hub.wait();
+            let _ = tx.send(work);
+        });
+        Waiter { rx, handle }
+    }
+
+    /// It has returned nothing yet.
+    fn still_waiting(&self) -> bool {
+        self.rx.try_recv().is_err()
+    }
+
+    /// What it returns within `within`; panics with `missing` otherwise.
+    fn work(self, within: Duration, missing: &str) -> Work {
+        let work = self.rx.recv_timeout(within).expect(missing);
+        self.handle.join().unwrap();
+        work
+    }
 }
 
 fn uri_of(work: &Work) -> Option<Vec<u8>> {
@@ -81,19 +100,16 @@ fn stop_wakes_the_leader_in_epoll_and_every_follower_in_the_gate() {
     // Three free threads: one leads in epoll_wait (up to LEADER_WAIT); the
     // others follow in the gate (`net::gate`), past LOOK_LINGER asleep
     // until woken. None has anything to return.
-    let waiters: Vec<_> = (0..3).map(|_| waiter(&hub)).collect();
+    let waiters: Vec<_> = (0..3).map(|_| Waiter::start(&hub)).collect();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(waiters.iter().all(|(rx, _)| rx.try_recv().is_err()));
+    assert!(waiters.iter().all(Waiter::still_waiting));
     let stopped = Instant::now();
     hub.stop();
     // Well within LEADER_WAIT: the leader was woken, not timed out.
     let within = LEADER_WAIT / 2;
-    for (rx, handle) in waiters {
-        let work = rx
-            .recv_timeout(within)
-            .expect("a waiting thread was not woken by stop");
+    for waiter in waiters {
+        let work = waiter.work(within, "a waiting thread was not woken by stop");
         assert!(matches!(work, Work::Stop), "{work:?}");
-        handle.join().unwrap();
     }
     assert!(stopped.elapsed() < within);
     // A thread that comes to wait after the stop is told at once.
@@ -104,13 +120,13 @@ fn stop_wakes_the_leader_in_epoll_and_every_follower_in_the_gate() {
 fn a_new_connection_then_its_kept_next_request_reach_a_waiting_thread() {
     let dir = tempfile::tempdir().unwrap();
     let (hub, path, _io) = hub_in(dir.path());
-    let (rx, handle) = waiter(&hub);
+    let waiter = Waiter::start(&hub);
     let mut front = UnixStream::connect(&path).unwrap();
     front.write_all(&fastcgi_get("/first", true)).unwrap();
-    let work = rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the leader did not take the new connection");
-    handle.join().unwrap();
+    let work = waiter.work(
+        Duration::from_secs(5),
+        "the leader did not take the new connection",
+    );
     assert_eq!(uri_of(&work).as_deref(), Some(&b"/first"[..]));
     assert_eq!(hub.connections(), 1);
     let Work::Conn(ready) = work else {
@@ -132,17 +148,17 @@ fn a_new_connection_then_its_kept_next_request_reach_a_waiting_thread() {
     );
     assert!(hub.after(conn).is_none());
     assert_eq!(hub.parked(), 1);
-    let (rx, handle) = waiter(&hub);
+    let waiter = Waiter::start(&hub);
     std::thread::sleep(Duration::from_millis(50));
     assert!(
-        rx.try_recv().is_err(),
+        waiter.still_waiting(),
         "work before the next request was sent"
     );
     front.write_all(&fastcgi_get("/second", true)).unwrap();
-    let work = rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the parked connection's next request did not wake the leader");
-    handle.join().unwrap();
+    let work = waiter.work(
+        Duration::from_secs(5),
+        "the parked connection's next request did not wake the leader",
+    );
     assert_eq!(uri_of(&work).as_deref(), Some(&b"/second"[..]));
     assert_eq!(hub.parked(), 0);
     hub.stop();
