@@ -134,24 +134,34 @@ def encode(protocol, params, body=b"", keep_conn=False):
     raise ValueError("unknown protocol %r" % protocol)
 
 
-def _fcgi_stdout(data):
-    """The STDOUT stream of a whole FastCGI response, or None if END_REQUEST is not in yet."""
+def _fcgi_answer(data):
+    """A whole FastCGI answer to request 1 (the one `encode` sends) at the
+    start of `data`: its STDOUT stream and the offset just past its
+    END_REQUEST, or None if END_REQUEST is not in yet. A record of another
+    request, or an END_REQUEST saying the request did not complete, is an
+    error."""
     out, i = [], 0
     while i + 8 <= len(data):
-        _, rtype, _, clen, plen, _ = struct.unpack(">BBHHBB", data[i:i + 8])
-        if i + 8 + clen + plen > len(data):
+        _, rtype, rid, clen, plen, _ = struct.unpack(">BBHHBB", data[i:i + 8])
+        end = i + 8 + clen + plen
+        if end > len(data):
             return None
+        if rid != 1:
+            raise OSError("a record of request %d in the answer to request 1" % rid)
         if rtype == FCGI_STDOUT:
             out.append(data[i + 8:i + 8 + clen])
         elif rtype == FCGI_END_REQUEST:
-            return b"".join(out)
-        i += 8 + clen + plen
+            _, protocol_status = struct.unpack(">IB3x", data[i + 8:i + 16])
+            if protocol_status != 0:
+                raise OSError("END_REQUEST with protocol status %d" % protocol_status)
+            return b"".join(out), end
+        i = end
     return None
 
 
 class KeptFastCGI:
     """One FastCGI connection to the Unix socket `path`, kept for request
-    after request (`encode(..., keep_conn=True)`, request id 1)."""
+    after request (`encode(..., keep_conn=True)`)."""
 
     def __init__(self, path, timeout=60.0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -159,33 +169,21 @@ class KeptFastCGI:
         self.sock.connect(path)
 
     def request(self, raw):
-        """Sends `raw`; the STDOUT stream of its answer. Every record must
-        be request 1's, END_REQUEST must say the request completed, and
-        nothing may follow it before the next request is sent."""
+        """Sends `raw`; the STDOUT stream of its answer (`_fcgi_answer`),
+        after which nothing may come before the next request is sent."""
         self.sock.sendall(raw)
-        data, out, i = b"", [], 0
+        data = b""
         while True:
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise OSError("the server closed a kept FastCGI connection (%d bytes of an answer)" % len(data))
             data += chunk
-            while i + 8 <= len(data):
-                _, rtype, rid, clen, plen, _ = struct.unpack(">BBHHBB", data[i:i + 8])
-                end = i + 8 + clen + plen
-                if end > len(data):
-                    break
-                if rid != 1:
-                    raise OSError("a record of request %d on a kept connection serving request 1" % rid)
-                if rtype == FCGI_STDOUT:
-                    out.append(data[i + 8:i + 8 + clen])
-                elif rtype == FCGI_END_REQUEST:
-                    _, protocol_status = struct.unpack(">IB3x", data[i + 8:i + 16])
-                    if protocol_status != 0:
-                        raise OSError("END_REQUEST with protocol status %d" % protocol_status)
-                    if end != len(data):
-                        raise OSError("%d bytes after END_REQUEST on a kept connection" % (len(data) - end))
-                    return b"".join(out)
-                i = end
+            answer = _fcgi_answer(data)
+            if answer is not None:
+                body, end = answer
+                if end != len(data):
+                    raise OSError("%d bytes after END_REQUEST on a kept connection" % (len(data) - end))
+                return body
 
     def close(self):
         self.sock.close()
@@ -200,19 +198,18 @@ def request(protocol, path, raw, timeout=60.0):
     try:
         s.connect(path)
         s.sendall(raw)
-        data = b""
-        while True:
+        data, answer = b"", None
+        while answer is None:
             chunk = s.recv(65536)
             if not chunk:
                 break
             data += chunk
-            if protocol == "fastcgi" and _fcgi_stdout(data) is not None:
-                break
+            if protocol == "fastcgi":
+                answer = _fcgi_answer(data)
     finally:
         s.close()
     if protocol == "fastcgi":
-        body = _fcgi_stdout(data)
-        if body is None:
+        if answer is None:
             raise OSError("FastCGI response without END_REQUEST (%d bytes)" % len(data))
-        return body
+        return answer[0]
     return data
