@@ -22,13 +22,25 @@
 //!   unseen: the worker counts as saturated ([`Gate::waiting_unseen`]), as
 //!   when every thread is busy.
 //!
-//! One follower looks every [`LOOK_EVERY`] while the worker is busy or was
-//! busy lately; an idle worker's followers sleep until woken. The
-//! decisions are here, pure; the hub does the waiting.
+//! One follower looks while the worker is busy or was busy lately; an idle
+//! worker's followers sleep until woken. It looks every [`LOOK_EVERY`] at
+//! first, and less often, up to [`STALE_AFTER`], while its looks find the
+//! GIL busy: on a CPU-bound app each look is a wake-up that finds nothing
+//! to do, and on two cores it preempts the running request (the Flask
+//! route, 2 processes × 4 threads: the looking followers woke about 1,600
+//! times a second, now about 500).
+//! A look that finds the GIL idle, and a worker idle for [`LOOK_LINGER`],
+//! start over at [`LOOK_EVERY`]. A measured look never ends after the
+//! running request turns stale, and a look while a leader waits lasts
+//! [`LOOK_EVERY`] (when the leader takes work, the follower must start
+//! measuring soon), so a follower still leads within [`STALE_AFTER`] of the
+//! last request taken, plus one [`LOOK_EVERY`].
+//! The decisions are here, pure; the hub does the waiting.
 
 use std::time::{Duration, Instant};
 
-/// How often a follower looks at a busy worker.
+/// How often a follower looks at a busy worker, at first and again once a
+/// look finds the GIL idle.
 pub const LOOK_EVERY: Duration = Duration::from_millis(1);
 /// A request taken this long ago lets another thread take work, whatever
 /// the GIL does (CPython's default switch interval).
@@ -51,6 +63,21 @@ pub struct Gate {
     timed: bool,
     /// When work was last taken.
     last_start: Instant,
+    /// How long the next measured look lasts: doubled from [`LOOK_EVERY`]
+    /// up to [`STALE_AFTER`] by each look that finds the GIL busy, back to
+    /// [`LOOK_EVERY`] when one finds it idle or the worker idles.
+    look_every: Duration,
+}
+
+/// What a follower's last look saw of the GIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// It did not look, or could not measure.
+    Nothing,
+    /// The Python threads used the GIL.
+    Busy,
+    /// They left it idle from then on.
+    IdleSince(Instant),
 }
 
 /// What a follower does next.
@@ -58,10 +85,10 @@ pub struct Gate {
 pub enum Next {
     /// Wait in the hub for work.
     Lead,
-    /// Wait here, looking again after [`LOOK_EVERY`]; `measure`: the look
-    /// can lead to leading (no leader, requests running), so it is worth
+    /// Wait here, looking again `after` that long; `measure`: the look can
+    /// lead to leading (no leader, requests running), so it is worth
     /// measuring what the GIL does over it.
-    Look { measure: bool },
+    Look { measure: bool, after: Duration },
     /// Wait here until woken.
     Sleep,
 }
@@ -74,30 +101,47 @@ impl Gate {
             followers: 0,
             timed: false,
             last_start: now,
+            look_every: LOOK_EVERY,
         }
     }
 
-    /// What a free thread does now; `idle_since`: its last look, begun
-    /// then, saw the GIL idle (a look begun before the last request was
-    /// taken says nothing of it). Leading, looking and sleeping are
-    /// recorded as taken.
-    pub fn next(&mut self, now: Instant, idle_since: Option<Instant>) -> Next {
+    /// What a free thread does now; `seen`: what its last look saw (a look
+    /// begun before the last request was taken says nothing of it, idle or
+    /// not). Leading, looking and sleeping are recorded as taken.
+    pub fn next(&mut self, now: Instant, seen: Seen) -> Next {
         let since = now.saturating_duration_since(self.last_start);
-        let idle = idle_since.is_some_and(|at| at >= self.last_start);
+        let idle = matches!(seen, Seen::IdleSince(at) if at >= self.last_start);
         if !self.leader && (self.running == 0 || since >= STALE_AFTER || idle) {
             self.leader = true;
+            self.look_every = LOOK_EVERY;
             return Next::Lead;
         }
         self.followers += 1;
         let busy = self.running > 0 || since < LOOK_LINGER;
-        if busy && !self.timed {
-            self.timed = true;
-            Next::Look {
-                measure: !self.leader && self.running > 0,
-            }
-        } else {
-            Next::Sleep
+        if !busy {
+            // An idle worker starts over.
+            self.look_every = LOOK_EVERY;
+            return Next::Sleep;
         }
+        if self.timed {
+            return Next::Sleep;
+        }
+        self.timed = true;
+        match seen {
+            Seen::Busy => self.look_every = (self.look_every * 2).min(STALE_AFTER),
+            Seen::IdleSince(_) => self.look_every = LOOK_EVERY,
+            Seen::Nothing => {}
+        }
+        let measure = !self.leader && self.running > 0;
+        let after = if measure {
+            let stale_in = STALE_AFTER.saturating_sub(since).max(LOOK_EVERY);
+            self.look_every.min(stale_in)
+        } else {
+            // A leader waits: when it takes work, the stale time must not
+            // pass before this follower starts measuring.
+            LOOK_EVERY
+        };
+        Next::Look { measure, after }
     }
 
     /// Leads when nothing runs and nobody leads: no clock needed.
@@ -247,15 +291,15 @@ mod tests {
     fn long_idle() -> (Instant, Gate) {
         let t0 = Instant::now() + LOOK_LINGER * 2;
         let mut g = Gate::new(t0 - LOOK_LINGER * 2);
-        assert_eq!(g.next(t0, None), Next::Lead);
-        assert_eq!(g.next(t0, None), Next::Sleep);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Sleep);
         (t0, g)
     }
 
     #[test]
     fn an_idle_worker_has_one_leader_and_sleeping_followers() {
         let (t0, mut g) = long_idle();
-        assert_eq!(g.next(t0, None), Next::Sleep);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Sleep);
         assert_eq!(g.followers, 2);
     }
 
@@ -263,10 +307,16 @@ mod tests {
     fn while_a_request_runs_one_follower_looks_and_the_rest_sleep() {
         let t0 = Instant::now();
         let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, None), Next::Lead);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
         // While a leader waits, a look cannot lead: nothing to measure.
-        assert_eq!(g.next(t0, None), Next::Look { measure: false });
-        assert_eq!(g.next(t0, None), Next::Sleep);
+        assert_eq!(
+            g.next(t0, Seen::Nothing),
+            Next::Look {
+                measure: false,
+                after: LOOK_EVERY
+            }
+        );
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Sleep);
         // The leader takes work: someone looks already, nobody is woken.
         assert!(!g.took(t0));
         assert_eq!(g.running, 1);
@@ -277,7 +327,13 @@ mod tests {
         // The looking follower wakes with the GIL busy: it looks again,
         // measuring this time.
         g.woke(true);
-        assert_eq!(g.next(t0 + MS, None), Next::Look { measure: true });
+        assert_eq!(
+            g.next(t0 + MS, Seen::Nothing),
+            Next::Look {
+                measure: true,
+                after: LOOK_EVERY
+            }
+        );
     }
 
     #[test]
@@ -285,10 +341,16 @@ mod tests {
         let (t0, mut g) = long_idle();
         assert!(g.took(t0), "the sleeping follower must start looking");
         g.woke(false);
-        assert_eq!(g.next(t0, None), Next::Look { measure: true });
+        assert_eq!(
+            g.next(t0, Seen::Nothing),
+            Next::Look {
+                measure: true,
+                after: LOOK_EVERY
+            }
+        );
         // With nobody waiting, taking work wakes nobody.
         let mut alone = Gate::new(t0);
-        assert_eq!(alone.next(t0, None), Next::Lead);
+        assert_eq!(alone.next(t0, Seen::Nothing), Next::Lead);
         assert!(!alone.took(t0));
     }
 
@@ -296,26 +358,128 @@ mod tests {
     fn a_follower_leads_when_the_gil_is_idle_or_the_last_request_is_stale() {
         let t0 = Instant::now() + STALE_AFTER;
         let before = t0 - MS;
-        for (after, idle_since, leads) in [
-            (MS, None, false),
-            (MS, Some(t0), true),
-            (MS, Some(t0 + MS / 2), true),
+        for (after, seen, leads) in [
+            (MS, Seen::Nothing, false),
+            (MS, Seen::Busy, false),
+            (MS, Seen::IdleSince(t0), true),
+            (MS, Seen::IdleSince(t0 + MS / 2), true),
             // A look begun before the request was taken saw the worker
             // idle before it: it says nothing of the request.
-            (MS, Some(before), false),
-            (STALE_AFTER - MS, None, false),
-            (STALE_AFTER, None, true),
+            (MS, Seen::IdleSince(before), false),
+            (STALE_AFTER - MS, Seen::Nothing, false),
+            (STALE_AFTER, Seen::Nothing, true),
         ] {
             let mut g = Gate::new(t0);
-            assert_eq!(g.next(t0, None), Next::Lead);
+            assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
             g.took(t0);
-            let next = g.next(t0 + after, idle_since);
+            let next = g.next(t0 + after, seen);
+            assert_eq!(next == Next::Lead, leads, "after {after:?}, {seen:?}");
+        }
+    }
+
+    /// The follower that looks: it wakes, and `seen` decides what next.
+    fn look_again(g: &mut Gate, now: Instant, seen: Seen) -> Next {
+        g.woke(true);
+        g.next(now, seen)
+    }
+
+    fn look(measure: bool, after: Duration) -> Next {
+        Next::Look { measure, after }
+    }
+
+    #[test]
+    fn looks_that_find_the_gil_busy_come_less_often_up_to_the_stale_time() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
+        g.took(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        // A CPU-bound app: the running thread takes request after request.
+        let mut now = t0;
+        for want in [2, 4, 5, 5] {
+            now += g.look_every;
+            g.took_more(now);
             assert_eq!(
-                next == Next::Lead,
-                leads,
-                "after {after:?}, idle since {idle_since:?}"
+                look_again(&mut g, now, Seen::Busy),
+                look(true, want * MS),
+                "at {:?}",
+                now - t0
             );
         }
+        // The GIL turns idle, seen by a look begun before the last request
+        // was taken: not enough to lead, enough to look again soon.
+        let begun = now;
+        now += 5 * MS;
+        g.took_more(now - MS);
+        assert_eq!(
+            look_again(&mut g, now, Seen::IdleSince(begun)),
+            look(true, MS)
+        );
+        assert_eq!(
+            look_again(&mut g, now + MS, Seen::IdleSince(now)),
+            Next::Lead
+        );
+    }
+
+    #[test]
+    fn a_long_request_is_looked_at_when_it_turns_stale() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
+        g.took(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        for (at_us, want) in [
+            (1000, look(true, 2 * MS)),
+            // Doubled would be 4 ms; the request turns stale in 2.
+            (3000, look(true, 2 * MS)),
+            // A late wake-up still looks for as long as a look must last.
+            (4500, look(true, MS)),
+            (5000, Next::Lead),
+        ] {
+            let now = t0 + Duration::from_micros(at_us);
+            assert_eq!(look_again(&mut g, now, Seen::Busy), want, "at {at_us} µs");
+        }
+    }
+
+    #[test]
+    fn with_a_leader_waiting_the_look_is_short_and_keeps_the_pace() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
+        g.took(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        assert_eq!(look_again(&mut g, t0 + MS, Seen::Busy), look(true, 2 * MS));
+        // The running thread is done; another free thread leads.
+        g.done();
+        assert!(g.lead_if_free());
+        assert_eq!(look_again(&mut g, t0 + 3 * MS, Seen::Busy), look(false, MS));
+        // The leader takes work: the look that follows measures at the
+        // pace the busy looks set, and ends when the request turns stale.
+        g.took(t0 + 3 * MS);
+        assert_eq!(
+            look_again(&mut g, t0 + 4 * MS, Seen::Nothing),
+            look(true, 4 * MS)
+        );
+        assert_eq!(look_again(&mut g, t0 + 8 * MS, Seen::Busy), Next::Lead);
+    }
+
+    #[test]
+    fn an_idle_worker_looks_at_its_next_request_soon() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
+        g.took(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        assert_eq!(look_again(&mut g, t0 + MS, Seen::Busy), look(true, 2 * MS));
+        g.done();
+        assert!(g.lead_if_free());
+        // Nothing taken for longer than the linger: the looking follower
+        // goes to sleep, and the pace starts over.
+        let later = t0 + LOOK_LINGER * 2;
+        assert_eq!(look_again(&mut g, later, Seen::Nothing), Next::Sleep);
+        assert!(g.took(later), "nobody looks: a sleeper is woken");
+        g.woke(false);
+        assert_eq!(g.next(later, Seen::Nothing), look(true, MS));
     }
 
     #[test]
@@ -334,21 +498,21 @@ mod tests {
     fn there_is_never_a_second_leader() {
         let t0 = Instant::now();
         let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, None), Next::Lead);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
         // Stale, idle: still one leader at a time.
         assert_ne!(
-            g.next(t0 + STALE_AFTER * 2, Some(t0 + STALE_AFTER)),
+            g.next(t0 + STALE_AFTER * 2, Seen::IdleSince(t0 + STALE_AFTER)),
             Next::Lead
         );
         g.resign();
-        assert_eq!(g.next(t0, None), Next::Lead);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
     }
 
     #[test]
     fn a_thread_that_finds_no_more_work_leaves_the_worker_free() {
         let t0 = Instant::now();
         let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, None), Next::Lead);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
         g.took(t0);
         g.took_more(t0 + MS);
         assert_eq!(g.last_start, t0 + MS);
@@ -356,7 +520,7 @@ mod tests {
         assert_eq!(g.running, 0);
         assert!(!g.waiting_unseen());
         // Nothing runs: the next free thread leads at once.
-        assert_eq!(g.next(t0 + MS, None), Next::Lead);
+        assert_eq!(g.next(t0 + MS, Seen::Nothing), Next::Lead);
     }
 
     #[test]

@@ -31,7 +31,7 @@
 use crate::config::model::Protocol;
 use crate::exchange::{Peer, Request};
 use crate::net::direct::{ConnSettings, DirectConn, Fill, Step};
-use crate::net::gate::{self, Gate, Next, PythonThreads};
+use crate::net::gate::{self, Gate, Next, PythonThreads, Seen};
 use crate::net::sys;
 use crate::net::turns::Turns;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -396,28 +396,28 @@ impl Hub {
                 return false;
             }
             let mut now = Instant::now();
-            let mut idle_since = None;
+            let mut seen = Seen::Nothing;
             if let Some((since, before)) = look.take() {
                 // Measured without the gate's lock: a thread finishing a
                 // request takes it with the GIL held.
                 drop(gate);
-                idle_since = self.gil_idle_since(since, before, now);
+                seen = self.gil_seen(since, before, now);
                 gate = self.gate();
                 now = Instant::now();
             }
-            match gate.next(now, idle_since) {
+            match gate.next(now, seen) {
                 Next::Lead => return true,
-                Next::Look { measure } => {
+                Next::Look { measure, after } => {
                     if measure {
                         // The same: a woken follower that missed a
-                        // wake-up here looks again within LOOK_EVERY.
+                        // wake-up here looks again within `after`.
                         drop(gate);
                         look = self.python_threads().cpu().map(|c| (Instant::now(), c));
                         gate = self.gate();
                     }
                     gate = self
                         .followers
-                        .wait_timeout(gate, gate::LOOK_EVERY)
+                        .wait_timeout(gate, after)
                         .map_or_else(|e| e.into_inner().0, |(g, _)| g);
                     gate.woke(true);
                 }
@@ -432,13 +432,21 @@ impl Hub {
         }
     }
 
-    /// `since`, when the Python threads left the GIL idle from then to
-    /// `now` (they had used `before` of CPU time then).
-    fn gil_idle_since(&self, since: Instant, before: Duration, now: Instant) -> Option<Instant> {
+    /// What the Python threads did with the GIL from `since` to `now`
+    /// (they had used `before` of CPU time then).
+    fn gil_seen(&self, since: Instant, before: Duration, now: Instant) -> Seen {
         let threads = self.python_threads();
-        let cpu = threads.cpu()?.saturating_sub(before);
+        let Some(cpu) = threads.cpu() else {
+            return Seen::Nothing;
+        };
         let wall = now.saturating_duration_since(since);
-        gate::gil_idle(wall, cpu, || threads.other_runnable()).then_some(since)
+        if gate::gil_idle(wall, cpu.saturating_sub(before), || {
+            threads.other_runnable()
+        }) {
+            Seen::IdleSince(since)
+        } else {
+            Seen::Busy
+        }
     }
 
     fn wait_as_leader(&self) -> Work {
