@@ -28,13 +28,16 @@
 //! GIL busy: on a CPU-bound app each look is a wake-up that finds nothing
 //! to do, and on two cores it preempts the running request (the Flask
 //! route, 2 processes × 4 threads: the looking followers woke about 1,600
-//! times a second, now about 500).
-//! A look that finds the GIL idle, and a worker idle for [`LOOK_LINGER`],
-//! start over at [`LOOK_EVERY`]. A measured look never ends after the
-//! running request turns stale, and a look while a leader waits lasts
-//! [`LOOK_EVERY`] (when the leader takes work, the follower must start
-//! measuring soon), so a follower still leads within [`STALE_AFTER`] of the
-//! last request taken, plus one [`LOOK_EVERY`].
+//! times a second, now about 500). A look that finds the GIL idle, and a
+//! worker idle for [`LOOK_LINGER`], start over at [`LOOK_EVERY`]; a lead
+//! because the running request turned stale does not (the GIL is still
+//! busy). A measured look ends when the running request turns stale, or
+//! lasts [`LOOK_EVERY`] if that comes sooner, so a follower still leads
+//! within [`STALE_AFTER`] of the last request taken, plus one
+//! [`LOOK_EVERY`]. A look while a leader waits lasts [`LOOK_EVERY`], so
+//! that when the leader takes work the follower starts measuring soon.
+//! What a busy phase costs is one late lead when the app turns to waiting:
+//! up to [`STALE_AFTER`] instead of about [`LOOK_EVERY`].
 //! The decisions are here, pure; the hub does the waiting.
 
 use std::time::{Duration, Instant};
@@ -65,16 +68,18 @@ pub struct Gate {
     last_start: Instant,
     /// How long the next measured look lasts: doubled from [`LOOK_EVERY`]
     /// up to [`STALE_AFTER`] by each look that finds the GIL busy, back to
-    /// [`LOOK_EVERY`] when one finds it idle or the worker idles.
+    /// [`LOOK_EVERY`] when one finds it idle or the worker idles. Never
+    /// above [`STALE_AFTER`].
     look_every: Duration,
 }
 
 /// What a follower's last look saw of the GIL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
-    /// It did not look, or could not measure.
+    /// It did not look, could not measure, or looked too briefly to tell.
     Nothing,
-    /// The Python threads used the GIL.
+    /// The Python threads used half a core or more, or one of them was
+    /// waiting for a CPU: the GIL was in use, or cannot be told idle.
     Busy,
     /// They left it idle from then on.
     IdleSince(Instant),
@@ -105,15 +110,21 @@ impl Gate {
         }
     }
 
-    /// What a free thread does now; `seen`: what its last look saw (a look
-    /// begun before the last request was taken says nothing of it, idle or
-    /// not). Leading, looking and sleeping are recorded as taken.
+    /// What a free thread does now; `seen`: what its last look saw. It sets
+    /// the pace of the looks; to lead, an idle GIL must have been seen from
+    /// before the last request was taken (a look begun earlier says nothing
+    /// of that request). Leading, looking and sleeping are recorded as
+    /// taken.
     pub fn next(&mut self, now: Instant, seen: Seen) -> Next {
+        match seen {
+            Seen::Busy => self.look_every = self.look_every.saturating_mul(2).min(STALE_AFTER),
+            Seen::IdleSince(_) => self.look_every = LOOK_EVERY,
+            Seen::Nothing => {}
+        }
         let since = now.saturating_duration_since(self.last_start);
         let idle = matches!(seen, Seen::IdleSince(at) if at >= self.last_start);
         if !self.leader && (self.running == 0 || since >= STALE_AFTER || idle) {
             self.leader = true;
-            self.look_every = LOOK_EVERY;
             return Next::Lead;
         }
         self.followers += 1;
@@ -127,18 +138,13 @@ impl Gate {
             return Next::Sleep;
         }
         self.timed = true;
-        match seen {
-            Seen::Busy => self.look_every = (self.look_every * 2).min(STALE_AFTER),
-            Seen::IdleSince(_) => self.look_every = LOOK_EVERY,
-            Seen::Nothing => {}
-        }
         let measure = !self.leader && self.running > 0;
         let after = if measure {
             let stale_in = STALE_AFTER.saturating_sub(since).max(LOOK_EVERY);
             self.look_every.min(stale_in)
         } else {
-            // A leader waits: when it takes work, the stale time must not
-            // pass before this follower starts measuring.
+            // A leader waits: when it takes work, this follower should
+            // start measuring soon.
             LOOK_EVERY
         };
         Next::Look { measure, after }
@@ -195,12 +201,24 @@ impl Gate {
     }
 }
 
-/// Whether the GIL looked idle over a look: the Python threads used less
-/// than half a core over it, and no other one runs or waits for a CPU at
-/// its end (a starved worker also uses little CPU). A look shorter than
-/// half of [`LOOK_EVERY`] says nothing.
-pub fn gil_idle(wall: Duration, cpu: Duration, other_runnable: impl FnOnce() -> bool) -> bool {
-    wall >= LOOK_EVERY / 2 && cpu.saturating_mul(2) < wall && !other_runnable()
+/// What a look begun at `since` and `wall` long saw, the Python threads
+/// having used `cpu` over it: the GIL idle if they used less than half a
+/// core and, at its end, no other one runs or waits for a CPU (a starved
+/// worker also uses little CPU). A look shorter than half of
+/// [`LOOK_EVERY`] says nothing.
+pub fn gil_seen(
+    since: Instant,
+    wall: Duration,
+    cpu: Duration,
+    other_runnable: impl FnOnce() -> bool,
+) -> Seen {
+    if wall < LOOK_EVERY / 2 {
+        Seen::Nothing
+    } else if cpu.saturating_mul(2) < wall && !other_runnable() {
+        Seen::IdleSince(since)
+    } else {
+        Seen::Busy
+    }
 }
 
 /// The worker's Python threads: their CPU time (each thread's own CPU
@@ -393,18 +411,27 @@ mod tests {
         let mut g = Gate::new(t0);
         assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
         g.took(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        let mut after = MS;
+        assert_eq!(g.next(t0, Seen::Nothing), look(true, after));
         // A CPU-bound app: the running thread takes request after request.
         let mut now = t0;
         for want in [2, 4, 5, 5] {
-            now += g.look_every;
+            now += after;
             g.took_more(now);
+            after = want * MS;
             assert_eq!(
                 look_again(&mut g, now, Seen::Busy),
-                look(true, want * MS),
+                look(true, after),
                 "at {:?}",
                 now - t0
             );
+        }
+        // However long it stays busy, the pace stays at the stale time.
+        for _ in 0..200 {
+            now += after;
+            g.took_more(now);
+            assert_eq!(look_again(&mut g, now, Seen::Busy), look(true, after));
+            assert_eq!(g.look_every, STALE_AFTER);
         }
         // The GIL turns idle, seen by a look begun before the last request
         // was taken: not enough to lead, enough to look again soon.
@@ -419,6 +446,41 @@ mod tests {
             look_again(&mut g, now + MS, Seen::IdleSince(now)),
             Next::Lead
         );
+    }
+
+    /// A gate whose looks found the GIL busy twice: looks every 4 ms.
+    fn after_busy_looks() -> (Instant, Gate) {
+        let t0 = Instant::now();
+        let mut g = Gate::new(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
+        g.took(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        for at in [1, 3] {
+            g.took_more(t0 + at * MS);
+            look_again(&mut g, t0 + at * MS, Seen::Busy);
+        }
+        assert_eq!(g.look_every, 4 * MS);
+        (t0 + 3 * MS, g)
+    }
+
+    #[test]
+    fn a_look_that_finds_the_gil_idle_leads_and_the_next_request_is_looked_at_soon() {
+        let (t, mut g) = after_busy_looks();
+        assert_eq!(
+            look_again(&mut g, t + 4 * MS, Seen::IdleSince(t)),
+            Next::Lead
+        );
+        g.took(t + 5 * MS);
+        assert_eq!(g.next(t + 5 * MS, Seen::Nothing), look(true, MS));
+    }
+
+    #[test]
+    fn a_lead_on_a_stale_request_keeps_the_slow_pace() {
+        let (t, mut g) = after_busy_looks();
+        // The request taken at t runs on, the GIL busy: stale at t + 5 ms.
+        assert_eq!(look_again(&mut g, t + 5 * MS, Seen::Busy), Next::Lead);
+        g.took(t + 5 * MS);
+        assert_eq!(g.next(t + 5 * MS, Seen::Nothing), look(true, STALE_AFTER));
     }
 
     #[test]
@@ -599,24 +661,30 @@ mod tests {
 
     #[test]
     fn the_gil_is_idle_below_half_a_core_over_a_long_enough_look() {
-        for (wall_us, cpu_us, other_runnable, idle) in [
-            (1000, 0, false, true),
-            (1000, 499, false, true),
-            (1000, 500, false, false),
-            (1000, 1000, false, false),
-            (499, 0, false, false),
-            (500, 0, false, true),
-            (10_000, 4_000, false, true),
+        use Seen::{Busy, IdleSince, Nothing};
+        let since = Instant::now();
+        for (wall_us, cpu_us, other_runnable, want) in [
+            (1000, 0, false, IdleSince(since)),
+            (1000, 499, false, IdleSince(since)),
+            (1000, 500, false, Busy),
+            (1000, 1000, false, Busy),
+            // Too brief a look (a wake-up before its time) tells nothing,
+            // busy or not.
+            (499, 0, false, Nothing),
+            (499, 499, false, Nothing),
+            (500, 0, false, IdleSince(since)),
+            (10_000, 4_000, false, IdleSince(since)),
             // Little CPU but a thread waiting for one: starved, not idle.
-            (1000, 0, true, false),
+            (1000, 0, true, Busy),
         ] {
             assert_eq!(
-                gil_idle(
+                gil_seen(
+                    since,
                     Duration::from_micros(wall_us),
                     Duration::from_micros(cpu_us),
                     || other_runnable
                 ),
-                idle,
+                want,
                 "{wall_us} µs wall, {cpu_us} µs cpu, other runnable {other_runnable}"
             );
         }

@@ -440,13 +440,9 @@ impl Hub {
             return Seen::Nothing;
         };
         let wall = now.saturating_duration_since(since);
-        if gate::gil_idle(wall, cpu.saturating_sub(before), || {
+        gate::gil_seen(since, wall, cpu.saturating_sub(before), || {
             threads.other_runnable()
-        }) {
-            Seen::IdleSince(since)
-        } else {
-            Seen::Busy
-        }
+        })
     }
 
     fn wait_as_leader(&self) -> Work {
