@@ -88,4 +88,4 @@ timeout 1200 python3 -m pytest integration -q -p no:cacheprovider \
 # above, installed, served from and purged (as root).
 log "install: the wheel into a fresh venv, the Debian package"
 timeout 1800 python3 -m pytest integration/test_install.py -q -p no:cacheprovider
-log "bench/run --check: every benchmark workload answered right"; timeout 300 python3 bench/run --check
+log "bench/run --check: every benchmark workload answered right (and --against, with the same binary)"; timeout 300 python3 bench/run --check --against "$WSGI_FPM_BIN"

@@ -14,6 +14,7 @@ import pwd
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -145,6 +146,10 @@ class Stack:
 
 # ------------------------------------------------------------------ wsgi-fpm
 
+#: The suffix of a stack's name when it runs `bench/run --against`'s binary.
+AGAINST = "@against"
+
+
 class WsgiFpm(Stack):
     PASS = {
         "fastcgi": ("/etc/nginx/fastcgi_params", "fastcgi_pass"),
@@ -152,17 +157,32 @@ class WsgiFpm(Stack):
         "scgi": ("/etc/nginx/scgi_params", "scgi_pass"),
     }
 
-    def __init__(self, proto, keepconn=False):
+    def __init__(self, proto, keepconn=False, binary=None):
+        """`binary`: another wsgi-fpm to run instead of the one under test
+        (`bench/run --against`); its stack is named after this one."""
         self.proto = proto
         self.keepconn = keepconn
+        self.binary = binary
         self.name = "wsgi-fpm-%s%s" % (proto, "-keepconn" if keepconn else "")
         self.label = "wsgi-fpm %s%s" % ({"fastcgi": "FastCGI", "uwsgi": "uwsgi", "scgi": "SCGI"}[proto],
                                         " keep_conn" if keepconn else "")
+        if binary is not None:
+            self.name += AGAINST
+            self.label += " (against)"
         super().__init__()
 
+    def against(self, binary):
+        """The same stack running `binary`."""
+        return WsgiFpm(self.proto, self.keepconn, binary)
+
+    def binary_path(self):
+        return self.binary if self.binary is not None else wsgi_fpm_bin()
+
     def prepare(self, ctx):
-        b = wsgi_fpm_bin()
+        b = self.binary_path()
         if not os.access(b, os.X_OK):
+            if self.binary is not None:
+                return "no wsgi-fpm binary at %s (--against)" % b
             return "no wsgi-fpm binary at %s (cargo build --release --workspace, or set WSGI_FPM_BIN)" % b
         return None
 
@@ -176,12 +196,36 @@ class WsgiFpm(Stack):
                                          "%s %s:%d;" % (directive, HOST, self.backend_port)])
 
     def start(self, ctx, workload):
-        cmd = [wsgi_fpm_bin(), "--" + self.proto, "%s:%d" % (HOST, self.backend_port),
+        cmd = [self.binary_path(), "--" + self.proto, "%s:%d" % (HOST, self.backend_port),
                "--processes", ctx.processes, "--threads", ctx.threads]
         if is_root():
             cmd.append("--allow-root")
         cmd.append(ctx.apps / workload.app)
         return Running([Proc(self.name, cmd, self.logfile(ctx, workload), cwd=ctx.apps, env=ctx.env)])
+
+
+def round_order(live, rnd):
+    """The stacks in round `rnd` (from 0): each round starts one stack (or
+    pair) further on, so none is always first; a stack and its --against
+    twin stay back to back, in turn first."""
+    units = []
+    for s in live:
+        if units and s.name == units[-1][0].name + AGAINST:
+            units[-1].append(s)
+        else:
+            units.append([s])
+    k = rnd % len(units) if units else 0
+    return [s for u in units[k:] + units[:k] for s in (u[::-1] if rnd % 2 else u)]
+
+
+def paired(this, other):
+    """Round by round, `this` stack's requests/s over its --against twin's
+    in the same round (their `rounds` entries from bench/run), and the
+    median of those ratios."""
+    theirs = {r["round"]: r["rps"] for r in other.get("rounds", []) if r.get("rps")}
+    ratios = [r["rps"] / theirs[r["round"]] for r in this.get("rounds", [])
+              if r.get("rps") is not None and theirs.get(r["round"])]
+    return {"ratios": ratios, "median": statistics.median(ratios) if ratios else None}
 
 
 # ------------------------------------------------------------------ uWSGI
