@@ -405,14 +405,21 @@ mod tests {
         Next::Look { measure, after }
     }
 
-    #[test]
-    fn looks_that_find_the_gil_busy_come_less_often_up_to_the_stale_time() {
-        let t0 = Instant::now();
+    /// A gate whose leader took a request at `t0`, and whose follower has
+    /// started its first look, measuring for 1 ms.
+    fn one_running(t0: Instant) -> Gate {
         let mut g = Gate::new(t0);
         assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
         g.took(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        g
+    }
+
+    #[test]
+    fn looks_that_find_the_gil_busy_come_less_often_up_to_the_stale_time() {
+        let t0 = Instant::now();
+        let mut g = one_running(t0);
         let mut after = MS;
-        assert_eq!(g.next(t0, Seen::Nothing), look(true, after));
         // A CPU-bound app: the running thread takes request after request.
         let mut now = t0;
         for want in [2, 4, 5, 5] {
@@ -451,10 +458,7 @@ mod tests {
     /// A gate whose looks found the GIL busy twice: looks every 4 ms.
     fn after_busy_looks() -> (Instant, Gate) {
         let t0 = Instant::now();
-        let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
-        g.took(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        let mut g = one_running(t0);
         for at in [1, 3] {
             g.took_more(t0 + at * MS);
             look_again(&mut g, t0 + at * MS, Seen::Busy);
@@ -486,10 +490,7 @@ mod tests {
     #[test]
     fn a_long_request_is_looked_at_when_it_turns_stale() {
         let t0 = Instant::now();
-        let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
-        g.took(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        let mut g = one_running(t0);
         for (at_us, want) in [
             (1000, look(true, 2 * MS)),
             // Doubled would be 4 ms; the request turns stale in 2.
@@ -506,10 +507,7 @@ mod tests {
     #[test]
     fn with_a_leader_waiting_the_look_is_short_and_keeps_the_pace() {
         let t0 = Instant::now();
-        let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
-        g.took(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        let mut g = one_running(t0);
         assert_eq!(look_again(&mut g, t0 + MS, Seen::Busy), look(true, 2 * MS));
         // The running thread is done; another free thread leads.
         g.done();
@@ -528,10 +526,7 @@ mod tests {
     #[test]
     fn an_idle_worker_looks_at_its_next_request_soon() {
         let t0 = Instant::now();
-        let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
-        g.took(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
+        let mut g = one_running(t0);
         assert_eq!(look_again(&mut g, t0 + MS, Seen::Busy), look(true, 2 * MS));
         g.done();
         assert!(g.lead_if_free());
