@@ -221,10 +221,11 @@ def round_order(live, rnd):
 def paired(this, other):
     """Round by round, `this` stack's requests/s over its --against twin's
     in the same round (their `rounds` entries from bench/run), and the
-    median of those ratios."""
+    median of those ratios. A round either side has no figure for (wrk
+    failed, or nothing was answered) is left out."""
     theirs = {r["round"]: r["rps"] for r in other.get("rounds", []) if r.get("rps")}
     ratios = [r["rps"] / theirs[r["round"]] for r in this.get("rounds", [])
-              if r.get("rps") is not None and theirs.get(r["round"])]
+              if r.get("rps") and r["round"] in theirs]
     return {"ratios": ratios, "median": statistics.median(ratios) if ratios else None}
 
 
