@@ -111,10 +111,10 @@ impl Gate {
     }
 
     /// What a free thread does now; `seen`: what its last look saw. It sets
-    /// the pace of the looks; to lead, an idle GIL must have been seen from
-    /// before the last request was taken (a look begun earlier says nothing
-    /// of that request). Leading, looking and sleeping are recorded as
-    /// taken.
+    /// the pace of the looks; to lead on an idle GIL, the look must have
+    /// begun no earlier than the last request was taken (one begun earlier
+    /// says nothing of that request). Leading, looking and sleeping are
+    /// recorded as taken.
     pub fn next(&mut self, now: Instant, seen: Seen) -> Next {
         match seen {
             Seen::Busy => self.look_every = self.look_every.saturating_mul(2).min(STALE_AFTER),
