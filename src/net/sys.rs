@@ -230,13 +230,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (_fd, peer) = loop {
-            match accept(l.as_fd()) {
-                Ok(x) => break x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let (_fd, peer) = accept_one(l.as_fd());
         assert_eq!(peer, Peer::Tcp(c.local_addr().unwrap()));
     }
 
