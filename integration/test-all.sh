@@ -88,4 +88,8 @@ timeout 1200 python3 -m pytest integration -q -p no:cacheprovider \
 # above, installed, served from and purged (as root).
 log "install: the wheel into a fresh venv, the Debian package"
 timeout 1800 python3 -m pytest integration/test_install.py -q -p no:cacheprovider
-log "bench/run --check: every benchmark workload answered right (and --against, with the same binary)"; timeout 300 python3 bench/run --check --against "$WSGI_FPM_BIN"
+# --against refuses WSGI_FPM_WORKER_MODULE (both builds would load the module
+# it names): with it set, the twins are left out.
+against=(--against "$WSGI_FPM_BIN")
+[ -n "${WSGI_FPM_WORKER_MODULE:-}" ] && against=()
+log "bench/run --check: every benchmark workload answered right (and --against, with the same binary)"; timeout 300 python3 bench/run --check "${against[@]}"

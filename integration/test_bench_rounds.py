@@ -77,3 +77,114 @@ def test_ratios_pair_the_same_rounds_and_skip_a_round_without_a_figure():
     # The median, not the mean (1.667): one wild round does not move it.
     assert abs(got["median"] - 1.1) < 1e-9
     assert stk.paired({"rounds": []}, other) == {"ratios": [], "median": None}
+
+
+def test_with_an_even_count_of_units_each_member_of_a_pair_is_first_after_the_reload_in_turn():
+    kept = stk.WsgiFpm("fastcgi", keepconn=True)
+    live = [stk.Uwsgi("uwsgi"), kept, kept.against(Path("/old"))]
+    k = "wsgi-fpm-fastcgi-keepconn"
+    # Two units: were the start and the order both to follow the round's
+    # parity, the pair would start only in odd rounds, its twin first.
+    firsts = [names(stk.round_order(live, r))[0] for r in range(4)]
+    assert sorted(firsts) == sorted(["uwsgi-uwsgi", "uwsgi-uwsgi", k, k + "@against"])
+
+
+def test_over_twice_as_many_rounds_as_units_every_unit_starts_once_in_each_order():
+    def pair(s):
+        return [s, s.against(Path("/old"))]
+    pool = [pair(stk.WsgiFpm("fastcgi", keepconn=True)), [stk.Uwsgi("uwsgi")], pair(stk.WsgiFpm("scgi")),
+            [stk.HttpServer("bjoern")], pair(stk.WsgiFpm("uwsgi"))]
+    for n in range(1, len(pool) + 1):
+        units = pool[:n]
+        live = [s for u in units for s in u]
+        orders = [names(stk.round_order(live, r)) for r in range(2 * n)]
+        # Each unit starts a round twice, once in each order: a stack alone
+        # is first twice, each member of a pair once.
+        firsts = [o[0] for o in orders]
+        for u in units:
+            for s in u:
+                assert firsts.count(s.name) == (2 if len(u) == 1 else 1), (n, orders)
+        # And every round still runs each pair back to back, in turn first.
+        for r, o in enumerate(orders):
+            for u in units:
+                if len(u) == 2:
+                    at = o.index(u[0].name)
+                    assert o[at + (-1 if r % 2 else 1)] == u[1].name, (n, r, o)
+
+
+def test_ratios_leave_out_a_round_with_errors_on_either_side():
+    this = {"rounds": [{"round": 1, "rps": 110.0, "errors": 0}, {"round": 2, "rps": 5000.0, "errors": 300},
+                       {"round": 3, "rps": 90.0, "errors": 0}]}
+    other = {"rounds": [{"round": 1, "rps": 100.0, "errors": 0}, {"round": 2, "rps": 100.0, "errors": 0},
+                        {"round": 3, "rps": 4000.0, "errors": 12}]}
+    assert stk.paired(this, other)["ratios"] == [1.1]
+
+
+BENCH_RUN = Path(__file__).resolve().parent.parent / "bench" / "run"
+
+
+def run_bench(*args, env=None):
+    import os
+    import subprocess
+    e = dict(os.environ)
+    e.pop("WSGI_FPM_WORKER_MODULE", None)
+    e.update(env or {})
+    # Every case is refused while the arguments are parsed: nothing starts.
+    return subprocess.run([sys.executable, str(BENCH_RUN), *args], capture_output=True, text=True,
+                          env=e, timeout=60)
+
+
+def other_build(tmp_path, module=True):
+    binary = tmp_path / "wsgi-fpm"
+    binary.write_text("#!/bin/sh\nexit 1\n")
+    binary.chmod(0o755)
+    if module:
+        (tmp_path / "libwsgi_fpm_worker.so").write_bytes(b"")
+    return binary
+
+
+def test_against_refuses_what_would_not_compare_two_builds(tmp_path):
+    binary = other_build(tmp_path)
+    plain = tmp_path / "plain"
+    plain.write_text("not a program")
+    (tmp_path / "bare").mkdir()
+    bare = other_build(tmp_path / "bare", module=False)
+    cases = [
+        (("--check", "--against", str(tmp_path)), None, "not an executable file"),
+        (("--check", "--against", str(plain)), None, "not an executable file"),
+        (("--check", "--against", str(bare)), None, "no libwsgi_fpm_worker.so beside it"),
+        (("--check", "--against", str(binary)), {"WSGI_FPM_WORKER_MODULE": "/x.so"},
+         "unset WSGI_FPM_WORKER_MODULE"),
+        (("--against", str(binary), "--stacks", "uwsgi-uwsgi"), None, "choose at least one"),
+    ]
+    for args, env, message in cases:
+        r = run_bench(*args, env=env)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert message in r.stderr, (args, r.stderr)
+
+
+def test_renewal_replaces_the_front_worker_and_says_why_when_it_cannot(tmp_path):
+    import os
+    (tmp_path / "logs").mkdir()
+    ctx = stk.Ctx(tmp_path, None, 1, 1, 4, dict(os.environ))
+    # No backend is needed: nginx starts and reloads with its upstream down.
+    front = stk.FrontEnd(ctx, [stk.HttpServer("bjoern")])
+    try:
+        workers = set(front.proc.pids()) - {front.proc.pid}
+        assert workers
+        assert front.renew_upstream_connections() is None
+        renewed = set(front.proc.pids()) - {front.proc.pid}
+        assert renewed and not renewed & workers
+        # A configuration nginx refuses: the old worker keeps serving.
+        conf = front.dir / "nginx.conf"
+        good = conf.read_text()
+        conf.write_text(good + "\nno_such_directive;\n")
+        why = front.renew_upstream_connections(timeout=1.5)
+        assert why and "started no new worker" in why, why
+        assert set(front.proc.pids()) - {front.proc.pid} == renewed
+        conf.write_text(good)
+        front.proc.stop()
+        why = front.renew_upstream_connections()
+        assert why and "has exited" in why, why
+    finally:
+        front.stop()

@@ -198,6 +198,11 @@ class WsgiFpm(Stack):
     def start(self, ctx, workload):
         cmd = [self.binary_path(), "--" + self.proto, "%s:%d" % (HOST, self.backend_port),
                "--processes", ctx.processes, "--threads", ctx.threads]
+        # Named, not left to each binary: a pip-installed build (--against)
+        # would otherwise run its own venv's interpreter.
+        python = shutil.which("python3", path=ctx.env.get("PATH"))
+        if python:
+            cmd += ["--python", python]
         if is_root():
             cmd.append("--allow-root")
         cmd.append(ctx.apps / workload.app)
@@ -207,14 +212,19 @@ class WsgiFpm(Stack):
 def round_order(live, rnd):
     """The stacks in round `rnd` (from 0): each round starts one stack (or
     pair) further on, so none is always first; a stack and its --against
-    twin stay back to back, in turn first."""
+    twin stay back to back, in turn first. Over 2 × units rounds every
+    unit starts once in each of its two orders: with an even count of
+    units the start moves one more every units rounds, else a start's
+    parity would fix the order of the pair that starts (the twin would
+    always be the first after nginx's reload)."""
     units = []
     for s in live:
         if units and s.name == units[-1][0].name + AGAINST:
             units[-1].append(s)
         else:
             units.append([s])
-    k = rnd % len(units) if units else 0
+    n = len(units)
+    k = (rnd + (rnd // n if n % 2 == 0 else 0)) % n if units else 0
     return [s for u in units[k:] + units[:k] for s in (u[::-1] if rnd % 2 else u)]
 
 
@@ -222,10 +232,13 @@ def paired(this, other):
     """Round by round, `this` stack's requests/s over its --against twin's
     in the same round (their `rounds` entries from bench/run), and the
     median of those ratios. A round either side has no figure for (wrk
-    failed, or nothing was answered) is left out."""
-    theirs = {r["round"]: r["rps"] for r in other.get("rounds", []) if r.get("rps")}
+    failed, or nothing was answered) or had errors (nginx's quick 502s
+    count as requests) is left out."""
+    def clean(r):
+        return r.get("rps") and not r.get("errors")
+    theirs = {r["round"]: r["rps"] for r in other.get("rounds", []) if clean(r)}
     ratios = [r["rps"] / theirs[r["round"]] for r in this.get("rounds", [])
-              if r.get("rps") and r["round"] in theirs]
+              if clean(r) and r["round"] in theirs]
     return {"ratios": ratios, "median": statistics.median(ratios) if ratios else None}
 
 
@@ -431,6 +444,8 @@ def nginx_main(d, workers, servers):
 worker_processes %d;
 pid %s/nginx.pid;
 error_log %s/logs/error.log warn;
+# A reload's old worker ends within this even with a request in flight.
+worker_shutdown_timeout 2s;
 events { worker_connections 4096; }
 http {
     access_log off;
@@ -475,22 +490,32 @@ class FrontEnd:
         open their own. How nginx's kept connections happen to spread over
         a backend's processes when they open (31 to 1, 23 to 8, 14 to 18 over
         two wsgi-fpm workers, seen on hello) moves a stack's requests/s by up
-        to 15 %, and lasts until each has served `keepalive_requests`: without
-        this, one stack's rounds share that draw instead of each making its
-        own. A graceful reload (SIGHUP): the old worker closes its idle
-        connections and exits; this waits until it has. True once done."""
+        to 15 %, and lasts until each has served `keepalive_requests` or idled
+        UPSTREAM_IDLE: without this, the rounds of a short run share that
+        draw instead of each making its own. A graceful reload (SIGHUP): the
+        old worker closes its idle connections and exits; this waits until it
+        has. None once done, else why not (the caller stops if nginx itself
+        is gone)."""
+        if not self.proc.alive():
+            return "the front nginx has exited; see %s" % (self.dir / "logs" / "error.log")
         before = set(self.proc.pids()) - {self.proc.pid}
-        try:
-            os.kill(self.proc.pid, signal.SIGHUP)
-        except ProcessLookupError:
-            return False
+        # send_signal, not os.kill: it refuses a child already reaped, whose
+        # PID may be another process's by now.
+        self.proc.popen.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout
+        now = before
         while time.monotonic() < deadline:
+            if not self.proc.alive():
+                return "the front nginx exited on the reload; see %s" % (self.dir / "logs" / "error.log")
             now = set(self.proc.pids()) - {self.proc.pid}
             if now and not now & before:
-                return True
+                return None
             time.sleep(0.05)
-        return False
+        if now == before:
+            return ("nginx started no new worker within %g s of the reload (a refused configuration?); see %s"
+                    % (timeout, self.dir / "logs" / "error.log"))
+        return "nginx's old worker %s had not exited %g s after the reload" % (
+            ", ".join(str(p) for p in sorted(now & before)), timeout)
 
     def stop(self):
         self.proc.stop()
