@@ -67,6 +67,35 @@ def free_ports(n):
     return out
 
 
+def free_port_run(n, low=20000, high=32000):
+    """A first port of `n` consecutive free TCP ports on 127.0.0.1 (for
+    `wsgi-fpm migrate --listen-base`, which counts up from it), taken below
+    the kernel's ephemeral range (32768 and up by default), where no
+    client connection of another test can take one of them meanwhile;
+    never handed out twice in this run."""
+    import random
+    with _ports_lock:
+        for _ in range(200):
+            base = random.randrange(low, high - n)
+            run = range(base, base + n)
+            if any(p in _given_ports for p in run):
+                continue
+            socks = []
+            try:
+                for p in run:
+                    s = socket.socket()
+                    socks.append(s)
+                    s.bind((HOST, p))
+            except OSError:
+                continue
+            finally:
+                for s in socks:
+                    s.close()
+            _given_ports.update(run)
+            return base
+    raise RuntimeError("no %d consecutive free ports between %d and %d" % (n, low, high))
+
+
 def wait_port(port, deadline):
     while time.monotonic() < deadline:
         try:

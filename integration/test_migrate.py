@@ -30,7 +30,7 @@ import pytest
 
 import client
 import harness
-from harness import CONF, HOST, ROOT, Proc, free_ports, tail, wait_port, wsgi_fpm_bin
+from harness import CONF, HOST, ROOT, Proc, free_port_run, free_ports, tail, wait_port, wsgi_fpm_bin
 
 FIXTURES = ROOT / "tests" / "migrate"
 APPS = ROOT / "tests" / "apps"
@@ -175,6 +175,9 @@ def script_files(toml):
     toml.write_text(text)
 
 
+#: More than any fixture has pools (each listens on a port of its own).
+PORTS_PER_FIXTURE = 16
+
 FIXTURE_FILES = sorted(str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/*")
                        if p.suffix in (".conf", ".ini", ".cmdline", ".json"))
 
@@ -182,11 +185,13 @@ FIXTURE_FILES = sorted(str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/*"
 @pytest.mark.parametrize("fixture", FIXTURE_FILES)
 def test_every_fixture_migrates_to_a_configuration_that_passes_check(fixture, place):
     source = localized(fixture, place)
-    base = free_ports(1)[0]
+    # The pools listen on base, base + 1, ...: all of them must be free.
+    base = free_port_run(PORTS_PER_FIXTURE)
     out = place / "out"
     r = migrate(source, "--out", out, "--listen-base", "%s:%d" % (HOST, base))
     assert r.returncode == 0, r.stderr
     toml = out / "wsgi-fpm.toml"
+    assert toml.read_text().count("[pools.") <= PORTS_PER_FIXTURE
     # The documentation's auth, access and import scripts do not exist here.
     script_files(toml)
     c = check(toml)
@@ -223,7 +228,7 @@ def test_every_generated_front_end_passes_the_front_ends_own_test(fixture, front
             or Path("/usr/sbin", frontend if frontend == "nginx" else "apache2").exists()):
         pytest.skip("%s is not installed (integration/test-all.sh installs it)" % frontend)
     out = place / "out"
-    base = free_ports(1)[0]
+    base = free_port_run(PORTS_PER_FIXTURE)
     r = migrate(localized(fixture, place), "--out", out, "--frontend", frontend,
                 "--listen-base", "%s:%d" % (HOST, base))
     assert r.returncode == 0, r.stderr
