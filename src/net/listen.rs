@@ -259,10 +259,10 @@ mod tests {
             .unwrap()
             .as_socket()
             .unwrap();
-        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
         // A byte, so that TCP_DEFER_ACCEPT hands the connection over at once.
         use std::io::Write;
-        (&_client).write_all(b"x").unwrap();
+        (&client).write_all(b"x").unwrap();
         let (conn, _) = Socket::from(listener.try_clone().unwrap())
             .accept()
             .unwrap();
