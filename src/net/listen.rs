@@ -87,15 +87,35 @@ pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
 /// window never wait on it.
 pub const SEND_LOWAT: u32 = 16 * 1024;
 
-/// Sets [`SEND_LOWAT`] on a TCP listener that has no bound of its own (an
-/// inherited listener keeps what its owner set); anything else is left
-/// alone (a Unix socket has no such option). Best effort.
+/// Sets [`SEND_LOWAT`] on a TCP listener, as [`send_lowat_for`] decides;
+/// anything else is left alone (a Unix socket has no such option). Best
+/// effort.
 fn pace_sends(socket: &Socket) {
-    if matches!(socket.tcp_notsent_lowat(), Ok(0)) {
-        if let Err(e) = socket.set_tcp_notsent_lowat(SEND_LOWAT) {
+    let Ok(own) = socket.tcp_notsent_lowat() else {
+        return;
+    };
+    if let Some(lowat) = send_lowat_for(own, system_lowat()) {
+        if let Err(e) = socket.set_tcp_notsent_lowat(lowat) {
             tracing::debug!("TCP_NOTSENT_LOWAT not set: {e}");
         }
     }
+}
+
+/// The system's default bound, `net.ipv4.tcp_notsent_lowat`.
+fn system_lowat() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_notsent_lowat")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The bound to set on a listener whose own value is `own` (0: none set),
+/// the system's default being `system` (`net.ipv4.tcp_notsent_lowat`;
+/// None: unreadable): [`SEND_LOWAT`], unless the listener's owner or the
+/// administrator set a bound already (the system's default is unbounded,
+/// `u32::MAX`, unless someone chose one).
+fn send_lowat_for(own: u32, system: Option<u64>) -> Option<u32> {
+    let system_bound = system.is_some_and(|v| v < u64::from(u32::MAX));
+    (own == 0 && !system_bound).then_some(SEND_LOWAT)
 }
 
 /// Front ends always speak first: with `TCP_DEFER_ACCEPT` the kernel
@@ -253,6 +273,21 @@ mod tests {
         assert_eq!(int_option(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY), 1);
     }
 
+    #[test]
+    fn the_bound_is_set_unless_the_owner_or_the_administrator_chose_one() {
+        let unbounded = Some(u64::from(u32::MAX));
+        for (own, system, expected) in [
+            (0, unbounded, Some(SEND_LOWAT)),
+            (0, None, Some(SEND_LOWAT)),
+            (4096, unbounded, None),
+            (u32::MAX, unbounded, None),
+            (0, Some(131_072), None),
+            (4096, Some(131_072), None),
+        ] {
+            assert_eq!(send_lowat_for(own, system), expected, "{own} {system:?}");
+        }
+    }
+
     fn accept_from(listener: &OwnedFd) -> OwnedFd {
         let addr = Socket::from(listener.try_clone().unwrap())
             .local_addr()
@@ -277,15 +312,18 @@ mod tests {
         };
         let fd = bind(&spec, 16).unwrap();
         let conn = accept_from(&fd);
+        // 0 (none of its own) where an administrator chose a bound.
+        let expected = send_lowat_for(0, system_lowat()).unwrap_or(0);
         assert_eq!(
             int_option(&conn, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
-            SEND_LOWAT as libc::c_int
+            expected as libc::c_int
         );
     }
 
     #[test]
     fn an_inherited_listener_gets_the_bound_unless_its_owner_set_one() {
-        for (own, expected) in [(None, SEND_LOWAT), (Some(4096), 4096)] {
+        let unset = send_lowat_for(0, system_lowat()).unwrap_or(0);
+        for (own, expected) in [(None, unset), (Some(4096), 4096)] {
             let owner = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
             if let Some(v) = own {
                 owner.set_tcp_notsent_lowat(v).unwrap();
