@@ -260,13 +260,18 @@ mod tests {
         value
     }
 
-    #[test]
-    fn a_tcp_listener_defers_accept_until_data_and_hands_nodelay_down() {
+    /// A FastCGI listener bound on a free loopback port.
+    fn tcp_listener() -> OwnedFd {
         let spec = ListenSpec {
             protocol: Protocol::FastCgi,
             addr: ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
         };
-        let fd = bind(&spec, 16).unwrap();
+        bind(&spec, 16).unwrap()
+    }
+
+    #[test]
+    fn a_tcp_listener_defers_accept_until_data_and_hands_nodelay_down() {
+        let fd = tcp_listener();
         assert!(int_option(&fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT) > 0);
         // Accepted sockets copy it from the listener: the hub relies on it
         // to skip a setsockopt per connection.
@@ -306,12 +311,7 @@ mod tests {
 
     #[test]
     fn a_tcp_listener_bounds_what_its_connections_hold_unsent() {
-        let spec = ListenSpec {
-            protocol: Protocol::FastCgi,
-            addr: ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
-        };
-        let fd = bind(&spec, 16).unwrap();
-        let conn = accept_from(&fd);
+        let conn = accept_from(&tcp_listener());
         // 0 (none of its own) where an administrator chose a bound.
         let expected = send_lowat_for(0, system_lowat()).unwrap_or(0);
         assert_eq!(
