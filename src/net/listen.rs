@@ -83,8 +83,9 @@ pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
 /// nginx's default buffers), nginx spent 16.5–17 ms of CPU a response
 /// without the bound and 7.7–8.3 ms with one of 4–32 KiB, and served twice
 /// the responses a second. The worker now pushes the bytes itself as the
-/// front end drains them. Responses smaller than the front end's receive
-/// window never wait on it.
+/// front end drains them. The bound is checked before each new segment,
+/// so up to about one segment more is held; over loopback a response
+/// smaller than the front end's receive window never waits on it.
 pub const SEND_LOWAT: u32 = 16 * 1024;
 
 /// Sets [`SEND_LOWAT`] on a TCP listener, as [`send_lowat_for`] decides;
