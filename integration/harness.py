@@ -7,6 +7,7 @@ process started here is stopped by its own id (its process group, which it
 leads because it is started in a new session).
 """
 import os
+import random
 import re
 import shutil
 import signal
@@ -73,7 +74,6 @@ def free_port_run(n, low=20000, high=32000):
     the kernel's ephemeral range (32768 and up by default), where no
     client connection of another test can take one of them meanwhile;
     never handed out twice in this run."""
-    import random
     with _ports_lock:
         for _ in range(200):
             base = random.randrange(low, high - n)

@@ -496,8 +496,9 @@ class FrontEnd:
         old worker closes its idle connections and exits; this waits until it
         has. None once done, else why not (the caller stops if nginx itself
         is gone)."""
+        log = self.dir / "logs" / "error.log"
         if not self.proc.alive():
-            return "the front nginx has exited; see %s" % (self.dir / "logs" / "error.log")
+            return "the front nginx has exited; see %s" % log
         before = set(self.proc.pids()) - {self.proc.pid}
         # send_signal, not os.kill: it refuses a child already reaped, whose
         # PID may be another process's by now.
@@ -506,14 +507,14 @@ class FrontEnd:
         now = before
         while time.monotonic() < deadline:
             if not self.proc.alive():
-                return "the front nginx exited on the reload; see %s" % (self.dir / "logs" / "error.log")
+                return "the front nginx exited on the reload; see %s" % log
             now = set(self.proc.pids()) - {self.proc.pid}
             if now and not now & before:
                 return None
             time.sleep(0.05)
         if now == before:
             return ("nginx started no new worker within %g s of the reload (a refused configuration?); see %s"
-                    % (timeout, self.dir / "logs" / "error.log"))
+                    % (timeout, log))
         return "nginx's old worker %s had not exited %g s after the reload" % (
             ", ".join(str(p) for p in sorted(now & before)), timeout)
 
