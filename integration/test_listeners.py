@@ -76,3 +76,29 @@ def test_systemd_sockets_take_the_protocol_an_option_names_and_fastcgi_otherwise
         _stop(proc)
         fcgi.close()
         scgi.close()
+
+
+def _system_bound():
+    """The administrator's `net.ipv4.tcp_notsent_lowat`, if one was chosen."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_notsent_lowat") as f:
+            value = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return value if value < 2**32 - 1 else None
+
+
+def test_tcp_notsent_lowat_bounds_the_listener_as_configured(run_dir):
+    # An inherited listener shares its socket with the process that made
+    # it, so the option wsgi-fpm set is read back here.
+    default = 0 if _system_bound() is not None else 16 * 1024
+    for args, expected in [([], default), (["--tcp-notsent-lowat", "8K"], 8192), (["--tcp-notsent-lowat", "0"], 0)]:
+        sock = _listener()
+        proc, log = _run(run_dir, args, "lowat", stdin=sock.fileno())
+        try:
+            r = _serve_until_answered(proc, "fastcgi", sock.getsockname(), log)
+            assert r.status == 200, r
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == expected, args
+        finally:
+            _stop(proc)
+            sock.close()

@@ -51,6 +51,9 @@ pub struct Cli {
     /// The listen queue length of each socket.
     #[arg(long, value_name = "N", default_value_t = defaults::LISTEN_BACKLOG)]
     pub listen_backlog: i32,
+    /// Unsent bytes each TCP connection may hold (K/M suffixes; 0: the kernel's default) [default: 16K, unless net.ipv4.tcp_notsent_lowat is set].
+    #[arg(long, value_name = "SIZE")]
+    pub tcp_notsent_lowat: Option<String>,
     /// Owner of Unix sockets (so that only the web server may connect).
     #[arg(long, value_name = "USER")]
     pub socket_user: Option<String>,
@@ -355,6 +358,7 @@ impl Cli {
             listen_backlog: self
                 .given("listen_backlog")
                 .then_some(i64::from(self.listen_backlog)),
+            tcp_notsent_lowat: self.tcp_notsent_lowat.clone().map(Size::Text),
             graceful_timeout: given_f64("graceful_timeout", self.graceful_timeout),
             shutdown_timeout: given_f64("shutdown_timeout", self.shutdown_timeout),
             request_timeout: given_f64("request_timeout", self.request_timeout),

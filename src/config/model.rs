@@ -329,6 +329,12 @@ pub struct PoolConfig {
     /// `socket-timeout`; SPEC §2 default 60).
     pub socket_timeout: f64,
     pub listen_backlog: i32,
+    /// `TCP_NOTSENT_LOWAT` for the pool's TCP listeners
+    /// (`--tcp-notsent-lowat`): None when not configured (16 KiB, unless
+    /// the system or an inherited socket's owner set a bound), `Some(0)`
+    /// to leave the kernel's default.
+    #[serde(default)]
+    pub tcp_notsent_lowat: Option<u32>,
     pub graceful_timeout: f64,
     pub shutdown_timeout: f64,
     /// Seconds a request may run before it is ended with a 504-style error

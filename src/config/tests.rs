@@ -83,6 +83,7 @@ fn command_line_alone_makes_one_pool_named_main_with_mod_wsgi_defaults() {
     assert_eq!((pool.processes, pool.threads), (1, 15));
     assert_eq!(pool.max_params_bytes, 1 << 20);
     assert_eq!(pool.listen_backlog, 1024);
+    assert_eq!(pool.tcp_notsent_lowat, None);
     assert_eq!(
         (
             pool.socket_timeout,
@@ -191,6 +192,7 @@ fn every_option_parses_and_the_file_keys_mean_the_same() {
         "--max-params-size=64K",
         "--socket-timeout=30",
         "--listen-backlog=128",
+        "--tcp-notsent-lowat=4K",
         "--graceful-timeout=20",
         "--shutdown-timeout=7.5",
         "--request-timeout=30",
@@ -257,6 +259,7 @@ fn every_option_parses_and_the_file_keys_mean_the_same() {
     assert_eq!(line.max_params_bytes, 64 * 1024);
     assert_eq!(line.socket_timeout, 30.0);
     assert_eq!(line.listen_backlog, 128);
+    assert_eq!(line.tcp_notsent_lowat, Some(4096));
     assert_eq!((line.graceful_timeout, line.shutdown_timeout), (20.0, 7.5));
     assert_eq!(
         (
@@ -325,6 +328,7 @@ map-head-to-get = true
 max-params-size = 65536
 socket-timeout = 30
 listen-backlog = 128
+tcp-notsent-lowat = 4096
 graceful-timeout = 20
 shutdown-timeout = 7.5
 request-timeout = 30
@@ -418,6 +422,14 @@ fn sizes_take_integers_or_suffixed_strings() {
 }
 
 #[test]
+fn tcp_notsent_lowat_0_leaves_the_kernels_default() {
+    let pool = only_pool(from_file(&trac("tcp-notsent-lowat = 0"), &[]));
+    assert_eq!(pool.tcp_notsent_lowat, Some(0));
+    let pool = only_pool(from_file(&trac("tcp-notsent-lowat = \"64k\""), &[]));
+    assert_eq!(pool.tcp_notsent_lowat, Some(64 * 1024));
+}
+
+#[test]
 fn display_name_expands_mod_wsgi_group() {
     let pool = only_pool(from_file(&trac("display-name = \"%{GROUP} shop\""), &[]));
     assert_eq!(
@@ -456,6 +468,14 @@ fn command_line_errors_name_the_option() {
         (&[HELLO, listen, "--processes=2", "--max-processes=1"], "--max-processes: must be at least 2"),
         (&[HELLO, listen, "--threads=0"], "--threads: must be at least 1"),
         (&[HELLO, listen, "--listen-backlog=0"], "--listen-backlog: must be at least 1"),
+        (
+            &[HELLO, listen, "--tcp-notsent-lowat=-1"],
+            "--tcp-notsent-lowat: `-1` is not a size (bytes, or a number with K, M or G)",
+        ),
+        (
+            &[HELLO, listen, "--tcp-notsent-lowat=4G"],
+            "--tcp-notsent-lowat: must be at most 4294967295",
+        ),
         (&[HELLO, listen, "--callable=my-app"], "--callable: `my-app` is not a Python name"),
         (
             &[HELLO, listen, "--mount=shop/"],
@@ -832,6 +852,14 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
             "site.toml: pools.trac.max-params-size: `-5` is not a size (bytes, or a number with K, M or G)",
         ),
         (trac("listen-backlog = 0"), "site.toml: pools.trac.listen-backlog: must be at least 1"),
+        (
+            trac("tcp-notsent-lowat = \"16Q\""),
+            "site.toml: pools.trac.tcp-notsent-lowat: `16Q` is not a size (bytes, or a number with K, M or G)",
+        ),
+        (
+            trac("tcp-notsent-lowat = 4294967296"),
+            "site.toml: pools.trac.tcp-notsent-lowat: must be at most 4294967295",
+        ),
         (
             trac("listen-backlog = 4294967296"),
             "site.toml: pools.trac.listen-backlog: must be at most 2147483647",

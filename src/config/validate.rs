@@ -471,6 +471,15 @@ fn validate_pool(
             ));
         }
     }
+    let tcp_notsent_lowat = match &raw.tcp_notsent_lowat {
+        None => None,
+        Some(size) => {
+            let n = bytes(origin, "tcp-notsent-lowat", size, 0)?;
+            Some(u32::try_from(n).map_err(|_| {
+                origin.err("tcp-notsent-lowat", format!("must be at most {}", u32::MAX))
+            })?)
+        }
+    };
     let max_params_bytes = match &raw.max_params_size {
         None => defaults::MAX_PARAMS_BYTES,
         Some(size) => bytes(origin, "max-params-size", size, 1)?,
@@ -530,6 +539,7 @@ fn validate_pool(
         max_params_bytes,
         socket_timeout,
         listen_backlog,
+        tcp_notsent_lowat,
         graceful_timeout,
         shutdown_timeout,
         request_timeout,

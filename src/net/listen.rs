@@ -8,8 +8,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 
 /// Binds one listener and returns its descriptor (close-on-exec set; the
-/// spawner clears it for the workers it starts).
-pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
+/// spawner clears it for the workers it starts). `send_lowat` is the
+/// configured `--tcp-notsent-lowat` (see [`send_lowat_for`]).
+pub fn bind(spec: &ListenSpec, backlog: i32, send_lowat: Option<u32>) -> io::Result<OwnedFd> {
     match &spec.addr {
         ListenAddr::Tcp(addr) => {
             let socket = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
@@ -20,7 +21,7 @@ pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
                 socket.set_only_v6(true)?;
             }
             socket.set_tcp_nodelay(true)?;
-            pace_sends(&socket);
+            pace_sends(&socket, send_lowat);
             socket.bind(&SockAddr::from(*addr))?;
             socket.listen(backlog)?;
             defer_accept(&socket);
@@ -61,7 +62,7 @@ pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
                 Err(io::ErrorKind::InvalidInput.into())
             };
             if let Ok(dup) = &dup {
-                pace_sends(dup);
+                pace_sends(dup, send_lowat);
             }
             std::mem::forget(socket);
             dup.map(OwnedFd::from).map_err(|_| {
@@ -85,17 +86,17 @@ pub fn bind(spec: &ListenSpec, backlog: i32) -> io::Result<OwnedFd> {
 /// the responses a second. The worker now pushes the bytes itself as the
 /// front end drains them. The bound is checked before each new segment,
 /// so up to about one segment more is held; over loopback a response
-/// smaller than the front end's receive window never waits on it.
+/// smaller than the front end's receive window never waits on it. The
+/// default of `--tcp-notsent-lowat`.
 pub const SEND_LOWAT: u32 = 16 * 1024;
 
-/// Sets [`SEND_LOWAT`] on a TCP listener, as [`send_lowat_for`] decides;
-/// anything else is left alone (a Unix socket has no such option). Best
-/// effort.
-fn pace_sends(socket: &Socket) {
+/// Sets the bound [`send_lowat_for`] decides on a TCP listener; anything
+/// else is left alone (a Unix socket has no such option). Best effort.
+fn pace_sends(socket: &Socket, configured: Option<u32>) {
     let Ok(own) = socket.tcp_notsent_lowat() else {
         return;
     };
-    if let Some(lowat) = send_lowat_for(own, system_lowat()) {
+    if let Some(lowat) = send_lowat_for(configured, own, system_lowat()) {
         if let Err(e) = socket.set_tcp_notsent_lowat(lowat) {
             tracing::debug!("TCP_NOTSENT_LOWAT not set: {e}");
         }
@@ -109,14 +110,23 @@ fn system_lowat() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The bound to set on a listener whose own value is `own` (0: none set),
-/// the system's default being `system` (`net.ipv4.tcp_notsent_lowat`;
-/// None: unreadable): [`SEND_LOWAT`], unless the listener's owner or the
-/// administrator set a bound already (the system's default is unbounded,
-/// `u32::MAX`, unless someone chose one).
-fn send_lowat_for(own: u32, system: Option<u64>) -> Option<u32> {
-    let system_bound = system.is_some_and(|v| v < u64::from(u32::MAX));
-    (own == 0 && !system_bound).then_some(SEND_LOWAT)
+/// The bound to set on a listener (None: leave it as it is), given the
+/// configured `--tcp-notsent-lowat` (None: not configured), the listener's
+/// own value `own` (0: none set; an inherited listener may have one) and
+/// the system's default `system` (`net.ipv4.tcp_notsent_lowat`; None:
+/// unreadable). A configured value is set as it is, and 0 sets nothing.
+/// Unconfigured, [`SEND_LOWAT`] is set unless the listener's owner or the
+/// administrator chose a bound already (the system's default is
+/// unbounded, `u32::MAX`, unless someone chose one).
+fn send_lowat_for(configured: Option<u32>, own: u32, system: Option<u64>) -> Option<u32> {
+    match configured {
+        Some(0) => None,
+        Some(bytes) => Some(bytes),
+        None => {
+            let system_bound = system.is_some_and(|v| v < u64::from(u32::MAX));
+            (own == 0 && !system_bound).then_some(SEND_LOWAT)
+        }
+    }
 }
 
 /// Front ends always speak first: with `TCP_DEFER_ACCEPT` the kernel
@@ -267,7 +277,7 @@ mod tests {
             protocol: Protocol::FastCgi,
             addr: ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()),
         };
-        bind(&spec, 16).unwrap()
+        bind(&spec, 16, None).unwrap()
     }
 
     #[test]
@@ -280,17 +290,29 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_is_set_unless_the_owner_or_the_administrator_chose_one() {
+    fn the_configured_bound_is_set_and_the_default_yields_to_the_owner_or_the_system() {
         let unbounded = Some(u64::from(u32::MAX));
-        for (own, system, expected) in [
-            (0, unbounded, Some(SEND_LOWAT)),
-            (0, None, Some(SEND_LOWAT)),
-            (4096, unbounded, None),
-            (u32::MAX, unbounded, None),
-            (0, Some(131_072), None),
-            (4096, Some(131_072), None),
+        for (configured, own, system, expected) in [
+            // Not configured: the default, unless someone chose a bound.
+            (None, 0, unbounded, Some(SEND_LOWAT)),
+            (None, 0, None, Some(SEND_LOWAT)),
+            (None, 4096, unbounded, None),
+            (None, u32::MAX, unbounded, None),
+            (None, 0, Some(131_072), None),
+            (None, 4096, Some(131_072), None),
+            // Configured: set as it is, over the owner's and the system's.
+            (Some(4096), 0, unbounded, Some(4096)),
+            (Some(4096), 65_536, Some(131_072), Some(4096)),
+            (Some(u32::MAX), 0, unbounded, Some(u32::MAX)),
+            // 0: nothing is set, whatever the rest.
+            (Some(0), 0, unbounded, None),
+            (Some(0), 4096, Some(131_072), None),
         ] {
-            assert_eq!(send_lowat_for(own, system), expected, "{own} {system:?}");
+            assert_eq!(
+                send_lowat_for(configured, own, system),
+                expected,
+                "{configured:?} {own} {system:?}"
+            );
         }
     }
 
@@ -314,7 +336,7 @@ mod tests {
     fn a_tcp_listener_bounds_what_its_connections_hold_unsent() {
         let conn = accept_from(&tcp_listener());
         // 0 (none of its own) where an administrator chose a bound.
-        let expected = send_lowat_for(0, system_lowat()).unwrap_or(0);
+        let expected = send_lowat_for(None, 0, system_lowat()).unwrap_or(0);
         assert_eq!(
             int_option(&conn, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
             expected as libc::c_int
@@ -323,8 +345,13 @@ mod tests {
 
     #[test]
     fn an_inherited_listener_gets_the_bound_unless_its_owner_set_one() {
-        let unset = send_lowat_for(0, system_lowat()).unwrap_or(0);
-        for (own, expected) in [(None, unset), (Some(4096), 4096)] {
+        let unset = send_lowat_for(None, 0, system_lowat()).unwrap_or(0);
+        for (own, configured, expected) in [
+            (None, None, unset),
+            (Some(4096), None, 4096),
+            (Some(4096), Some(8192), 8192),
+            (None, Some(0), 0),
+        ] {
             let owner = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
             if let Some(v) = own {
                 owner.set_tcp_notsent_lowat(v).unwrap();
@@ -341,7 +368,7 @@ mod tests {
             };
             // bind() takes the number over and leaves it open; the test
             // keeps `owner` alive the same way.
-            let fd = bind(&spec, 16).unwrap();
+            let fd = bind(&spec, 16, configured).unwrap();
             std::mem::forget(owner);
             let conn = accept_from(&fd);
             assert_eq!(

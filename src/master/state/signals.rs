@@ -188,7 +188,12 @@ impl State {
             match self.pool_index(&config.name) {
                 Some(i) => {
                     let p = &self.pools[i];
-                    if p.config.listen != config.listen || p.config.process != config.process {
+                    let old = &p.config;
+                    if old.listen != config.listen
+                        || old.listen_backlog != config.listen_backlog
+                        || old.tcp_notsent_lowat != config.tcp_notsent_lowat
+                        || old.process != config.process
+                    {
                         out.log(
                             Level::Warn,
                             Some(&config.name),
@@ -199,8 +204,10 @@ impl State {
                         );
                     }
                     let mut next = config;
-                    next.listen = p.config.listen.clone();
-                    next.process = p.config.process.clone();
+                    next.listen = old.listen.clone();
+                    next.listen_backlog = old.listen_backlog;
+                    next.tcp_notsent_lowat = old.tcp_notsent_lowat;
+                    next.process = old.process.clone();
                     self.start_generation(i, next, out);
                 }
                 None => self.pools.push(Pool::new(config)),

@@ -28,6 +28,7 @@ fn pool(name: &str, processes: usize) -> PoolConfig {
         max_params_bytes: 1 << 20,
         socket_timeout: 60.0,
         listen_backlog: 16,
+        tcp_notsent_lowat: None,
         graceful_timeout: 15.0,
         shutdown_timeout: 5.0,
         request_timeout: 0.0,
@@ -738,17 +739,30 @@ fn a_reload_adds_and_removes_pools() {
 
 #[test]
 fn a_reload_keeps_listeners_and_process_options_and_says_so() {
-    let (mut sim, _) = Sim::serving(vec![pool("a", 1)]);
-    let mut changed = pool("a", 1);
-    changed.process.user = Some("nobody".into());
-    let actions = reload(&mut sim, vec![changed]);
-    assert!(has_log(
-        &actions,
-        "listeners and process options change only on restart"
-    ));
-    assert!(actions
-        .iter()
-        .any(|a| matches!(a, Action::Spawn { config, .. } if config.process.user.is_none())));
+    let changes: [fn(&mut PoolConfig); 4] = [
+        |c| c.process.user = Some("nobody".into()),
+        |c| c.listen_backlog = 4096,
+        |c| c.tcp_notsent_lowat = Some(0),
+        |c| c.listen.clear(),
+    ];
+    for change in changes {
+        let (mut sim, _) = Sim::serving(vec![pool("a", 1)]);
+        let mut changed = pool("a", 1);
+        change(&mut changed);
+        let actions = reload(&mut sim, vec![changed]);
+        assert!(has_log(
+            &actions,
+            "listeners and process options change only on restart"
+        ));
+        let kept = pool("a", 1);
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Spawn { config, .. }
+            if config.process == kept.process
+                && config.listen == kept.listen
+                && config.listen_backlog == kept.listen_backlog
+                && config.tcp_notsent_lowat == kept.tcp_notsent_lowat)));
+    }
 }
 
 // ------------------------------------------------------------------ preload
