@@ -201,11 +201,29 @@ pub async fn close_lingering(mut conn: Conn, limits: LingerLimits) {
     let _ = tokio::time::timeout(limits.time, drain).await;
 }
 
-/// `write_all` that must finish within `timeout` (SPEC §2 socket timeout).
-pub async fn write_all_timeout(conn: &mut Conn, data: &[u8], timeout: Duration) -> io::Result<()> {
-    tokio::time::timeout(timeout, conn.write_all(data))
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+/// `write_all` in which each write must make progress within `timeout`
+/// (SPEC §2 socket timeout): a large output to a slow but reading peer
+/// takes as long as it takes; a peer that stops reading fails it.
+pub async fn write_all_timeout(
+    conn: &mut Conn,
+    mut data: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = tokio::time::timeout(timeout, conn.write(data))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no progress within the socket timeout",
+                )
+            })??;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        data = &data[n..];
+    }
+    Ok(())
 }
 
 /// Reads what is available into `buf`; with a `timeout`, a read that makes
@@ -229,4 +247,49 @@ pub async fn read_some(
                 "no progress within the socket timeout",
             )
         })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn pair() -> (Conn, tokio::net::UnixStream) {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        (Conn::Unix(a), b)
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_slow_reader_lasts_as_long_as_each_step_progresses() {
+        let (mut conn, mut peer) = pair();
+        let data = vec![7u8; 4 << 20];
+        // Reads 64 KiB every 10 ms: the whole write takes over 640 ms,
+        // three times the timeout, and no step waits much more than 10 ms.
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                match peer.read(&mut buf).await.unwrap() {
+                    0 => return got,
+                    n => got += n,
+                }
+            }
+        });
+        write_all_timeout(&mut conn, &data, Duration::from_millis(200))
+            .await
+            .unwrap();
+        drop(conn);
+        assert_eq!(reader.await.unwrap(), data.len());
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_peer_that_stops_reading_times_out() {
+        let (mut conn, _peer) = pair();
+        let data = vec![7u8; 4 << 20];
+        let e = write_all_timeout(&mut conn, &data, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
 }
