@@ -68,12 +68,25 @@ def free_ports(n):
     return out
 
 
-def free_port_run(n, low=20000, high=32000):
+def _ephemeral_start():
+    """Where the kernel's ephemeral (client) ports begin."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_run(n, span=12000):
     """A first port of `n` consecutive free TCP ports on 127.0.0.1 (for
-    `wsgi-fpm migrate --listen-base`, which counts up from it), taken below
-    the kernel's ephemeral range (32768 and up by default), where no
-    client connection of another test can take one of them meanwhile;
-    never handed out twice in this run."""
+    `wsgi-fpm migrate --listen-base`, which counts up from it), taken from
+    the `span` ports below the kernel's ephemeral range, where no client
+    connection of another test can take one of them meanwhile; never
+    handed out twice in this run."""
+    high = _ephemeral_start()
+    low = max(1024, high - span)
+    if high - low <= n:
+        raise RuntimeError("no room for %d ports below the ephemeral range (%d)" % (n, high))
     with _ports_lock:
         for _ in range(200):
             base = random.randrange(low, high - n)
