@@ -120,6 +120,18 @@ def test_ratios_leave_out_a_round_with_errors_on_either_side():
     assert stk.paired(this, other)["ratios"] == [1.1]
 
 
+
+def test_a_round_whose_renewal_failed_is_named_once_for_all_its_stacks():
+    why = "no new nginx worker within 10 s (the reload was refused?)"
+    result = {
+        "uwsgi-uwsgi": {"rounds": [{"round": 1, "rps": 9.0}, {"round": 2, "rps": 9.0, "renewal": why}]},
+        "bjoern": {"rounds": [{"round": 2, "rps": 8.0, "renewal": why}, {"round": 1, "rps": 8.0}]},
+        "granian": {"status": "failing", "reason": "exited"},
+    }
+    assert stk.renewal_notes(result) == ["round 2 ran on nginx's old upstream connections: " + why]
+    assert stk.renewal_notes({"bjoern": {"rounds": [{"round": 1, "rps": 8.0}]}}) == []
+
+
 BENCH_RUN = Path(__file__).resolve().parent.parent / "bench" / "run"
 
 

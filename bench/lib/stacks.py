@@ -242,6 +242,21 @@ def paired(this, other):
     return {"ratios": ratios, "median": statistics.median(ratios) if ratios else None}
 
 
+
+def renewal_notes(workload_result):
+    """One line per round whose renewal of nginx's upstream connections
+    failed, from the `renewal` bench/run writes into that round's entry of
+    every stack; a round whose stacks ran on old connections is not
+    comparable with the others."""
+    troubles = {}
+    for entry in workload_result.values():
+        for r in entry.get("rounds", []):
+            if r.get("renewal"):
+                troubles.setdefault(r["round"], r["renewal"])
+    return ["round %d ran on nginx's old upstream connections: %s" % (rnd, why)
+            for rnd, why in sorted(troubles.items())]
+
+
 # ------------------------------------------------------------------ uWSGI
 
 class Uwsgi(Stack):
