@@ -68,28 +68,31 @@ def free_ports(n):
     return out
 
 
-def _ephemeral_start():
-    """Where the kernel's ephemeral (client) ports begin."""
+def _ephemeral_range():
+    """The kernel's ephemeral (client) ports, first and last."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+            first, last = map(int, f.read().split()[:2])
+            return first, last
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def free_port_run(n, span=12000):
     """A first port of `n` consecutive free TCP ports on 127.0.0.1 (for
     `wsgi-fpm migrate --listen-base`, which counts up from it), taken from
-    the `span` ports below the kernel's ephemeral range, where no client
-    connection of another test can take one of them meanwhile; never
-    handed out twice in this run."""
-    high = _ephemeral_start()
-    low = max(1024, high - span)
-    if high - low <= n:
-        raise RuntimeError("no room for %d ports below the ephemeral range (%d)" % (n, high))
+    the `span` ports below the kernel's ephemeral range (above it, where
+    there is no room below), where no client connection of another test
+    can take one of them meanwhile; never handed out twice in this run."""
+    first, last = _ephemeral_range()
+    windows = [(max(1024, first - span), first), (last + 1, min(65536, last + 1 + span))]
+    room = [(low, high) for low, high in windows if high - low >= n]
+    if not room:
+        raise RuntimeError("no room for %d ports outside the ephemeral range %d-%d" % (n, first, last))
+    low, high = room[0]
     with _ports_lock:
         for _ in range(200):
-            base = random.randrange(low, high - n)
+            base = random.randrange(low, high - n + 1)
             run = range(base, base + n)
             if any(p in _given_ports for p in run):
                 continue

@@ -130,6 +130,10 @@ def test_a_round_whose_renewal_failed_is_named_once_for_all_its_stacks():
     }
     assert stk.renewal_notes(result) == ["round 2 ran on nginx's old upstream connections: " + why]
     assert stk.renewal_notes({"bjoern": {"rounds": [{"round": 1, "rps": 8.0}]}}) == []
+    # Nor are such rounds paired.
+    this = {"rounds": [{"round": 1, "rps": 110.0}, {"round": 2, "rps": 300.0, "renewal": why}]}
+    other = {"rounds": [{"round": 1, "rps": 100.0}, {"round": 2, "rps": 100.0, "renewal": why}]}
+    assert stk.paired(this, other)["ratios"] == [1.1]
 
 
 BENCH_RUN = Path(__file__).resolve().parent.parent / "bench" / "run"

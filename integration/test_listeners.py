@@ -92,13 +92,21 @@ def test_tcp_notsent_lowat_bounds_the_listener_as_configured(run_dir):
     # An inherited listener shares its socket with the process that made
     # it, so the option wsgi-fpm set is read back here.
     default = 0 if _system_bound() is not None else 16 * 1024
-    for args, expected in [([], default), (["--tcp-notsent-lowat", "8K"], 8192), (["--tcp-notsent-lowat", "0"], 0)]:
+    for args, own, expected in [
+        ([], None, default),
+        ([], 4096, 4096),  # its owner's bound is kept
+        (["--tcp-notsent-lowat", "8K"], 4096, 8192),
+        (["--tcp-notsent-lowat", "0"], None, 0),
+        (["--tcp-notsent-lowat", "0"], 4096, 0),  # back to the system's default
+    ]:
         sock = _listener()
+        if own is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, own)
         proc, log = _run(run_dir, args, "lowat", stdin=sock.fileno())
         try:
             r = _serve_until_answered(proc, "fastcgi", sock.getsockname(), log)
             assert r.status == 200, r
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == expected, args
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == expected, (args, own)
         finally:
             _stop(proc)
             sock.close()

@@ -232,15 +232,15 @@ def paired(this, other):
     """Round by round, `this` stack's requests/s over its --against twin's
     in the same round (their `rounds` entries from bench/run), and the
     median of those ratios. A round either side has no figure for (wrk
-    failed, or nothing was answered) or had errors (nginx's quick 502s
-    count as requests) is left out."""
+    failed, or nothing was answered), had errors (nginx's quick 502s
+    count as requests) or ran on nginx's old upstream connections
+    (`renewal`) is left out."""
     def clean(r):
-        return r.get("rps") and not r.get("errors")
+        return r.get("rps") and not r.get("errors") and not r.get("renewal")
     theirs = {r["round"]: r["rps"] for r in other.get("rounds", []) if clean(r)}
     ratios = [r["rps"] / theirs[r["round"]] for r in this.get("rounds", [])
               if clean(r) and r["round"] in theirs]
     return {"ratios": ratios, "median": statistics.median(ratios) if ratios else None}
-
 
 
 def renewal_notes(workload_result):

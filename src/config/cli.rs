@@ -51,7 +51,7 @@ pub struct Cli {
     /// The listen queue length of each socket.
     #[arg(long, value_name = "N", default_value_t = defaults::LISTEN_BACKLOG)]
     pub listen_backlog: i32,
-    /// Unsent bytes each TCP connection may hold (K/M suffixes; 0: the kernel's default) [default: 16K, unless net.ipv4.tcp_notsent_lowat is set].
+    /// Unsent bytes each TCP connection may hold (K/M suffixes; 0: the system's default) [default: 16K, unless net.ipv4.tcp_notsent_lowat is set].
     #[arg(long, value_name = "SIZE")]
     pub tcp_notsent_lowat: Option<String>,
     /// Owner of Unix sockets (so that only the web server may connect).

@@ -215,7 +215,7 @@ pub async fn write_all_timeout(
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "no progress within the socket timeout",
+                    format!("a write made no progress in {} s", timeout.as_secs_f64()),
                 )
             })??;
         if n == 0 {
@@ -262,12 +262,13 @@ mod tests {
     #[tokio::test]
     async fn a_write_to_a_slow_reader_lasts_as_long_as_each_step_progresses() {
         let (mut conn, mut peer) = pair();
-        let data = vec![7u8; 4 << 20];
-        // Reads 64 KiB every 10 ms: the whole write takes over 640 ms,
-        // three times the timeout, and no step waits much more than 10 ms.
+        let data = vec![7u8; 24 << 20];
+        // Reads up to 256 KiB, more than a Unix socket buffers, every
+        // 10 ms: each step of the write waits about 10 ms, the whole write
+        // over a second, twice the timeout.
         let reader = tokio::spawn(async move {
             let mut got = 0;
-            let mut buf = vec![0u8; 64 << 10];
+            let mut buf = vec![0u8; 256 << 10];
             loop {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 match peer.read(&mut buf).await.unwrap() {
@@ -276,9 +277,10 @@ mod tests {
                 }
             }
         });
-        write_all_timeout(&mut conn, &data, Duration::from_millis(200))
-            .await
-            .unwrap();
+        let timeout = Duration::from_millis(500);
+        let began = std::time::Instant::now();
+        write_all_timeout(&mut conn, &data, timeout).await.unwrap();
+        assert!(began.elapsed() > timeout, "{:?}", began.elapsed());
         drop(conn);
         assert_eq!(reader.await.unwrap(), data.len());
     }

@@ -98,7 +98,11 @@ fn pace_sends(socket: &Socket, configured: Option<u32>) {
     };
     if let Some(lowat) = send_lowat_for(configured, own, system_lowat()) {
         if let Err(e) = socket.set_tcp_notsent_lowat(lowat) {
-            tracing::debug!("TCP_NOTSENT_LOWAT not set: {e}");
+            if configured.is_some() {
+                tracing::warn!("--tcp-notsent-lowat {lowat} not set: {e}");
+            } else {
+                tracing::debug!("TCP_NOTSENT_LOWAT not set: {e}");
+            }
         }
     }
 }
@@ -112,15 +116,17 @@ fn system_lowat() -> Option<u64> {
 
 /// The bound to set on a listener (None: leave it as it is), given the
 /// configured `--tcp-notsent-lowat` (None: not configured), the listener's
-/// own value `own` (0: none set; an inherited listener may have one) and
-/// the system's default `system` (`net.ipv4.tcp_notsent_lowat`; None:
-/// unreadable). A configured value is set as it is, and 0 sets nothing.
-/// Unconfigured, [`SEND_LOWAT`] is set unless the listener's owner or the
-/// administrator chose a bound already (the system's default is
-/// unbounded, `u32::MAX`, unless someone chose one).
+/// own value `own` (0: none set; an inherited listener may have one, its
+/// owner's or an earlier run's) and the system's default `system`
+/// (`net.ipv4.tcp_notsent_lowat`; None: unreadable). A configured value is
+/// set as it is; 0 hands the socket back to the system's default (the
+/// kernel reads 0 so), which a listener without a bound of its own has
+/// already. Unconfigured, [`SEND_LOWAT`] is set unless the listener's
+/// owner or the administrator chose a bound already (the system's default
+/// is unbounded, `u32::MAX`, unless someone chose one).
 fn send_lowat_for(configured: Option<u32>, own: u32, system: Option<u64>) -> Option<u32> {
     match configured {
-        Some(0) => None,
+        Some(0) => (own != 0).then_some(0),
         Some(bytes) => Some(bytes),
         None => {
             let system_bound = system.is_some_and(|v| v < u64::from(u32::MAX));
@@ -304,9 +310,11 @@ mod tests {
             (Some(4096), 0, unbounded, Some(4096)),
             (Some(4096), 65_536, Some(131_072), Some(4096)),
             (Some(u32::MAX), 0, unbounded, Some(u32::MAX)),
-            // 0: nothing is set, whatever the rest.
+            // 0: the system's default, whatever the listener had.
             (Some(0), 0, unbounded, None),
-            (Some(0), 4096, Some(131_072), None),
+            (Some(0), 0, Some(131_072), None),
+            (Some(0), 4096, Some(131_072), Some(0)),
+            (Some(0), 16_384, unbounded, Some(0)),
         ] {
             assert_eq!(
                 send_lowat_for(configured, own, system),
@@ -351,6 +359,7 @@ mod tests {
             (Some(4096), None, 4096),
             (Some(4096), Some(8192), 8192),
             (None, Some(0), 0),
+            (Some(4096), Some(0), 0),
         ] {
             let owner = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
             if let Some(v) = own {
