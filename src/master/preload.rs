@@ -173,15 +173,39 @@ pub async fn verify_child(pid: u32, template_pid: u32, uid: u32) -> Result<(), S
                 status.uid.0
             ));
         }
-        if status.ppid == master {
-            return Ok(());
-        }
         let grandparent = proc_status(status.ppid).map(|s| s.ppid);
-        let handing_over = grandparent.is_some_and(|g| g == template_pid || g == master);
-        if !handing_over || Instant::now() >= deadline {
-            return Err(format!("its parent is {}, not this master", status.ppid));
+        match handover(status.ppid, grandparent, template_pid, master) {
+            Handover::Adopt => return Ok(()),
+            Handover::Wait if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Handover::Wait | Handover::Refuse => {
+                return Err(format!("its parent is {}, not this master", status.ppid))
+            }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What one look at a forked worker says (see [`verify_child`]).
+#[derive(Debug, PartialEq)]
+enum Handover {
+    /// Its parent is this master.
+    Adopt,
+    /// It is still below the template's intermediate process, or its
+    /// parent has just exited (gone between the two reads of `/proc`):
+    /// look again.
+    Wait,
+    Refuse,
+}
+
+/// The verdict for a worker whose parent is `parent`, that parent's own
+/// parent being `grandparent` (None: the parent is gone).
+fn handover(parent: u32, grandparent: Option<u32>, template: u32, master: u32) -> Handover {
+    match grandparent {
+        _ if parent == master => Handover::Adopt,
+        None => Handover::Wait,
+        Some(g) if g == template || g == master => Handover::Wait,
+        Some(_) => Handover::Refuse,
     }
 }
 
@@ -201,6 +225,28 @@ mod tests {
             })
         );
         assert_eq!(parse_status("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn a_worker_is_adopted_below_the_master_and_waited_for_below_the_template() {
+        let (master, template, intermediate) = (100, 200, 300);
+        for (parent, grandparent, expected) in [
+            (master, Some(1), Handover::Adopt),
+            (master, None, Handover::Adopt),
+            (intermediate, Some(template), Handover::Wait),
+            // The template died: its intermediate is the master's now.
+            (intermediate, Some(master), Handover::Wait),
+            // The intermediate exited and was reaped between the reads.
+            (intermediate, None, Handover::Wait),
+            (intermediate, Some(1), Handover::Refuse),
+            (1, Some(0), Handover::Refuse),
+        ] {
+            assert_eq!(
+                handover(parent, grandparent, template, master),
+                expected,
+                "{parent} {grandparent:?}"
+            );
+        }
     }
 
     #[tokio::test]
