@@ -332,7 +332,7 @@ pub struct PoolConfig {
     /// `TCP_NOTSENT_LOWAT` for the pool's TCP listeners
     /// (`--tcp-notsent-lowat`): None when not configured (16 KiB, unless
     /// the system or an inherited socket's owner set a bound), `Some(0)`
-    /// to leave the kernel's default.
+    /// for the system's default (clearing a bound an inherited socket had).
     #[serde(default)]
     pub tcp_notsent_lowat: Option<u32>,
     pub graceful_timeout: f64,

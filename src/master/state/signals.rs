@@ -187,13 +187,16 @@ impl State {
         for config in configs {
             match self.pool_index(&config.name) {
                 Some(i) => {
-                    let p = &self.pools[i];
-                    let old = &p.config;
-                    if old.listen != config.listen
-                        || old.listen_backlog != config.listen_backlog
-                        || old.tcp_notsent_lowat != config.tcp_notsent_lowat
-                        || old.process != config.process
-                    {
+                    // Only a restart changes these: the new generation
+                    // keeps the running ones, and a reload that asked for
+                    // others says so.
+                    let old = &self.pools[i].config;
+                    let mut next = config.clone();
+                    next.listen = old.listen.clone();
+                    next.listen_backlog = old.listen_backlog;
+                    next.tcp_notsent_lowat = old.tcp_notsent_lowat;
+                    next.process = old.process.clone();
+                    if next != config {
                         out.log(
                             Level::Warn,
                             Some(&config.name),
@@ -203,11 +206,6 @@ impl State {
                                 .into(),
                         );
                     }
-                    let mut next = config;
-                    next.listen = old.listen.clone();
-                    next.listen_backlog = old.listen_backlog;
-                    next.tcp_notsent_lowat = old.tcp_notsent_lowat;
-                    next.process = old.process.clone();
                     self.start_generation(i, next, out);
                 }
                 None => self.pools.push(Pool::new(config)),

@@ -763,6 +763,15 @@ fn a_reload_keeps_listeners_and_process_options_and_says_so() {
                 && config.listen_backlog == kept.listen_backlog
                 && config.tcp_notsent_lowat == kept.tcp_notsent_lowat)));
     }
+    // Nor is anything said when they stay the same.
+    let (mut sim, _) = Sim::serving(vec![pool("a", 1)]);
+    let mut app_only = pool("a", 1);
+    app_only.threads = 4;
+    let actions = reload(&mut sim, vec![app_only]);
+    assert!(!has_log(&actions, "change only on restart"));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Spawn { config, .. } if config.threads == 4)));
 }
 
 // ------------------------------------------------------------------ preload
