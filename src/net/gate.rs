@@ -194,6 +194,14 @@ impl Gate {
         self.running
     }
 
+    /// Whether connections a poll found ready beyond the one it serves may
+    /// be held for the next free thread. Not while a leader waits in the
+    /// hub: it would not see them until its wait ends, so they go back to
+    /// the epoll set. Any thread that leads later looks at them first.
+    pub fn may_hold_ready(&self) -> bool {
+        !self.leader
+    }
+
     /// Requests run and no thread waits in the hub: what arrives waits
     /// until one of them finishes or a follower leads.
     pub fn waiting_unseen(&self) -> bool {
@@ -352,6 +360,23 @@ mod tests {
                 after: LOOK_EVERY
             }
         );
+    }
+
+    #[test]
+    fn ready_connections_are_held_only_while_no_leader_waits() {
+        let t0 = Instant::now();
+        let mut g = Gate::new(t0);
+        assert!(g.may_hold_ready(), "nobody waits: the next leader looks");
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
+        assert!(!g.may_hold_ready(), "a leader waits and would not see them");
+        g.took(t0);
+        assert!(g.may_hold_ready(), "the leader took work");
+        assert!(g.lead_if_free() || g.running() > 0);
+        g.done();
+        assert!(g.lead_if_free());
+        assert!(!g.may_hold_ready());
+        g.resign();
+        assert!(g.may_hold_ready());
     }
 
     #[test]

@@ -205,6 +205,13 @@ pub struct Hub {
     python_threads: Mutex<PythonThreads>,
     jobs: Mutex<VecDeque<Box<Request>>>,
     queued: AtomicUsize,
+    /// Parked connections a poll found ready beyond the one it took
+    /// (their one-shot events spent), for the next free thread: one
+    /// `epoll_wait` serves several requests. Keys of the parked table; a
+    /// key whose connection left the table meanwhile is skipped.
+    held_ready: Mutex<VecDeque<u64>>,
+    /// Its length, read without the lock on every look for work.
+    held_ready_len: AtomicUsize,
     /// Open connections of this worker (parked, served, lingering).
     conns: Arc<AtomicUsize>,
     /// The listeners are in the epoll set.
@@ -269,6 +276,8 @@ impl Hub {
             python_threads: Mutex::new(PythonThreads::default()),
             jobs: Mutex::new(VecDeque::new()),
             queued: AtomicUsize::new(0),
+            held_ready: Mutex::new(VecDeque::new()),
+            held_ready_len: AtomicUsize::new(0),
             conns: Arc::new(AtomicUsize::new(0)),
             accepting: Mutex::new(false),
             accepting_now: AtomicBool::new(false),
@@ -559,23 +568,88 @@ impl Hub {
         if let Some(work) = self.take_first(false) {
             return Some(work);
         }
-        let mut events = [MaybeUninit::uninit(); 1];
-        // A few events at most: a flood of connections that bring no work
-        // (refused, parked half-read) is the leader's to drain, not the
-        // GIL holder's.
-        for _ in 0..POLL_EVENTS {
-            let data = match sys::epoll_wait(self.epoll.0.as_fd(), &mut events, Duration::ZERO) {
-                Ok(mut ready) => ready.next()?,
-                Err(_) => return None,
-            };
-            let work = match data & TAG_MASK {
+        // A few events at most, in one call: a flood of connections that
+        // bring no work (refused, parked half-read) is the leader's to
+        // drain, not the GIL holder's.
+        let mut events = [MaybeUninit::uninit(); POLL_EVENTS];
+        let mut ready: [u64; POLL_EVENTS] = [0; POLL_EVENTS];
+        let found = match sys::epoll_wait(self.epoll.0.as_fd(), &mut events, Duration::ZERO) {
+            Ok(data) => ready.iter_mut().zip(data).map(|(r, d)| *r = d).count(),
+            Err(_) => return None,
+        };
+        let mut work = None;
+        let mut rest = ready[..found].iter();
+        for &data in rest.by_ref() {
+            work = match data & TAG_MASK {
                 // A job, or the worker stopping (then the leader sees it).
-                TAG_WAKE => return self.take_job().map(Work::Request),
+                TAG_WAKE => self.take_job().map(Work::Request),
                 // No back-off sleep here: the GIL may be held.
                 _ => self.take(data, false),
             };
             if work.is_some() {
-                return work;
+                break;
+            }
+        }
+        // Listeners and the wake-up are level-triggered: they come again.
+        // Parked connections are one-shot: held, or armed again.
+        self.hold_ready(rest.filter(|d| *d & TAG_MASK == TAG_PARKED).copied());
+        work
+    }
+
+    /// Keeps ready parked connections (their one-shot events spent) for the
+    /// next free thread, or arms them again if a leader waits in the hub
+    /// and would not look at them (`Gate::may_hold_ready`).
+    fn hold_ready(&self, keys: impl Iterator<Item = u64>) {
+        let mut keys = keys.peekable();
+        if keys.peek().is_none() {
+            return;
+        }
+        {
+            // Under the gate's lock: a thread that leads after this sees
+            // what is held before it waits (`Hub::take_first`).
+            let gate = self.gate();
+            if gate.may_hold_ready() {
+                let mut held = self
+                    .held_ready
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                held.extend(keys);
+                self.held_ready_len.store(held.len(), Ordering::Release);
+                return;
+            }
+        }
+        let Ok(table) = self.parked.lock() else {
+            return;
+        };
+        for data in keys {
+            let key = data & !TAG_MASK;
+            let Some(p) = table.get(key) else {
+                continue;
+            };
+            let mut event = EpollEvent::new(
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT,
+                data,
+            );
+            if let Err(e) = self.epoll.modify(p.conn.fd(), &mut event) {
+                error!("cannot watch a parked connection again: {e}");
+            }
+        }
+    }
+
+    /// The next held ready connection's work, if one brings any.
+    fn take_held_ready(&self, back_off: bool) -> Option<Work> {
+        while self.held_ready_len.load(Ordering::Acquire) > 0 {
+            let data = {
+                let mut held = self
+                    .held_ready
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let data = held.pop_front();
+                self.held_ready_len.store(held.len(), Ordering::Release);
+                data?
+            };
+            if let Some(work) = self.take(data, back_off) {
+                return Some(work);
             }
         }
         None
@@ -583,13 +657,15 @@ impl Hub {
 
     /// What a free thread takes before it looks at the epoll set: a
     /// request the I/O thread queued, then the listen queues if it is
-    /// their turn (`net::turns`). `back_off`: see [`Hub::accept`].
+    /// their turn (`net::turns`), then a connection an earlier poll found
+    /// ready ([`Hub::hold_ready`]). `back_off`: see [`Hub::accept`].
     fn take_first(&self, back_off: bool) -> Option<Work> {
         if let Some(job) = self.take_job() {
             return Some(Work::Request(job));
         }
         self.maybe_resume_accepting();
         self.backlog_in_turn(back_off)
+            .or_else(|| self.take_held_ready(back_off))
     }
 
     /// A request the I/O thread queued; taking one counts as work from a

@@ -163,3 +163,111 @@ fn a_new_connection_then_its_kept_next_request_reach_a_waiting_thread() {
     assert_eq!(hub.parked(), 0);
     hub.stop();
 }
+
+/// Three kept connections, each served once and parked, then sent its
+/// next request: their events are all ready at once.
+fn three_ready(hub: &Arc<Hub>, path: &std::path::Path) -> Vec<UnixStream> {
+    let mut fronts = Vec::new();
+    for n in 0..3 {
+        let waiter = Waiter::start(hub);
+        let mut front = UnixStream::connect(path).unwrap();
+        front
+            .write_all(&fastcgi_get(&format!("/first{n}"), true))
+            .unwrap();
+        let Work::Conn(ready) = waiter.work(Duration::from_secs(5), "no first request") else {
+            panic!("not a connection's request");
+        };
+        // Its thread is done with it.
+        hub.gate().done();
+        let Ready { mut conn, head, .. } = ready;
+        drop(head);
+        let ok = crate::proto::ResponseHead::new(&b"200 OK"[..]);
+        conn.start(&ok, b"hi", true, &mut crate::exchange::JustWait)
+            .unwrap();
+        let mut answer = [0u8; 256];
+        let _ = std::io::Read::read(&mut front, &mut answer).unwrap();
+        assert!(hub.after(conn).is_none());
+        fronts.push(front);
+    }
+    assert_eq!(hub.parked(), 3);
+    for (n, front) in fronts.iter_mut().enumerate() {
+        front
+            .write_all(&fastcgi_get(&format!("/next{n}"), true))
+            .unwrap();
+    }
+    fronts
+}
+
+fn next_uris(mut works: Vec<Work>) -> Vec<Vec<u8>> {
+    let mut uris: Vec<Vec<u8>> = works.iter().filter_map(uri_of).collect();
+    assert_eq!(uris.len(), works.len(), "{works:?}");
+    works.clear();
+    uris.sort();
+    uris
+}
+
+fn all_next() -> Vec<Vec<u8>> {
+    (0..3).map(|n| format!("/next{n}").into_bytes()).collect()
+}
+
+#[test]
+fn one_poll_finds_several_ready_connections_and_holds_the_rest_for_the_next_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, path, _io) = hub_in(dir.path());
+    let _fronts = three_ready(&hub, &path);
+    // A thread done with a request polls: one call finds all three; it
+    // takes one and holds two.
+    let first = hub.poll().expect("a ready connection");
+    assert_eq!(hub.held_ready_len.load(Ordering::Acquire), 2);
+    // Their one-shot events are spent: the epoll set has nothing more.
+    let mut events = [MaybeUninit::uninit(); 4];
+    let pending = sys::epoll_wait(hub.epoll.0.as_fd(), &mut events, Duration::ZERO)
+        .unwrap()
+        .filter(|d| d & TAG_MASK == TAG_PARKED)
+        .count();
+    assert_eq!(pending, 0);
+    // The next poll takes a held one; a thread that comes to lead takes
+    // the last before it waits.
+    let second = hub.poll().expect("a held connection");
+    let third = Waiter::start(&hub).work(
+        Duration::from_secs(5),
+        "the leader did not take the held connection",
+    );
+    assert_eq!(hub.held_ready_len.load(Ordering::Acquire), 0);
+    assert_eq!(next_uris(vec![first, second, third]), all_next());
+    assert!(hub.poll().is_none());
+    hub.stop();
+}
+
+#[test]
+fn ready_connections_found_while_a_leader_waits_are_armed_again_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, path, _io) = hub_in(dir.path());
+    let _fronts = three_ready(&hub, &path);
+    // A poll spends the three one-shot events while a thread leads.
+    let mut events = [MaybeUninit::uninit(); 4];
+    let keys: Vec<u64> = sys::epoll_wait(hub.epoll.0.as_fd(), &mut events, Duration::ZERO)
+        .unwrap()
+        .filter(|d| d & TAG_MASK == TAG_PARKED)
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(hub.gate().lead_if_free());
+    hub.hold_ready(keys.into_iter());
+    assert_eq!(
+        hub.held_ready_len.load(Ordering::Acquire),
+        0,
+        "held where the waiting leader would not look"
+    );
+    hub.gate().resign();
+    // Armed again: each reaches a thread waiting in epoll.
+    let works: Vec<Work> = (0..3)
+        .map(|_| {
+            let work = Waiter::start(&hub)
+                .work(Duration::from_secs(5), "a connection found ready was lost");
+            hub.gate().done();
+            work
+        })
+        .collect();
+    assert_eq!(next_uris(works), all_next());
+    hub.stop();
+}
