@@ -179,3 +179,42 @@ def test_python_home_runs_the_venv_and_python_path_honours_pth_files(spawn, run_
     assert str(extra) in got["path"], got["path"]
     assert str(listed) in got["path"], "the .pth entry is not on sys.path: %s" % got["path"]
     assert got["cwd"] == str(run_dir / "tmp")
+
+
+def _policies(pid):
+    """The scheduling policy (sched(7)) of each thread of process `pid`."""
+    policies = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            stat = f.read()
+        # Field 41, counted from field 3, the first after the name's ")".
+        policies[int(tid)] = int(stat.rsplit(")", 1)[1].split()[38])
+    return policies
+
+
+@pytest.mark.parametrize("args, master, policy", [
+    ((), os.SCHED_OTHER, os.SCHED_OTHER),
+    ((), os.SCHED_BATCH, os.SCHED_BATCH),  # unset: as the master was started
+    (("--cpu-scheduling", "batch"), os.SCHED_OTHER, os.SCHED_BATCH),
+    (("--cpu-scheduling", "batch", "--preload"), os.SCHED_OTHER, os.SCHED_BATCH),  # forked by the template
+    (("--cpu-scheduling", "normal"), os.SCHED_BATCH, os.SCHED_OTHER),
+], ids=["default", "default-under-batch", "batch", "batch-preload", "normal-under-batch"])
+def test_every_thread_of_a_worker_runs_with_the_cpu_scheduling_policy_and_the_master_keeps_its_own(
+        spawn, args, master, policy):
+    # The master inherits this thread's policy, as from systemd's
+    # CPUSchedulingPolicy=.
+    before = os.sched_getscheduler(0)
+    os.sched_setscheduler(0, master, os.sched_param(0))
+    try:
+        b = spawn("sched", LIFECYCLE, "--threads", "3", *args, protocols=("fastcgi",))
+    finally:
+        os.sched_setscheduler(0, before, os.sched_param(0))
+    r = b.request("fastcgi", path="/pid")
+    assert r.status == 200, r
+    worker = int(r.body)
+    threads = _policies(worker)
+    assert len(threads) >= 4, threads  # 3 Python threads and the I/O thread at least
+    assert set(threads.values()) == {policy}, threads
+    assert set(_policies(b.pid).values()) == {master}
+    with open(b.log, errors="replace") as f:
+        assert "cpu-scheduling is" not in f.read()

@@ -104,6 +104,9 @@ pub struct Cli {
     /// Restart a worker after S seconds without a request, to give memory back (0: never).
     #[arg(long, value_name = "S", default_value_t = defaults::INACTIVITY_TIMEOUT)]
     pub inactivity_timeout: f64,
+    /// How the kernel schedules workers: normal (the system's default) or batch (a worker woken by a request does not preempt the front end on its CPU).
+    #[arg(long, value_name = "POLICY")]
+    pub cpu_scheduling: Option<String>,
     /// Replace a worker whose application has not loaded within S seconds.
     #[arg(long, value_name = "S", default_value_t = defaults::STARTUP_TIMEOUT)]
     pub startup_timeout: f64,
@@ -405,6 +408,7 @@ impl Cli {
             allowed_clients: nonempty(&self.allowed_clients),
             preload: self.preload.then_some(true),
             reload_on_change: self.reload_on_change.then_some(true),
+            cpu_scheduling: self.cpu_scheduling.clone(),
             import_script: self.import_script.clone(),
             auth_script: self.auth_script.clone(),
             auth_mount: self.auth_mount.clone(),

@@ -133,6 +133,7 @@ pub struct RawPool {
     pub allowed_clients: Option<Vec<String>>,
     pub preload: Option<bool>,
     pub reload_on_change: Option<bool>,
+    pub cpu_scheduling: Option<String>,
     pub import_script: Option<PathBuf>,
 
     // The auth responder (SPEC §6).
@@ -242,6 +243,7 @@ keyed_table!(RawPool {
     allowed_clients => "allowed-clients",
     preload => "preload",
     reload_on_change => "reload-on-change",
+    cpu_scheduling => "cpu-scheduling",
     import_script => "import-script",
     auth_script => "auth-script",
     auth_mount => "auth-mount",

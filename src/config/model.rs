@@ -434,6 +434,43 @@ pub struct ProcessOptions {
     /// Development: replace workers when any imported module's file changes.
     #[serde(default)]
     pub reload_on_change: bool,
+    /// How the kernel schedules the workers (`cpu-scheduling`); None: as
+    /// the master (the system's default unless it was started otherwise,
+    /// e.g. by systemd's `CPUSchedulingPolicy=`).
+    #[serde(default)]
+    pub cpu_scheduling: Option<CpuScheduling>,
+}
+
+/// The kernel's scheduling policy for a pool's workers (sched(7)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuScheduling {
+    /// `SCHED_OTHER`, the system's default: a woken worker may preempt
+    /// what runs on its CPU.
+    Normal,
+    /// `SCHED_BATCH`: the same share of CPU time, but a worker woken by a
+    /// request does not preempt what runs on the CPU, often the front end
+    /// that is handing it more work; it runs when that blocks or its slice
+    /// ends. It pays where the front end and the workers share cores and
+    /// a scheduling group (README, "Behind a web server").
+    Batch,
+}
+
+impl CpuScheduling {
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuScheduling::Batch => "batch",
+            CpuScheduling::Normal => "normal",
+        }
+    }
+
+    /// The policy number `sched_setscheduler(2)` takes.
+    pub fn policy(self) -> i32 {
+        match self {
+            CpuScheduling::Batch => libc::SCHED_BATCH,
+            CpuScheduling::Normal => libc::SCHED_OTHER,
+        }
+    }
 }
 
 /// Everything one worker process needs, handed over by the master as JSON.
@@ -463,6 +500,11 @@ pub struct WorkerConfig {
     /// for each command on this socket (see `master::preload`).
     #[serde(default)]
     pub control_fd: Option<i32>,
+    /// The master serves `--status`: each thread measures what its
+    /// requests cost (one `getrusage` a request) for the last-request CPU
+    /// and memory it shows. Nothing else reads them.
+    #[serde(default)]
+    pub measure_requests: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

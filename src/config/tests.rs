@@ -2,7 +2,7 @@
 //! file, the command line over the file, and every error's exact words.
 
 use super::cli::Cli;
-use super::model::{defaults, Config, ListenAddr, ListenSpec, PoolConfig, Protocol};
+use super::model::{defaults, Config, CpuScheduling, ListenAddr, ListenSpec, PoolConfig, Protocol};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 
@@ -108,6 +108,7 @@ fn command_line_alone_makes_one_pool_named_main_with_mod_wsgi_defaults() {
     assert_eq!((p.socket_mode, p.stack_size), (None, None));
     assert!(!p.clear_env && !p.preload && p.allowed_clients.is_empty());
     assert_eq!(p.rss_samples, 3);
+    assert_eq!(p.cpu_scheduling, None);
     assert_eq!(
         (
             pool.request_timeout,
@@ -225,6 +226,7 @@ fn every_option_parses_and_the_file_keys_mean_the_same() {
         "--memory-limit=2048",
         "--cpu-time-limit=600",
         "--open-files-limit=4096",
+        "--cpu-scheduling=batch",
         "--inactivity-timeout=300",
         "--startup-timeout=90",
         "--socket-user=www-data",
@@ -297,6 +299,7 @@ fn every_option_parses_and_the_file_keys_mean_the_same() {
     assert_eq!(p.memory_limit_mb, Some(2048));
     assert_eq!(p.cpu_time_limit, Some(600));
     assert_eq!(p.open_files_limit, Some(4096));
+    assert_eq!(p.cpu_scheduling, Some(CpuScheduling::Batch));
     assert_eq!(p.inactivity_timeout, 300.0);
     assert_eq!(p.startup_timeout, 90.0);
     assert_eq!(p.socket_user.as_deref(), Some("www-data"));
@@ -359,6 +362,7 @@ max-rss = 512
 memory-limit = 2048
 cpu-time-limit = 600
 open-files-limit = 4096
+cpu-scheduling = "batch"
 inactivity-timeout = 300.0
 startup-timeout = 90
 socket-user = "www-data"
@@ -612,6 +616,10 @@ fn command_line_errors_name_the_option() {
         ),
         (&[HELLO, listen, "--cpu-time-limit=0"], "--cpu-time-limit: must be at least 1"),
         (&[HELLO, listen, "--open-files-limit=0"], "--open-files-limit: must be at least 1"),
+        (
+            &[HELLO, listen, "--cpu-scheduling=fifo"],
+            "--cpu-scheduling: `fifo` is not a policy: normal or batch",
+        ),
         (&[HELLO, listen, "--umask=8"], "--umask: `8` is not an octal mode such as 0022"),
         (&[HELLO, listen, "--umask="], "--umask: `` is not an octal mode such as 0022"),
         (&[HELLO, listen, "--umask=+22"], "--umask: `+22` is not an octal mode such as 0022"),
@@ -980,6 +988,10 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
         (trac("memory-limit = -1"), "site.toml: pools.trac.memory-limit: must be at least 1"),
         (trac("cpu-time-limit = 0"), "site.toml: pools.trac.cpu-time-limit: must be at least 1"),
         (trac("open-files-limit = 0"), "site.toml: pools.trac.open-files-limit: must be at least 1"),
+        (
+            trac("cpu-scheduling = \"Batch\""),
+            "site.toml: pools.trac.cpu-scheduling: `Batch` is not a policy: normal or batch",
+        ),
         (trac("umask = \"0999\""), "site.toml: pools.trac.umask: `0999` is not an octal mode such as 0022"),
         (trac("socket-mode = \"1777\""), "site.toml: pools.trac.socket-mode: `1777` is more than 0777"),
         (trac("stack-size = 1024"), "site.toml: pools.trac.stack-size: must be at least 32K"),

@@ -14,7 +14,8 @@
 use super::error::ConfigError;
 use super::file::{Octal, RawFile, RawPool, RawServer, Size};
 use super::model::{
-    defaults, Config, ListenAddr, ListenSpec, PoolConfig, ProcessOptions, Protocol, ServerConfig,
+    defaults, Config, CpuScheduling, ListenAddr, ListenSpec, PoolConfig, ProcessOptions, Protocol,
+    ServerConfig,
 };
 use super::size::parse_size;
 use crate::auth::{AuthConfig, Scheme};
@@ -727,6 +728,17 @@ fn validate_process(
     let open_files_limit = limit("open-files-limit", raw.open_files_limit, i64::MAX)?;
     let allowed_clients = ip_list(origin, "allowed-clients", raw.allowed_clients.as_deref())?;
     let import_script = script_file(origin, "import-script", raw.import_script.as_deref())?;
+    let cpu_scheduling = match raw.cpu_scheduling.as_deref() {
+        None => None,
+        Some("normal") => Some(CpuScheduling::Normal),
+        Some("batch") => Some(CpuScheduling::Batch),
+        Some(other) => {
+            return Err(origin.err(
+                "cpu-scheduling",
+                format!("`{other}` is not a policy: normal or batch"),
+            ))
+        }
+    };
     let python_home = raw
         .python_home
         .as_deref()
@@ -762,6 +774,7 @@ fn validate_process(
         preload: raw.preload.unwrap_or(false),
         reload_on_change: raw.reload_on_change.unwrap_or(false),
         stack_size,
+        cpu_scheduling,
     })
 }
 

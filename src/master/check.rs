@@ -98,6 +98,7 @@ fn check_import(pool: &PoolConfig, log: &LogConfig, module: &Path) -> Result<(),
         scoreboard_slot: None,
         check_only: true,
         control_fd: None,
+        measure_requests: false,
     };
     let mut child = spawn::spawn(spawn::SpawnRequest {
         python: &pool.python,

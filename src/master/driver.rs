@@ -97,6 +97,8 @@ pub struct Driver {
     loading_config: bool,
     /// Each process's scoreboard slot, given back when it exits.
     slots: HashMap<ProcId, (Arc<Scoreboard>, usize)>,
+    /// Workers measure each request's cost for `/status` (`Setup`).
+    measure_requests: bool,
     /// What the status endpoint reads besides the view.
     boards: Boards,
 }
@@ -104,6 +106,9 @@ pub struct Driver {
 /// What `run` hands the driver.
 pub struct Setup {
     pub need_app: bool,
+    /// `--status` is served: workers measure each request's CPU and memory
+    /// for it.
+    pub measure_requests: bool,
     pub pools: Vec<(PoolConfig, Vec<OwnedFd>, WorkerSetup)>,
     pub log: LogConfig,
     pub module: PathBuf,
@@ -156,6 +161,7 @@ impl Driver {
             loading_config: false,
             slots: HashMap::new(),
             boards,
+            measure_requests: setup.measure_requests,
         }
     }
 
@@ -418,6 +424,7 @@ impl Driver {
             scoreboard_slot: board_slot.as_ref().map(|(_, s)| *s),
             check_only: false,
             control_fd: template_end.as_ref().map(listen::raw),
+            measure_requests: self.measure_requests,
         };
         let inherit: Vec<&OwnedFd> = rt
             .listeners

@@ -96,6 +96,7 @@ pub fn run(config: Config, log: LogConfig, reloader: Reloader) -> i32 {
         };
         let mut driver = driver::Driver::new(driver::Setup {
             need_app: config.server.need_app,
+            measure_requests: status.is_some(),
             pools,
             log,
             module,

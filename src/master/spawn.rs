@@ -8,7 +8,7 @@
 //! endpoint) is closed at exec — its configuration as JSON in the
 //! environment, and `PR_SET_PDEATHSIG` so that it dies with the master.
 
-use crate::config::model::{PoolConfig, WorkerConfig};
+use crate::config::model::{CpuScheduling, PoolConfig, WorkerConfig};
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -200,6 +200,7 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Child> {
     let opts = &req.config.pool.process;
     let umask = opts.umask;
     let limits = rlimits(opts);
+    let policy = opts.cpu_scheduling.map(CpuScheduling::policy);
     let mut cmd = Command::new(req.python);
     cmd.arg("-c")
         .arg(BOOTSTRAP)
@@ -212,8 +213,9 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Child> {
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe calls are allowed. It makes only system calls
-    // (close_range, fcntl, getrlimit, setrlimit, umask) on values built
-    // before the fork; it allocates nothing and takes no locks.
+    // (close_range, fcntl, getrlimit, setrlimit, umask, sched_setscheduler)
+    // on values built before the fork; it allocates nothing and takes no
+    // locks.
     unsafe {
         cmd.pre_exec(move || {
             // Only this worker's own descriptors cross the exec: not
@@ -236,6 +238,13 @@ pub fn spawn(req: SpawnRequest<'_>) -> io::Result<Child> {
             }
             if let Some(mask) = umask {
                 libc::umask(mask as libc::mode_t);
+            }
+            // Inherited by every thread and child of the worker. Not
+            // fatal: the worker sees what it got and says so
+            // (`cpu-scheduling`).
+            if let Some(policy) = policy {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, policy, &param);
             }
             Ok(())
         });

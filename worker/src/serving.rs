@@ -68,6 +68,7 @@ pub fn serve_loaded(
     let Loaded { app, rules, auth } = loaded;
     let pool = &cfg.pool;
     RequestId::set_pid(std::process::id());
+    check_cpu_scheduling(pool.process.cpu_scheduling);
     let board = open_board(cfg);
     let support = load::support(py)?;
     let recycler = Arc::new(Recycler::new(&pool.process));
@@ -159,6 +160,7 @@ pub fn serve_loaded(
             activity: activity.clone(),
             board: board.clone(),
             registry: registry.clone(),
+            measure_requests: cfg.measure_requests,
         }),
     )?;
     if let Some(board) = &board {
@@ -230,6 +232,23 @@ pub fn serve_loaded(
 /// This worker's scoreboard slot. A `--preload` template has the board's
 /// descriptor but no slot: it keeps the descriptor for the workers it
 /// forks, each of which maps it with the slot the master gave it.
+/// The master asks the kernel for the pool's policy as it starts the
+/// worker (`master::spawn`); a kernel or sandbox that refused it is named
+/// here, once per worker.
+fn check_cpu_scheduling(wanted: Option<wsgi_fpm::config::model::CpuScheduling>) {
+    let Some(wanted) = wanted else {
+        return;
+    };
+    // SAFETY: no pointers; 0 is this thread.
+    let got = unsafe { libc::sched_getscheduler(0) };
+    if got >= 0 && got & !libc::SCHED_RESET_ON_FORK != wanted.policy() {
+        tracing::warn!(
+            "cpu-scheduling is {} but the kernel runs this worker with policy {got} (sched(7)): it kept the policy it was started with",
+            wanted.name()
+        );
+    }
+}
+
 fn open_board(cfg: &WorkerConfig) -> Option<Arc<wsgi_fpm::scoreboard::WorkerSlot>> {
     let (fd, slot) = (cfg.scoreboard_fd?, cfg.scoreboard_slot?);
     // SAFETY: the master passed this descriptor for this purpose; it is

@@ -35,6 +35,9 @@ pub struct Pool {
     pub board: Option<Arc<WorkerSlot>>,
     /// What each thread serves, for the watchdog and SIGUSR2.
     pub registry: Arc<Registry>,
+    /// Measure each request's CPU and memory: only `/status` shows them,
+    /// and without it the system call is saved.
+    pub measure_requests: bool,
 }
 
 pub fn start(
@@ -69,7 +72,11 @@ fn run(pool: &Pool, index: usize) {
         let me = Thread {
             index,
             board: pool.board.as_deref(),
-            usage: std::cell::Cell::new(Usage::now()),
+            usage: std::cell::Cell::new(if pool.measure_requests {
+                Usage::now()
+            } else {
+                None
+            }),
         };
         pool.registry.register_thread(index);
         let hub = &pool.hub;
@@ -215,6 +222,9 @@ fn end(pool: &Pool, me: &Thread<'_>, req: &Request<'_>) {
         let ran = now.saturating_duration_since(req.began_at);
         let queued = req.queue_time;
         board.record(micros(ran + queued), micros(queued), micros(req.gil_wait));
+        if !pool.measure_requests {
+            return;
+        }
         // One reading per request, at its end: the difference from the
         // previous end is what this request cost the thread (its wait
         // for work, accept and read included), at half the system calls
