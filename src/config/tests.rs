@@ -618,7 +618,7 @@ fn command_line_errors_name_the_option() {
         (&[HELLO, listen, "--open-files-limit=0"], "--open-files-limit: must be at least 1"),
         (
             &[HELLO, listen, "--cpu-scheduling=fifo"],
-            "--cpu-scheduling: `fifo` is not a policy: normal or batch",
+            "--cpu-scheduling: `fifo` is not a policy (normal, batch)",
         ),
         (&[HELLO, listen, "--umask=8"], "--umask: `8` is not an octal mode such as 0022"),
         (&[HELLO, listen, "--umask="], "--umask: `` is not an octal mode such as 0022"),
@@ -990,7 +990,7 @@ fn file_errors_name_the_file_the_key_and_the_reason() {
         (trac("open-files-limit = 0"), "site.toml: pools.trac.open-files-limit: must be at least 1"),
         (
             trac("cpu-scheduling = \"Batch\""),
-            "site.toml: pools.trac.cpu-scheduling: `Batch` is not a policy: normal or batch",
+            "site.toml: pools.trac.cpu-scheduling: `Batch` is not a policy (normal, batch)",
         ),
         (trac("umask = \"0999\""), "site.toml: pools.trac.umask: `0999` is not an octal mode such as 0022"),
         (trac("socket-mode = \"1777\""), "site.toml: pools.trac.socket-mode: `1777` is more than 0777"),

@@ -735,7 +735,7 @@ fn validate_process(
         Some(other) => {
             return Err(origin.err(
                 "cpu-scheduling",
-                format!("`{other}` is not a policy: normal or batch"),
+                format!("`{other}` is not a policy (normal, batch)"),
             ))
         }
     };

@@ -371,7 +371,8 @@ mod tests {
         assert!(!g.may_hold_ready(), "a leader waits and would not see them");
         g.took(t0);
         assert!(g.may_hold_ready(), "the leader took work");
-        assert!(g.lead_if_free() || g.running() > 0);
+        assert!(!g.lead_if_free(), "a request runs: no lead without a look");
+        assert!(g.may_hold_ready());
         g.done();
         assert!(g.lead_if_free());
         assert!(!g.may_hold_ready());

@@ -20,6 +20,9 @@
 //!   whose head is incomplete is parked (`EPOLLONESHOT`) until more bytes
 //!   come: a stalled client holds no thread (SPEC §2).
 //! - Kept FastCGI connections are parked the same way between requests.
+//! - A thread done with a request polls for several events at once; ready
+//!   connections beyond the one it takes wait in a list for the next free
+//!   thread, which looks there before it waits ([`Hub::hold_ready`]).
 //! - The I/O thread closes parked connections past their deadline
 //!   ([`Hub::sweep`]): the head deadline (`--header-timeout`) and the idle
 //!   deadline of kept connections (`--keepalive-timeout`).
@@ -590,9 +593,15 @@ impl Hub {
                 break;
             }
         }
-        // Listeners and the wake-up are level-triggered: they come again.
-        // Parked connections are one-shot: held, or armed again.
-        self.hold_ready(rest.filter(|d| *d & TAG_MASK == TAG_PARKED).copied());
+        // Listeners and the wake-up are level-triggered: they come again,
+        // but a ready listen queue goes before the connections held here
+        // (`net::turns`). Parked connections are one-shot: held, or armed
+        // again.
+        let rest = rest.as_slice();
+        if rest.iter().any(|d| d & TAG_MASK == TAG_LISTENER) {
+            self.turned(Turns::listener_ready);
+        }
+        self.hold_ready(rest.iter().copied().filter(|d| d & TAG_MASK == TAG_PARKED));
         work
     }
 
@@ -618,9 +627,7 @@ impl Hub {
                 return;
             }
         }
-        let Ok(table) = self.parked.lock() else {
-            return;
-        };
+        let table = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
         for data in keys {
             let key = data & !TAG_MASK;
             let Some(p) = table.get(key) else {

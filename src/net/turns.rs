@@ -14,9 +14,11 @@
 //! the listen queues and the held connections take turns: after work from
 //! a held connection, the next free thread accepts first. An accept that
 //! finds the queues empty ends that until the listener shows up ready
-//! again. The decisions are here, pure; `net::hub` keeps the state in one
-//! atomic byte (a race between two threads only changes whose turn it is,
-//! never loses work: the epoll set still holds everything).
+//! again, in an event of its own or behind the work a poll took. The
+//! decisions are here, pure; `net::hub` keeps the state in one atomic
+//! byte (a race between two threads only changes whose turn it is, never
+//! loses work: the epoll set, or the hub's list of connections a poll
+//! found ready, still holds everything).
 
 /// The state, as the hub stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +41,16 @@ impl Turns {
         Turns {
             backlog_may_wait: accepted,
             backlog_next: false,
+        }
+    }
+
+    /// A poll found a listener ready behind the work it took: the queues
+    /// go next, before connections the poll found ready with it
+    /// (`Hub::hold_ready`).
+    pub fn listener_ready(self) -> Turns {
+        Turns {
+            backlog_may_wait: true,
+            backlog_next: true,
         }
     }
 
@@ -90,6 +102,21 @@ mod tests {
         let empty = held.after_accept(false);
         assert!(!empty.backlog_first());
         assert!(!empty.after_held().backlog_first());
+    }
+
+    #[test]
+    fn a_listener_a_poll_found_ready_behind_its_work_goes_next() {
+        for before in [
+            Turns::default(),
+            Turns::default().after_accept(false),
+            Turns::default().after_accept(true),
+        ] {
+            let ready = before.listener_ready();
+            assert!(ready.backlog_first(), "{before:?}");
+            // Then as after any accept.
+            assert!(!ready.after_accept(false).after_held().backlog_first());
+            assert!(ready.after_accept(true).after_held().backlog_first());
+        }
     }
 
     #[test]

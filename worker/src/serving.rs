@@ -229,9 +229,6 @@ pub fn serve_loaded(
     Ok(0)
 }
 
-/// This worker's scoreboard slot. A `--preload` template has the board's
-/// descriptor but no slot: it keeps the descriptor for the workers it
-/// forks, each of which maps it with the slot the master gave it.
 /// The master asks the kernel for the pool's policy as it starts the
 /// worker (`master::spawn`); a kernel or sandbox that refused it is named
 /// here, once per worker.
@@ -241,14 +238,26 @@ fn check_cpu_scheduling(wanted: Option<wsgi_fpm::config::model::CpuScheduling>) 
     };
     // SAFETY: no pointers; 0 is this thread.
     let got = unsafe { libc::sched_getscheduler(0) };
-    if got >= 0 && got & !libc::SCHED_RESET_ON_FORK != wanted.policy() {
+    let got = got & !libc::SCHED_RESET_ON_FORK;
+    if got >= 0 && got != wanted.policy() {
+        let name = match got {
+            libc::SCHED_OTHER => "SCHED_OTHER".to_string(),
+            libc::SCHED_BATCH => "SCHED_BATCH".to_string(),
+            libc::SCHED_IDLE => "SCHED_IDLE".to_string(),
+            libc::SCHED_FIFO => "SCHED_FIFO".to_string(),
+            libc::SCHED_RR => "SCHED_RR".to_string(),
+            n => format!("policy {n}"),
+        };
         tracing::warn!(
-            "cpu-scheduling is {} but the kernel runs this worker with policy {got} (sched(7)): it kept the policy it was started with",
+            "cpu-scheduling is {} but the kernel kept this worker under {name}, the policy it was started with (sched(7))",
             wanted.name()
         );
     }
 }
 
+/// This worker's scoreboard slot. A `--preload` template has the board's
+/// descriptor but no slot: it keeps the descriptor for the workers it
+/// forks, each of which maps it with the slot the master gave it.
 fn open_board(cfg: &WorkerConfig) -> Option<Arc<wsgi_fpm::scoreboard::WorkerSlot>> {
     let (fd, slot) = (cfg.scoreboard_fd?, cfg.scoreboard_slot?);
     // SAFETY: the master passed this descriptor for this purpose; it is

@@ -244,30 +244,33 @@ fn ready_connections_found_while_a_leader_waits_are_armed_again_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let (hub, path, _io) = hub_in(dir.path());
     let _fronts = three_ready(&hub, &path);
-    // A poll spends the three one-shot events while a thread leads.
+    // A poll spends the three one-shot events...
     let mut events = [MaybeUninit::uninit(); 4];
     let keys: Vec<u64> = sys::epoll_wait(hub.epoll.0.as_fd(), &mut events, Duration::ZERO)
         .unwrap()
         .filter(|d| d & TAG_MASK == TAG_PARKED)
         .collect();
     assert_eq!(keys.len(), 3);
-    assert!(hub.gate().lead_if_free());
+    // ... while a thread comes to lead and waits in epoll, seeing nothing.
+    let leader = Waiter::start(&hub);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(leader.still_waiting(), "the events were spent");
     hub.hold_ready(keys.into_iter());
     assert_eq!(
         hub.held_ready_len.load(Ordering::Acquire),
         0,
         "held where the waiting leader would not look"
     );
-    hub.gate().resign();
-    // Armed again: each reaches a thread waiting in epoll.
-    let works: Vec<Work> = (0..3)
-        .map(|_| {
-            let work = Waiter::start(&hub)
-                .work(Duration::from_secs(5), "a connection found ready was lost");
-            hub.gate().done();
-            work
-        })
-        .collect();
+    // Armed again: the waiting leader wakes for one at once, not after
+    // its wait times out, and threads after it get the others.
+    let mut works = vec![leader.work(LEADER_WAIT / 2, "the waiting leader did not wake")];
+    hub.gate().done();
+    for _ in 0..2 {
+        works.push(
+            Waiter::start(&hub).work(Duration::from_secs(5), "a connection found ready was lost"),
+        );
+        hub.gate().done();
+    }
     assert_eq!(next_uris(works), all_next());
     hub.stop();
 }
