@@ -86,6 +86,20 @@ impl Waiter {
     }
 }
 
+/// Answers `hi` to a kept connection's request, reads the answer at the
+/// front end, and hands the connection back to the hub (parked).
+fn answer_and_park(hub: &Hub, ready: Ready, front: &mut UnixStream) -> Vec<u8> {
+    let Ready { mut conn, head, .. } = ready;
+    drop(head);
+    let ok = crate::proto::ResponseHead::new(&b"200 OK"[..]);
+    conn.start(&ok, b"hi", true, &mut crate::exchange::JustWait)
+        .unwrap();
+    let mut answer = [0u8; 256];
+    let n = std::io::Read::read(front, &mut answer).unwrap();
+    assert!(hub.after(conn).is_none());
+    answer[..n].to_vec()
+}
+
 fn uri_of(work: &Work) -> Option<Vec<u8>> {
     match work {
         Work::Conn(ready) => ready.head.vars.get(b"REQUEST_URI").map(<[u8]>::to_vec),
@@ -134,19 +148,8 @@ fn a_new_connection_then_its_kept_next_request_reach_a_waiting_thread() {
     };
     // The answer goes out; the kept connection is parked for its next
     // request, which wakes the next waiting thread.
-    let Ready { mut conn, head, .. } = ready;
-    drop(head);
-    let ok = crate::proto::ResponseHead::new(&b"200 OK"[..]);
-    conn.start(&ok, b"hi", true, &mut crate::exchange::JustWait)
-        .unwrap();
-    let mut answer = [0u8; 256];
-    let n = std::io::Read::read(&mut front, &mut answer).unwrap();
-    assert!(
-        answer[..n].windows(2).any(|w| w == b"hi"),
-        "{:?}",
-        &answer[..n]
-    );
-    assert!(hub.after(conn).is_none());
+    let answer = answer_and_park(&hub, ready, &mut front);
+    assert!(answer.windows(2).any(|w| w == b"hi"), "{answer:?}");
     assert_eq!(hub.parked(), 1);
     let waiter = Waiter::start(&hub);
     std::thread::sleep(Duration::from_millis(50));
@@ -179,14 +182,7 @@ fn three_ready(hub: &Arc<Hub>, path: &std::path::Path) -> Vec<UnixStream> {
         };
         // Its thread is done with it.
         hub.gate().done();
-        let Ready { mut conn, head, .. } = ready;
-        drop(head);
-        let ok = crate::proto::ResponseHead::new(&b"200 OK"[..]);
-        conn.start(&ok, b"hi", true, &mut crate::exchange::JustWait)
-            .unwrap();
-        let mut answer = [0u8; 256];
-        let _ = std::io::Read::read(&mut front, &mut answer).unwrap();
-        assert!(hub.after(conn).is_none());
+        answer_and_park(hub, ready, &mut front);
         fronts.push(front);
     }
     assert_eq!(hub.parked(), 3);
