@@ -108,6 +108,15 @@ const TAG_LISTENER: u64 = 2 << 62;
 const TAG_PARKED: u64 = 3 << 62;
 const TAG_MASK: u64 = 3 << 62;
 
+/// The one-shot event a parked connection's next bytes (or its peer's
+/// hang-up) bring, for the key of its slot in the parked table.
+fn parked_event(key: u64) -> EpollEvent {
+    EpollEvent::new(
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT,
+        TAG_PARKED | key,
+    )
+}
+
 /// Why a connection is parked, and until when.
 #[derive(Debug)]
 struct Parked {
@@ -633,11 +642,7 @@ impl Hub {
             let Some(p) = table.get(key) else {
                 continue;
             };
-            let mut event = EpollEvent::new(
-                EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT,
-                data,
-            );
-            if let Err(e) = self.epoll.modify(p.conn.fd(), &mut event) {
+            if let Err(e) = self.epoll.modify(p.conn.fd(), &mut parked_event(key)) {
                 error!("cannot watch a parked connection again: {e}");
             }
         }
@@ -894,10 +899,7 @@ impl Hub {
             since,
             waiting: None,
         });
-        let mut event = EpollEvent::new(
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT,
-            TAG_PARKED | key,
-        );
+        let mut event = parked_event(key);
         let r = match table.get(key) {
             Some(p) if first => self.epoll.add(p.conn.fd(), event),
             Some(p) => self.epoll.modify(p.conn.fd(), &mut event),
