@@ -120,7 +120,6 @@ def test_ratios_leave_out_a_round_with_errors_on_either_side():
     assert stk.paired(this, other)["ratios"] == [1.1]
 
 
-
 def test_a_round_whose_renewal_failed_is_named_once_for_all_its_stacks():
     why = "no new nginx worker within 10 s (the reload was refused?)"
     result = {

@@ -96,7 +96,9 @@ fn pace_sends(socket: &Socket, configured: Option<u32>) {
     let Ok(own) = socket.tcp_notsent_lowat() else {
         return;
     };
-    if let Some(lowat) = send_lowat_for(configured, own, system_lowat()) {
+    // The system's default matters only to the default bound.
+    let system = configured.is_none().then(system_lowat).flatten();
+    if let Some(lowat) = send_lowat_for(configured, own, system) {
         if let Err(e) = socket.set_tcp_notsent_lowat(lowat) {
             if configured.is_some() {
                 tracing::warn!("--tcp-notsent-lowat {lowat} not set: {e}");
