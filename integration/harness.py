@@ -48,26 +48,6 @@ _given_ports = set()
 _ports_lock = threading.Lock()
 
 
-def free_ports(n):
-    """`n` distinct free TCP ports on 127.0.0.1, never handed out twice in this run."""
-    out = []
-    socks = []
-    with _ports_lock:
-        try:
-            while len(out) < n:
-                s = socket.socket()
-                s.bind((HOST, 0))
-                socks.append(s)
-                port = s.getsockname()[1]
-                if port not in _given_ports:
-                    _given_ports.add(port)
-                    out.append(port)
-        finally:
-            for s in socks:
-                s.close()
-    return out
-
-
 def _ephemeral_range():
     """The kernel's ephemeral (client) ports, first and last."""
     try:
@@ -78,35 +58,65 @@ def _ephemeral_range():
         return 32768, 60999
 
 
-def free_port_run(n, span=12000):
-    """A first port of `n` consecutive free TCP ports on 127.0.0.1 (for
-    `wsgi-fpm migrate --listen-base`, which counts up from it), taken from
-    the `span` ports below the kernel's ephemeral range (above it, where
-    there is no room below), where no client connection of another test
-    can take one of them meanwhile; never handed out twice in this run."""
+def _listening_window(n, span):
+    """The `span` ports just below the kernel's ephemeral range (above it,
+    where there is no room below). A port handed out for a server to bind
+    later must come from here: a port in the ephemeral range can be taken
+    meanwhile by any client connection (a front end's to its backend, a
+    test's own), and the server then fails with "Address already in use"."""
     first, last = _ephemeral_range()
     windows = [(max(1024, first - span), first), (last + 1, min(65536, last + 1 + span))]
     room = [(low, high) for low, high in windows if high - low >= n]
     if not room:
         raise RuntimeError("no room for %d ports outside the ephemeral range %d-%d" % (n, first, last))
-    low, high = room[0]
+    return room[0]
+
+
+def _bindable(ports):
+    socks = []
+    try:
+        for p in ports:
+            s = socket.socket()
+            socks.append(s)
+            s.bind((HOST, p))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_ports(n, span=20000):
+    """`n` distinct free TCP ports on 127.0.0.1 outside the ephemeral range
+    (see `_listening_window`), never handed out twice in this run."""
+    low, high = _listening_window(1, span)
+    out = []
+    with _ports_lock:
+        for _ in range(200 * n):
+            if len(out) == n:
+                return out
+            port = random.randrange(low, high)
+            if port in _given_ports or not _bindable([port]):
+                continue
+            _given_ports.add(port)
+            out.append(port)
+        if len(out) == n:
+            return out
+    raise RuntimeError("no %d free ports between %d and %d" % (n, low, high))
+
+
+def free_port_run(n, span=12000):
+    """A first port of `n` consecutive free TCP ports on 127.0.0.1 (for
+    `wsgi-fpm migrate --listen-base`, which counts up from it), outside the
+    ephemeral range; never handed out twice in this run."""
+    low, high = _listening_window(n, span)
     with _ports_lock:
         for _ in range(200):
             base = random.randrange(low, high - n + 1)
             run = range(base, base + n)
-            if any(p in _given_ports for p in run):
+            if any(p in _given_ports for p in run) or not _bindable(run):
                 continue
-            socks = []
-            try:
-                for p in run:
-                    s = socket.socket()
-                    socks.append(s)
-                    s.bind((HOST, p))
-            except OSError:
-                continue
-            finally:
-                for s in socks:
-                    s.close()
             _given_ports.update(run)
             return base
     raise RuntimeError("no %d consecutive free ports between %d and %d" % (n, low, high))
