@@ -28,17 +28,11 @@
 //! GIL busy: on a CPU-bound app each look is a wake-up that finds nothing
 //! to do, and on two cores it preempts the running request (the Flask
 //! route, 2 processes × 4 threads: the looking followers woke about 1,600
-//! times a second, now about 500). A look over which a running thread took
-//! more work slows the pace the same way, and measures nothing: work flows,
-//! so the look cannot lead, whatever the GIL did (hello over kept
-//! connections: a worker sharing two cores with nginx and wrk uses less
-//! than half a core, so these looks found the GIL idle, went on every
-//! millisecond and read every thread's CPU clock and `/proc` state each
-//! time: 0.43 CPU-clock reads a request, 0.23 without these). A look that finds the GIL idle, and a worker idle for
-//! [`LOOK_LINGER`], start over at [`LOOK_EVERY`]; a lead because the
-//! running request turned stale does not (the GIL is still busy). A
-//! measured look ends when the running request turns stale, or lasts
-//! [`LOOK_EVERY`] if that comes sooner, so a follower still leads
+//! times a second, now about 500). A look that finds the GIL idle, and a
+//! worker idle for [`LOOK_LINGER`], start over at [`LOOK_EVERY`]; a lead
+//! because the running request turned stale does not (the GIL is still
+//! busy). A measured look ends when the running request turns stale, or
+//! lasts [`LOOK_EVERY`] if that comes sooner, so a follower still leads
 //! within [`STALE_AFTER`] of the last request taken, plus one
 //! [`LOOK_EVERY`]. A look while a leader waits lasts [`LOOK_EVERY`], so
 //! that when the leader takes work the follower starts measuring soon.
@@ -73,9 +67,9 @@ pub struct Gate {
     /// When work was last taken.
     last_start: Instant,
     /// How long the next measured look lasts: doubled from [`LOOK_EVERY`]
-    /// up to [`STALE_AFTER`] by each look that finds the GIL busy or work
-    /// flowing, back to [`LOOK_EVERY`] when one finds it idle or the worker
-    /// idles. Never above [`STALE_AFTER`].
+    /// up to [`STALE_AFTER`] by each look that finds the GIL busy, back to
+    /// [`LOOK_EVERY`] when one finds it idle or the worker idles. Never
+    /// above [`STALE_AFTER`].
     look_every: Duration,
 }
 
@@ -89,9 +83,6 @@ pub enum Seen {
     Busy,
     /// They left it idle from then on.
     IdleSince(Instant),
-    /// A running thread took more work since the look began: the worker
-    /// is not held up, and the look was not measured.
-    Flowing,
 }
 
 /// What a follower does next.
@@ -125,17 +116,13 @@ impl Gate {
     /// says nothing of that request). Leading, looking and sleeping are
     /// recorded as taken.
     pub fn next(&mut self, now: Instant, seen: Seen) -> Next {
-        // Idle, seen by a look begun no earlier than the last request was
-        // taken; one begun earlier saw work flowing.
-        let idle = matches!(seen, Seen::IdleSince(at) if at >= self.last_start);
         match seen {
-            Seen::IdleSince(_) if idle => self.look_every = LOOK_EVERY,
-            Seen::Busy | Seen::Flowing | Seen::IdleSince(_) => {
-                self.look_every = self.look_every.saturating_mul(2).min(STALE_AFTER)
-            }
+            Seen::Busy => self.look_every = self.look_every.saturating_mul(2).min(STALE_AFTER),
+            Seen::IdleSince(_) => self.look_every = LOOK_EVERY,
             Seen::Nothing => {}
         }
         let since = now.saturating_duration_since(self.last_start);
+        let idle = matches!(seen, Seen::IdleSince(at) if at >= self.last_start);
         if !self.leader && (self.running == 0 || since >= STALE_AFTER || idle) {
             self.leader = true;
             return Next::Lead;
@@ -190,12 +177,6 @@ impl Gate {
     /// A running thread took more work itself.
     pub fn took_more(&mut self, now: Instant) {
         self.last_start = now;
-    }
-
-    /// Whether work was taken after `since`: a look begun then cannot
-    /// lead on an idle GIL, so it need not measure ([`Seen::Flowing`]).
-    pub fn took_since(&self, since: Instant) -> bool {
-        self.last_start > since
     }
 
     /// A running thread found no more work: it is free again.
@@ -486,45 +467,18 @@ mod tests {
             assert_eq!(g.look_every, STALE_AFTER);
         }
         // The GIL turns idle, seen by a look begun before the last request
-        // was taken: work flowed, so not enough to lead; the pace stays,
-        // and the look ends when that request turns stale.
+        // was taken: not enough to lead, enough to look again soon.
         let begun = now;
         now += 5 * MS;
         g.took_more(now - MS);
         assert_eq!(
             look_again(&mut g, now, Seen::IdleSince(begun)),
-            look(true, 4 * MS)
+            look(true, MS)
         );
         assert_eq!(
             look_again(&mut g, now + MS, Seen::IdleSince(now)),
             Next::Lead
         );
-    }
-
-    #[test]
-    fn looks_over_which_work_flows_slow_down_and_lead_only_once_it_stops() {
-        let t0 = Instant::now();
-        let mut g = one_running(t0);
-        // Short requests, one after another on the running thread: each
-        // look sees one taken after it began.
-        let mut now = t0;
-        let mut after = MS;
-        for want in [2, 4, 5, 5, 5] {
-            now += after;
-            g.took_more(now);
-            assert!(
-                g.took_since(now - after),
-                "a request was taken during the look"
-            );
-            after = want * MS;
-            assert_eq!(look_again(&mut g, now, Seen::Flowing), look(true, after));
-        }
-        // The takes stop: the look begun at the last one is measured, and
-        // finding the GIL idle, it leads.
-        let last = now;
-        now += after;
-        assert!(!g.took_since(last));
-        assert_eq!(look_again(&mut g, now, Seen::IdleSince(last)), Next::Lead);
     }
 
     /// A gate whose looks found the GIL busy twice: looks every 4 ms.

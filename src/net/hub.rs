@@ -419,16 +419,12 @@ impl Hub {
             let mut now = Instant::now();
             let mut seen = Seen::Nothing;
             if let Some((since, before)) = look.take() {
-                if gate.took_since(since) {
-                    seen = Seen::Flowing;
-                } else {
-                    // Measured without the gate's lock: a thread finishing
-                    // a request takes it with the GIL held.
-                    drop(gate);
-                    seen = self.gil_seen(since, before, now);
-                    gate = self.gate();
-                    now = Instant::now();
-                }
+                // Measured without the gate's lock: a thread finishing a
+                // request takes it with the GIL held.
+                drop(gate);
+                seen = self.gil_seen(since, before, now);
+                gate = self.gate();
+                now = Instant::now();
             }
             match gate.next(now, seen) {
                 Next::Lead => return true,
