@@ -59,17 +59,16 @@ def _ephemeral_range():
 
 
 def _listening_window(n, span):
-    """The `span` ports just below the kernel's ephemeral range (above it,
-    where there is no room below). A port handed out for a server to bind
-    later must come from here: a port in the ephemeral range can be taken
-    meanwhile by any client connection (a front end's to its backend, a
-    test's own), and the server then fails with "Address already in use"."""
+    """Up to `span` ports just below the kernel's ephemeral range or just
+    above it, whichever has more room (None if neither has `n`). A port
+    handed out for a server to bind later should come from here: a port in
+    the ephemeral range can be taken meanwhile by any client connection (a
+    front end's to its backend, a test's own), and the server then fails
+    with "Address already in use"."""
     first, last = _ephemeral_range()
     windows = [(max(1024, first - span), first), (last + 1, min(65536, last + 1 + span))]
-    room = [(low, high) for low, high in windows if high - low >= n]
-    if not room:
-        raise RuntimeError("no room for %d ports outside the ephemeral range %d-%d" % (n, first, last))
-    return room[0]
+    low, high = max(windows, key=lambda w: w[1] - w[0])
+    return (low, high) if high - low >= n else None
 
 
 def _bindable(ports):
@@ -87,22 +86,44 @@ def _bindable(ports):
             s.close()
 
 
-def free_ports(n, span=20000):
-    """`n` distinct free TCP ports on 127.0.0.1 outside the ephemeral range
-    (see `_listening_window`), never handed out twice in this run."""
-    low, high = _listening_window(1, span)
+def _ephemeral_ports(n):
+    """`n` ports the kernel picks (bind to port 0): where the ephemeral
+    range leaves no room outside it."""
     out = []
+    socks = []
+    try:
+        while len(out) < n:
+            s = socket.socket()
+            socks.append(s)
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+            if port not in _given_ports:
+                _given_ports.add(port)
+                out.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    return out
+
+
+def free_ports(n, span=20000):
+    """`n` distinct free TCP ports on 127.0.0.1, outside the ephemeral range
+    where it leaves room (see `_listening_window`), never handed out twice
+    in this run."""
+    window = _listening_window(n, span)
     with _ports_lock:
+        if window is None:
+            return _ephemeral_ports(n)
+        low, high = window
+        out = []
         for _ in range(200 * n):
-            if len(out) == n:
-                return out
             port = random.randrange(low, high)
             if port in _given_ports or not _bindable([port]):
                 continue
             _given_ports.add(port)
             out.append(port)
-        if len(out) == n:
-            return out
+            if len(out) == n:
+                return out
     raise RuntimeError("no %d free ports between %d and %d" % (n, low, high))
 
 
@@ -110,7 +131,11 @@ def free_port_run(n, span=12000):
     """A first port of `n` consecutive free TCP ports on 127.0.0.1 (for
     `wsgi-fpm migrate --listen-base`, which counts up from it), outside the
     ephemeral range; never handed out twice in this run."""
-    low, high = _listening_window(n, span)
+    window = _listening_window(n, span)
+    if window is None:
+        raise RuntimeError("no room for %d consecutive ports outside the ephemeral range %d-%d"
+                           % ((n,) + _ephemeral_range()))
+    low, high = window
     with _ports_lock:
         for _ in range(200):
             base = random.randrange(low, high - n + 1)
