@@ -23,26 +23,37 @@
 //!   when every thread is busy.
 //!
 //! One follower looks while the worker is busy or was busy lately; an idle
-//! worker's followers sleep until woken. It looks every [`LOOK_EVERY`] at
-//! first, and less often, up to [`STALE_AFTER`], while its looks find the
-//! GIL busy: on a CPU-bound app each look is a wake-up that finds nothing
-//! to do, and on two cores it preempts the running request (the Flask
-//! route, 2 processes × 4 threads: the looking followers woke about 1,600
-//! times a second, now about 500). A look that finds the GIL idle, and a
-//! worker idle for [`LOOK_LINGER`], start over at [`LOOK_EVERY`], even a
-//! look that cannot lead because work was taken during it. Slowing those
-//! (tried, to save their CPU-clock reads) kept an I/O-bound app with about
-//! as many clients as threads from filling its threads in a model of this
-//! gate: a thread that finished found nothing queued, followed, and waited
-//! for a lead until a request turned stale. A lead because the running
-//! request turned stale does not start over (the GIL is still busy). A
-//! measured look ends when the running request turns stale, or
-//! lasts [`LOOK_EVERY`] if that comes sooner, so a follower still leads
-//! within [`STALE_AFTER`] of the last request taken, plus one
-//! [`LOOK_EVERY`]. A look while a leader waits lasts [`LOOK_EVERY`], so
-//! that when the leader takes work the follower starts measuring soon.
+//! worker's followers sleep until woken. The pace of its looks:
+//! - at first, a measured look ends once the last request taken has run
+//!   [`LOOK_EVERY`], and lasts [`QUICK_LOOK`] at least. While requests are
+//!   taken often (a small fast route), that is a look every [`LOOK_EVERY`]
+//!   and wake-ups stay few. On an I/O-bound app with as many clients as
+//!   threads, a thread that finishes while the others wait in I/O follows;
+//!   a whole [`LOOK_EVERY`] of look would leave the next request unseen
+//!   that long (the 10 ms sleep at 8 clients on 2 × 4 threads: 0.92× of
+//!   uWSGI's requests/s);
+//! - less often, up to [`STALE_AFTER`], while its looks find the GIL busy:
+//!   on a CPU-bound app each look is a wake-up that finds nothing to do,
+//!   and on two cores it preempts the running request (the Flask route,
+//!   2 processes × 4 threads: the looking followers woke about 1,600 times
+//!   a second, now about 500);
+//! - a look that finds the GIL idle, and a worker idle for
+//!   [`LOOK_LINGER`], start over, even a look that cannot lead because work
+//!   was taken during it. Slowing those (tried, to save their CPU-clock
+//!   reads) kept an I/O-bound app with about as many clients as threads
+//!   from filling its threads in a model of this gate: a thread that
+//!   finished found nothing queued, followed, and waited for a lead until
+//!   a request turned stale. A lead because the running request turned
+//!   stale does not start over (the GIL is still busy);
+//! - a measured look ends when the running request turns stale, or lasts
+//!   [`LOOK_EVERY`] if that comes sooner, so a follower still leads within
+//!   [`STALE_AFTER`] of the last request taken, plus one [`LOOK_EVERY`];
+//! - a look while a leader waits lasts [`LOOK_EVERY`], so that when the
+//!   leader takes work the follower starts measuring soon.
+//!
 //! What a busy phase costs is one late lead when the app turns to waiting:
 //! up to [`STALE_AFTER`] instead of about [`LOOK_EVERY`].
+//!
 //! The decisions are here, pure; the hub does the waiting.
 
 use std::time::{Duration, Instant};
@@ -50,6 +61,12 @@ use std::time::{Duration, Instant};
 /// How often a follower looks at a busy worker, at first and again once a
 /// look finds the GIL idle.
 pub const LOOK_EVERY: Duration = Duration::from_millis(1);
+/// The shortest measured look: one begun when the last request taken has
+/// run [`LOOK_EVERY`] or nearly. It is long enough to tell a thread holding
+/// the GIL from one blocked in I/O (the first uses all of it), and short
+/// enough that a request arriving while the running ones wait in I/O is
+/// taken a quarter of a millisecond later, not a whole one.
+pub const QUICK_LOOK: Duration = Duration::from_micros(250);
 /// A request taken this long ago lets another thread take work, whatever
 /// the GIL does (CPython's default switch interval).
 pub const STALE_AFTER: Duration = Duration::from_millis(5);
@@ -144,7 +161,12 @@ impl Gate {
         }
         self.timed = true;
         let measure = !self.leader && self.running > 0;
-        let after = if measure {
+        let after = if measure && self.look_every == LOOK_EVERY {
+            // No look found the GIL busy lately: the look ends once the
+            // last request taken has run LOOK_EVERY, as one begun when it
+            // was taken would, but lasts QUICK_LOOK at least.
+            LOOK_EVERY.saturating_sub(since).max(QUICK_LOOK)
+        } else if measure {
             let stale_in = STALE_AFTER.saturating_sub(since).max(LOOK_EVERY);
             self.look_every.min(stale_in)
         } else {
@@ -218,14 +240,14 @@ impl Gate {
 /// having used `cpu` over it: the GIL idle if they used less than half a
 /// core and, at its end, no other one runs or waits for a CPU (a starved
 /// worker also uses little CPU). A look shorter than half of
-/// [`LOOK_EVERY`] says nothing.
+/// [`QUICK_LOOK`] (one cut short by a wake-up) says nothing.
 pub fn gil_seen(
     since: Instant,
     wall: Duration,
     cpu: Duration,
     other_runnable: impl FnOnce() -> bool,
 ) -> Seen {
-    if wall < LOOK_EVERY / 2 {
+    if wall < QUICK_LOOK / 2 {
         Seen::Nothing
     } else if cpu.saturating_mul(2) < wall && !other_runnable() {
         Seen::IdleSince(since)
@@ -355,14 +377,14 @@ mod tests {
             g.waiting_unseen(),
             "a request runs and nobody waits in the hub"
         );
-        // The looking follower wakes with the GIL busy: it looks again,
-        // measuring this time.
+        // The looking follower wakes: it looks again, measuring this time,
+        // and briefly, as the request has run a millisecond already.
         g.woke(true);
         assert_eq!(
             g.next(t0 + MS, Seen::Nothing),
             Next::Look {
                 measure: true,
-                after: LOOK_EVERY
+                after: QUICK_LOOK
             }
         );
     }
@@ -472,16 +494,17 @@ mod tests {
             assert_eq!(g.look_every, STALE_AFTER);
         }
         // The GIL turns idle, seen by a look begun before the last request
-        // was taken: not enough to lead, enough to look again soon.
+        // was taken: not enough to lead, enough to look again soon (and
+        // briefly: that request has run a millisecond already).
         let begun = now;
         now += 5 * MS;
         g.took_more(now - MS);
         assert_eq!(
             look_again(&mut g, now, Seen::IdleSince(begun)),
-            look(true, MS)
+            look(true, QUICK_LOOK)
         );
         assert_eq!(
-            look_again(&mut g, now + MS, Seen::IdleSince(now)),
+            look_again(&mut g, now + QUICK_LOOK, Seen::IdleSince(now)),
             Next::Lead
         );
     }
@@ -490,24 +513,76 @@ mod tests {
     fn with_work_flowing_on_an_idle_gil_the_looks_stay_quick_and_lead_soon_after_it_stops() {
         // An I/O-bound app: the running thread takes a request every
         // millisecond, each mostly waiting. Every look ends after a take,
-        // so it cannot lead, but it keeps the quick pace...
+        // so it cannot lead, but it keeps the quick pace: each ends when
+        // the last request taken has run a millisecond...
         let t0 = Instant::now();
         let mut g = one_running(t0);
-        let mut now = t0;
+        let mut now = t0 + MS;
         for _ in 0..4 {
-            now += MS;
-            g.took_more(now - MS / 4);
+            let taken = now - MS / 4;
+            g.took_more(taken);
+            let after = MS - MS / 4;
             assert_eq!(
                 look_again(&mut g, now, Seen::IdleSince(now - MS)),
-                look(true, MS)
+                look(true, after)
             );
+            now += after;
         }
         // ...so when the takes stop, the first look begun after the last
-        // one leads 1.25 ms after it, long before that request turns stale
-        // (see the module doc on why the pace is not slowed here).
+        // one leads, a millisecond after that take, long before that
+        // request turns stale (see the module doc on why the pace is not
+        // slowed here).
+        let taken = now - MS / 4;
+        g.took_more(taken);
         assert_eq!(
-            look_again(&mut g, now + MS, Seen::IdleSince(now)),
+            look_again(&mut g, now, Seen::IdleSince(now - MS)),
+            look(true, MS - MS / 4)
+        );
+        assert_eq!(
+            look_again(&mut g, taken + MS, Seen::IdleSince(now)),
             Next::Lead
+        );
+    }
+
+    #[test]
+    fn a_look_begun_late_in_a_request_is_quick_and_ends_a_millisecond_after_the_take() {
+        // The last request was taken at t0; a thread finishes at the times
+        // below and starts looking. Its look ends a millisecond after t0,
+        // or a quarter of one after it began if that is later.
+        let t0 = Instant::now();
+        for (at_us, after_us) in [
+            (0, 1000),
+            (300, 700),
+            (750, 250),
+            (900, 250),
+            (2000, 250),
+            (4900, 250),
+        ] {
+            let mut g = Gate::new(t0);
+            assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
+            g.took(t0);
+            let now = t0 + Duration::from_micros(at_us);
+            assert_eq!(
+                g.next(now, Seen::Nothing),
+                look(true, Duration::from_micros(after_us)),
+                "begun {at_us} µs after the take"
+            );
+        }
+    }
+
+    #[test]
+    fn once_a_look_found_the_gil_busy_looks_are_not_quick() {
+        // After busy looks the pace is the doubled one, a millisecond at
+        // least, however long the request has run.
+        let (t, mut g) = after_busy_looks();
+        assert_eq!(
+            look_again(&mut g, t + 2 * MS, Seen::Nothing),
+            look(true, 3 * MS),
+            "4 ms of pace, cut where the request turns stale"
+        );
+        assert_eq!(
+            look_again(&mut g, t + 4 * MS + MS / 2, Seen::Busy),
+            look(true, MS)
         );
     }
 
@@ -721,9 +796,11 @@ mod tests {
             (1000, 1000, false, Busy),
             // Too brief a look (a wake-up before its time) tells nothing,
             // busy or not.
-            (499, 0, false, Nothing),
-            (499, 499, false, Nothing),
-            (500, 0, false, IdleSince(since)),
+            (124, 0, false, Nothing),
+            (124, 124, false, Nothing),
+            (125, 0, false, IdleSince(since)),
+            (250, 124, false, IdleSince(since)),
+            (250, 125, false, Busy),
             (10_000, 4_000, false, IdleSince(since)),
             // Little CPU but a thread waiting for one: starved, not idle.
             (1000, 0, true, Busy),
