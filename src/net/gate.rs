@@ -23,8 +23,9 @@
 //!   when every thread is busy.
 //!
 //! One follower looks while the worker is busy or was busy lately; an idle
-//! worker's followers sleep until woken. The pace of its looks:
-//! - at first, a measured look ends once the last request taken has run
+//! worker's followers sleep until woken. How long its measured looks last
+//! (the pace):
+//! - at first, a look ends once the last request taken has run
 //!   [`LOOK_EVERY`], and lasts [`QUICK_LOOK`] at least. While requests are
 //!   taken often (a small fast route), that is a look every [`LOOK_EVERY`]
 //!   and wake-ups stay few. On an I/O-bound app with as many clients as
@@ -32,11 +33,14 @@
 //!   a whole [`LOOK_EVERY`] of look would leave the next request unseen
 //!   that long (the 10 ms sleep at 8 clients on 2 × 4 threads: 0.92× of
 //!   uWSGI's requests/s);
-//! - less often, up to [`STALE_AFTER`], while its looks find the GIL busy:
-//!   on a CPU-bound app each look is a wake-up that finds nothing to do,
-//!   and on two cores it preempts the running request (the Flask route,
-//!   2 processes × 4 threads: the looking followers woke about 1,600 times
-//!   a second, now about 500);
+//! - each look that finds the GIL busy doubles the least a look lasts,
+//!   from [`QUICK_LOOK`] up to [`STALE_AFTER`]: on a CPU-bound app each
+//!   look is a wake-up that finds nothing to do, and on two cores it
+//!   preempts the running request (the Flask route, 2 processes × 4
+//!   threads: the looking followers woke about 1,600 times a second, then
+//!   about 500). A quick look that lands on the end of a burst of CPU
+//!   only doubles it to half a millisecond, so an app that computes and
+//!   then waits for I/O is looked at again soon;
 //! - a look that finds the GIL idle, and a worker idle for
 //!   [`LOOK_LINGER`], start over, even a look that cannot lead because work
 //!   was taken during it. Slowing those (tried, to save their CPU-clock
@@ -45,11 +49,13 @@
 //!   finished found nothing queued, followed, and waited for a lead until
 //!   a request turned stale. A lead because the running request turned
 //!   stale does not start over (the GIL is still busy);
-//! - a measured look ends when the running request turns stale, or lasts
-//!   [`LOOK_EVERY`] if that comes sooner, so a follower still leads within
-//!   [`STALE_AFTER`] of the last request taken, plus one [`LOOK_EVERY`];
-//! - a look while a leader waits lasts [`LOOK_EVERY`], so that when the
-//!   leader takes work the follower starts measuring soon.
+//! - once the pace reaches [`LOOK_EVERY`], a look lasts the pace but ends
+//!   when the running request turns stale, and lasts [`LOOK_EVERY`] at
+//!   least, so a follower still leads within [`STALE_AFTER`] of the last
+//!   request taken, plus one [`LOOK_EVERY`];
+//! - a look while a leader waits measures nothing and lasts
+//!   [`LOOK_EVERY`], so that when the leader takes work the follower
+//!   starts measuring soon.
 //!
 //! What a busy phase costs is one late lead when the app turns to waiting:
 //! up to [`STALE_AFTER`] instead of about [`LOOK_EVERY`].
@@ -58,14 +64,15 @@
 
 use std::time::{Duration, Instant};
 
-/// How often a follower looks at a busy worker, at first and again once a
-/// look finds the GIL idle.
+/// At a quick pace, a measured look ends once the last request taken has
+/// run this long; a look while a leader waits lasts this long.
 pub const LOOK_EVERY: Duration = Duration::from_millis(1);
-/// The shortest measured look: one begun when the last request taken has
-/// run [`LOOK_EVERY`] or nearly. It is long enough to tell a thread holding
-/// the GIL from one blocked in I/O (the first uses all of it), and short
-/// enough that a request arriving while the running ones wait in I/O is
-/// taken a quarter of a millisecond later, not a whole one.
+/// The pace a follower starts at, and starts over at: the least a
+/// measured look lasts (one begun when the last request taken has run
+/// 750 µs or more lasts this long). It is long enough to tell a thread
+/// holding the GIL from one blocked in I/O (the first uses all of it), and
+/// short enough that a request arriving while the running ones wait in
+/// I/O is taken a quarter of a millisecond later, not a whole one.
 pub const QUICK_LOOK: Duration = Duration::from_micros(250);
 /// A request taken this long ago lets another thread take work, whatever
 /// the GIL does (CPython's default switch interval).
@@ -88,11 +95,12 @@ pub struct Gate {
     timed: bool,
     /// When work was last taken.
     last_start: Instant,
-    /// How long the next measured look lasts: doubled from [`LOOK_EVERY`]
-    /// up to [`STALE_AFTER`] by each look that finds the GIL busy, back to
-    /// [`LOOK_EVERY`] when one finds it idle or the worker idles. Never
-    /// above [`STALE_AFTER`].
-    look_every: Duration,
+    /// The least the next measured look lasts: doubled from
+    /// [`QUICK_LOOK`] up to [`STALE_AFTER`] by each look that finds the GIL
+    /// busy, back to [`QUICK_LOOK`] when one finds it idle or the worker
+    /// idles. Below [`LOOK_EVERY`], a look lasts until the last request
+    /// taken has run [`LOOK_EVERY`] if that is longer.
+    pace: Duration,
 }
 
 /// What a follower's last look saw of the GIL.
@@ -128,7 +136,7 @@ impl Gate {
             followers: 0,
             timed: false,
             last_start: now,
-            look_every: LOOK_EVERY,
+            pace: QUICK_LOOK,
         }
     }
 
@@ -139,8 +147,8 @@ impl Gate {
     /// recorded as taken.
     pub fn next(&mut self, now: Instant, seen: Seen) -> Next {
         match seen {
-            Seen::Busy => self.look_every = self.look_every.saturating_mul(2).min(STALE_AFTER),
-            Seen::IdleSince(_) => self.look_every = LOOK_EVERY,
+            Seen::Busy => self.pace = self.pace.saturating_mul(2).min(STALE_AFTER),
+            Seen::IdleSince(_) => self.pace = QUICK_LOOK,
             Seen::Nothing => {}
         }
         let since = now.saturating_duration_since(self.last_start);
@@ -153,7 +161,7 @@ impl Gate {
         let busy = self.running > 0 || since < LOOK_LINGER;
         if !busy {
             // An idle worker starts over.
-            self.look_every = LOOK_EVERY;
+            self.pace = QUICK_LOOK;
             return Next::Sleep;
         }
         if self.timed {
@@ -161,18 +169,17 @@ impl Gate {
         }
         self.timed = true;
         let measure = !self.leader && self.running > 0;
-        let after = if measure && self.look_every == LOOK_EVERY {
-            // No look found the GIL busy lately: the look ends once the
-            // last request taken has run LOOK_EVERY, as one begun when it
-            // was taken would, but lasts QUICK_LOOK at least.
-            LOOK_EVERY.saturating_sub(since).max(QUICK_LOOK)
-        } else if measure {
-            let stale_in = STALE_AFTER.saturating_sub(since).max(LOOK_EVERY);
-            self.look_every.min(stale_in)
-        } else {
+        let after = if !measure {
             // A leader waits: when it takes work, this follower should
             // start measuring soon.
             LOOK_EVERY
+        } else if self.pace < LOOK_EVERY {
+            // The look ends once the last request taken has run
+            // LOOK_EVERY, as one begun when it was taken would.
+            LOOK_EVERY.saturating_sub(since).max(self.pace)
+        } else {
+            let stale_in = STALE_AFTER.saturating_sub(since).max(LOOK_EVERY);
+            self.pace.min(stale_in)
         };
         Next::Look { measure, after }
     }
@@ -474,8 +481,10 @@ mod tests {
         let mut g = one_running(t0);
         let mut after = MS;
         // A CPU-bound app: the running thread takes request after request.
+        // The pace doubles from a quarter of a millisecond; below one, a
+        // look begun as a request is taken lasts until it has run one.
         let mut now = t0;
-        for want in [2, 4, 5, 5] {
+        for want in [1, 1, 2, 4, 5, 5] {
             now += after;
             g.took_more(now);
             after = want * MS;
@@ -491,7 +500,7 @@ mod tests {
             now += after;
             g.took_more(now);
             assert_eq!(look_again(&mut g, now, Seen::Busy), look(true, after));
-            assert_eq!(g.look_every, STALE_AFTER);
+            assert_eq!(g.pace, STALE_AFTER);
         }
         // The GIL turns idle, seen by a look begun before the last request
         // was taken: not enough to lead, enough to look again soon (and
@@ -512,21 +521,21 @@ mod tests {
     #[test]
     fn with_work_flowing_on_an_idle_gil_the_looks_stay_quick_and_lead_soon_after_it_stops() {
         // An I/O-bound app: the running thread takes a request every
-        // millisecond, each mostly waiting. Every look ends after a take,
+        // 750 µs, each mostly waiting. Every look ends after a take,
         // so it cannot lead, but it keeps the quick pace: each ends when
         // the last request taken has run a millisecond...
         let t0 = Instant::now();
         let mut g = one_running(t0);
-        let mut now = t0 + MS;
+        let (mut begun, mut now) = (t0, t0 + MS);
         for _ in 0..4 {
             let taken = now - MS / 4;
             g.took_more(taken);
             let after = MS - MS / 4;
             assert_eq!(
-                look_again(&mut g, now, Seen::IdleSince(now - MS)),
+                look_again(&mut g, now, Seen::IdleSince(begun)),
                 look(true, after)
             );
-            now += after;
+            (begun, now) = (now, now + after);
         }
         // ...so when the takes stop, the first look begun after the last
         // one leads, a millisecond after that take, long before that
@@ -535,7 +544,7 @@ mod tests {
         let taken = now - MS / 4;
         g.took_more(taken);
         assert_eq!(
-            look_again(&mut g, now, Seen::IdleSince(now - MS)),
+            look_again(&mut g, now, Seen::IdleSince(begun)),
             look(true, MS - MS / 4)
         );
         assert_eq!(
@@ -571,9 +580,26 @@ mod tests {
     }
 
     #[test]
-    fn once_a_look_found_the_gil_busy_looks_are_not_quick() {
-        // After busy looks the pace is the doubled one, a millisecond at
-        // least, however long the request has run.
+    fn a_quick_look_at_the_end_of_a_burst_looks_again_soon() {
+        // The request taken at t0 computes for 1 ms, then waits for I/O. A
+        // thread that finished at 750 µs looks until 1 ms and sees the GIL
+        // busy; its next look lasts half a millisecond, not a doubled
+        // millisecond, and leads at 1.5 ms.
+        let t0 = Instant::now();
+        let mut g = Gate::new(t0);
+        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
+        g.took(t0);
+        let begun = t0 + MS * 3 / 4;
+        assert_eq!(g.next(begun, Seen::Nothing), look(true, QUICK_LOOK));
+        assert_eq!(look_again(&mut g, t0 + MS, Seen::Busy), look(true, MS / 2));
+        assert_eq!(
+            look_again(&mut g, t0 + MS * 3 / 2, Seen::IdleSince(t0 + MS)),
+            Next::Lead
+        );
+    }
+
+    #[test]
+    fn once_looks_found_the_gil_busy_they_last_the_pace_cut_where_the_request_turns_stale() {
         let (t, mut g) = after_busy_looks();
         assert_eq!(
             look_again(&mut g, t + 2 * MS, Seen::Nothing),
@@ -582,20 +608,23 @@ mod tests {
         );
         assert_eq!(
             look_again(&mut g, t + 4 * MS + MS / 2, Seen::Busy),
-            look(true, MS)
+            look(true, MS),
+            "a late wake-up still looks for a millisecond"
         );
     }
 
-    /// A gate whose looks found the GIL busy twice: looks every 4 ms.
+    /// A gate whose looks found the GIL busy four times, the running
+    /// thread taking a request at each: a pace of 4 ms, the last request
+    /// taken at the instant returned.
     fn after_busy_looks() -> (Instant, Gate) {
         let t0 = Instant::now();
         let mut g = one_running(t0);
-        for at in [1, 3] {
+        for at in [1, 2, 3, 5] {
             g.took_more(t0 + at * MS);
             look_again(&mut g, t0 + at * MS, Seen::Busy);
         }
-        assert_eq!(g.look_every, 4 * MS);
-        (t0 + 3 * MS, g)
+        assert_eq!(g.pace, 4 * MS);
+        (t0 + 5 * MS, g)
     }
 
     #[test]
@@ -623,8 +652,10 @@ mod tests {
         let t0 = Instant::now();
         let mut g = one_running(t0);
         for (at_us, want) in [
-            (1000, look(true, 2 * MS)),
-            // Doubled would be 4 ms; the request turns stale in 2.
+            (1000, look(true, MS / 2)),
+            (1500, look(true, MS)),
+            // Doubled would be 4 ms; the request turns stale in 2.5.
+            (2500, look(true, 2 * MS)),
             (3000, look(true, 2 * MS)),
             // A late wake-up still looks for as long as a look must last.
             (4500, look(true, MS)),
@@ -637,28 +668,29 @@ mod tests {
 
     #[test]
     fn with_a_leader_waiting_the_look_is_short_and_keeps_the_pace() {
-        let t0 = Instant::now();
-        let mut g = one_running(t0);
-        assert_eq!(look_again(&mut g, t0 + MS, Seen::Busy), look(true, 2 * MS));
+        let (t, mut g) = after_busy_looks();
         // The running thread is done; another free thread leads.
         g.done();
         assert!(g.lead_if_free());
-        assert_eq!(look_again(&mut g, t0 + 3 * MS, Seen::Busy), look(false, MS));
+        assert_eq!(
+            look_again(&mut g, t + 4 * MS, Seen::Nothing),
+            look(false, MS)
+        );
         // The leader takes work: the look that follows measures at the
         // pace the busy looks set, and ends when the request turns stale.
-        g.took(t0 + 3 * MS);
+        g.took(t + 5 * MS);
         assert_eq!(
-            look_again(&mut g, t0 + 4 * MS, Seen::Nothing),
+            look_again(&mut g, t + 6 * MS, Seen::Nothing),
             look(true, 4 * MS)
         );
-        assert_eq!(look_again(&mut g, t0 + 8 * MS, Seen::Busy), Next::Lead);
+        assert_eq!(look_again(&mut g, t + 10 * MS, Seen::Busy), Next::Lead);
     }
 
     #[test]
     fn an_idle_worker_looks_at_its_next_request_soon() {
         let t0 = Instant::now();
         let mut g = one_running(t0);
-        assert_eq!(look_again(&mut g, t0 + MS, Seen::Busy), look(true, 2 * MS));
+        assert_eq!(look_again(&mut g, t0 + MS, Seen::Busy), look(true, MS / 2));
         g.done();
         assert!(g.lead_if_free());
         // Nothing taken for longer than the linger: the looking follower
