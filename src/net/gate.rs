@@ -447,9 +447,7 @@ mod tests {
             (STALE_AFTER - MS, Seen::Nothing, false),
             (STALE_AFTER, Seen::Nothing, true),
         ] {
-            let mut g = Gate::new(t0);
-            assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
-            g.took(t0);
+            let mut g = taken_at(t0);
             let next = g.next(t0 + after, seen);
             assert_eq!(next == Next::Lead, leads, "after {after:?}, {seen:?}");
         }
@@ -465,12 +463,18 @@ mod tests {
         Next::Look { measure, after }
     }
 
-    /// A gate whose leader took a request at `t0`, and whose follower has
-    /// started its first look, measuring for 1 ms.
-    fn one_running(t0: Instant) -> Gate {
+    /// A gate whose leader took a request at `t0`, nobody looking yet.
+    fn taken_at(t0: Instant) -> Gate {
         let mut g = Gate::new(t0);
         assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
         g.took(t0);
+        g
+    }
+
+    /// The same, whose follower has started its first look, measuring
+    /// for 1 ms.
+    fn one_running(t0: Instant) -> Gate {
+        let mut g = taken_at(t0);
         assert_eq!(g.next(t0, Seen::Nothing), look(true, MS));
         g
     }
@@ -567,9 +571,7 @@ mod tests {
             (2000, 250),
             (4900, 250),
         ] {
-            let mut g = Gate::new(t0);
-            assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
-            g.took(t0);
+            let mut g = taken_at(t0);
             let now = t0 + Duration::from_micros(at_us);
             assert_eq!(
                 g.next(now, Seen::Nothing),
@@ -586,9 +588,7 @@ mod tests {
         // busy; its next look lasts half a millisecond, not a doubled
         // millisecond, and leads at 1.5 ms.
         let t0 = Instant::now();
-        let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
-        g.took(t0);
+        let mut g = taken_at(t0);
         let begun = t0 + MS * 3 / 4;
         assert_eq!(g.next(begun, Seen::Nothing), look(true, QUICK_LOOK));
         assert_eq!(look_again(&mut g, t0 + MS, Seen::Busy), look(true, MS / 2));
@@ -731,9 +731,7 @@ mod tests {
     #[test]
     fn a_thread_that_finds_no_more_work_leaves_the_worker_free() {
         let t0 = Instant::now();
-        let mut g = Gate::new(t0);
-        assert_eq!(g.next(t0, Seen::Nothing), Next::Lead);
-        g.took(t0);
+        let mut g = taken_at(t0);
         g.took_more(t0 + MS);
         assert_eq!(g.last_start, t0 + MS);
         g.done();
