@@ -33,6 +33,10 @@ HOST = "127.0.0.1"
 BACKEND_START_TIMEOUT = 20.0
 #: How long a front end may take to listen on all its ports.
 FRONTEND_START_TIMEOUT = 15.0
+# A front end that could not bind a port is started on other ones, this
+# many times in all; what nginx, Apache httpd and lighttpd log then.
+BIND_ATTEMPTS = 3
+BIND_FAILED = "Address already in use"
 #: How long a process gets to exit after SIGTERM before SIGKILL.
 STOP_TIMEOUT = 10.0
 
@@ -147,12 +151,16 @@ def free_port_run(n, span=12000):
     raise RuntimeError("no %d consecutive free ports between %d and %d" % (n, low, high))
 
 
-def wait_port(port, deadline):
+def wait_port(port, deadline, alive=None):
+    """Whether something listens on `port` before `deadline`; gives up
+    early once `alive()` says the process that should has gone."""
     while time.monotonic() < deadline:
         try:
             socket.create_connection((HOST, port), timeout=1).close()
             return True
         except OSError:
+            if alive is not None and not alive():
+                return False
             time.sleep(0.05)
     return False
 
@@ -231,6 +239,23 @@ def new_run_dir():
     except OSError:
         pass
     return d
+
+
+def _size(path):
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path, offset):
+    """A log's text from byte `offset` on ("" if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def tail(path, lines=30):
@@ -560,22 +585,48 @@ class FrontEnd:
 
     def __init__(self, run_dir, kind, stack):
         self._workdir(run_dir, kind, kind)
-        self.ports = {}          # (variant, slot) -> port
         self.variants = [v for v in VARIANTS if v.frontend == kind]
-        for v in self.variants:
-            for s in SLOTS:
-                port = free_ports(1)[0]
-                self.ports[(v.name, s.name)] = port
-                backend_port = stack.backend_port(v, s)
-                values = {
-                    "LISTEN_HOST": HOST, "LISTEN_PORT": port,
-                    "BACKEND_HOST": HOST, "BACKEND_PORT": backend_port,
-                    "MOUNT": s.mount, "WORKDIR": self.dir,
-                    "NAME": re.sub(r"\W", "_", "wsgi_fpm_%s_%s" % (v.name, s.name)),
-                }
-                text = fill(CONF / kind / v.template, values)
-                (self.dir / "sites" / ("%s--%s.conf" % (v.name, s.name))).write_text(text)
-        self._launch(run_dir)
+
+        def write_sites():
+            self.ports = {}          # (variant, slot) -> port
+            for v in self.variants:
+                for s in SLOTS:
+                    port = free_ports(1)[0]
+                    self.ports[(v.name, s.name)] = port
+                    backend_port = stack.backend_port(v, s)
+                    values = {
+                        "LISTEN_HOST": HOST, "LISTEN_PORT": port,
+                        "BACKEND_HOST": HOST, "BACKEND_PORT": backend_port,
+                        "MOUNT": s.mount, "WORKDIR": self.dir,
+                        "NAME": re.sub(r"\W", "_", "wsgi_fpm_%s_%s" % (v.name, s.name)),
+                    }
+                    text = fill(CONF / kind / v.template, values)
+                    (self.dir / "sites" / ("%s--%s.conf" % (v.name, s.name))).write_text(text)
+
+        self._start(run_dir, write_sites)
+
+    def _start(self, run_dir, write_sites):
+        """Writes the sites on fresh ports (`write_sites`) and starts the
+        front end; again on other ports, up to BIND_ATTEMPTS times in all,
+        when it could not bind one: another process may take a port
+        between free_ports' check and the front end's bind (one that did
+        failed every test behind that front end)."""
+        logs = [self.dir / "logs" / name for name in ("console.log", "error.log")]
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            write_sites()
+            seen = [_size(log) for log in logs]
+            try:
+                self._launch(run_dir)
+                return
+            except StartError:
+                # Only what this attempt logged says why it failed.
+                if attempt == BIND_ATTEMPTS or not any(
+                        BIND_FAILED in _read_from(log, at) for log, at in zip(logs, seen)):
+                    self.stop()
+                    raise
+                with open(self.dir / "logs" / "console.log", "a") as f:
+                    f.write("\n[harness] a port was taken before %s bound it: "
+                            "starting again on other ports\n" % self.kind)
 
     def _workdir(self, run_dir, kind, label):
         """The front end's directory: logs, tmp, sites, htdocs; linked from
@@ -616,10 +667,13 @@ class FrontEnd:
         self.proc = Proc(self.keep.name, cmd, self.log, cwd=self.dir, pids_file=Path(run_dir) / "pids")
         deadline = time.monotonic() + FRONTEND_START_TIMEOUT
         for port in self.ports.values():
-            if not wait_port(port, deadline) or not self.proc.alive():
-                self.stop()
-                raise StartError("%s did not listen on port %d within %.0f s; console:\n%s\nerror log:\n%s" % (
-                    kind, port, FRONTEND_START_TIMEOUT, tail(self.keep / "logs" / "console.log"),
+            if not wait_port(port, deadline, self.proc.alive) or not self.proc.alive():
+                why = ("it exited" if not self.proc.alive()
+                       else "not within %.0f s" % FRONTEND_START_TIMEOUT)
+                # Stopped, not cleaned up: the caller may start it again.
+                self.proc.stop()
+                raise StartError("%s did not listen on port %d (%s); console:\n%s\nerror log:\n%s" % (
+                    kind, port, why, tail(self.keep / "logs" / "console.log"),
                     tail(self.keep / "logs" / "error.log")))
 
     def stop(self):
@@ -654,14 +708,17 @@ class SitesFrontEnd(FrontEnd):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
             os.chmod(path, 0o644)
-        self.ports = {}
-        for name, (template, values) in sites.items():
-            port = free_ports(1)[0]
-            self.ports[name] = port
-            full = {"LISTEN_HOST": HOST, "LISTEN_PORT": port, "BACKEND_HOST": HOST, "WORKDIR": self.dir}
-            full.update({k: (v(self.dir) if callable(v) else v) for k, v in values.items()})
-            (self.dir / "sites" / ("%s.conf" % name)).write_text(fill(CONF / kind / template, full))
-        self._launch(run_dir)
+
+        def write_sites():
+            self.ports = {}
+            for name, (template, values) in sites.items():
+                port = free_ports(1)[0]
+                self.ports[name] = port
+                full = {"LISTEN_HOST": HOST, "LISTEN_PORT": port, "BACKEND_HOST": HOST, "WORKDIR": self.dir}
+                full.update({k: (v(self.dir) if callable(v) else v) for k, v in values.items()})
+                (self.dir / "sites" / ("%s.conf" % name)).write_text(fill(CONF / kind / template, full))
+
+        self._start(run_dir, write_sites)
 
 
 class Stack:
