@@ -613,9 +613,9 @@ class FrontEnd:
         failed every test behind that front end)."""
         logs = [self.dir / "logs" / name for name in ("console.log", "error.log")]
         for attempt in range(1, BIND_ATTEMPTS + 1):
-            write_sites()
             seen = [_size(log) for log in logs]
             try:
+                write_sites()
                 self._launch(run_dir)
                 return
             except StartError:
@@ -624,9 +624,14 @@ class FrontEnd:
                         BIND_FAILED in _read_from(log, at) for log, at in zip(logs, seen)):
                     self.stop()
                     raise
-                with open(self.dir / "logs" / "console.log", "a") as f:
-                    f.write("\n[harness] a port was taken before %s bound it: "
-                            "starting again on other ports\n" % self.kind)
+            except Exception:
+                # A missing binary, a template that does not fill: nothing
+                # left behind either.
+                self.stop()
+                raise
+            with open(self.dir / "logs" / "console.log", "a") as f:
+                f.write("\n[harness] a port was taken before %s bound it: "
+                        "starting again on other ports\n" % self.kind)
 
     def _workdir(self, run_dir, kind, label):
         """The front end's directory: logs, tmp, sites, htdocs; linked from
@@ -677,7 +682,8 @@ class FrontEnd:
                     tail(self.keep / "logs" / "error.log")))
 
     def stop(self):
-        self.proc.stop()
+        if getattr(self, "proc", None) is not None:
+            self.proc.stop()
         try:
             if self.keep.is_symlink():
                 self.keep.unlink()

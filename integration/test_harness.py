@@ -50,3 +50,17 @@ def test_a_front_end_whose_port_was_taken_starts_again_on_other_ports(backend, r
         assert r.status == 200, r
     finally:
         fe.stop()
+
+
+def test_a_front_end_that_fails_for_another_reason_is_not_started_again(run_dir, tmp_path):
+    """Only a port taken meanwhile earns another start: a configuration
+    nginx refuses fails at once, with its message, and nothing runs."""
+    bad = tmp_path / "bad.conf"
+    bad.write_text("server {\n    listen @LISTEN_HOST@:@LISTEN_PORT@;\n"
+                   "    no_such_directive on;\n}\n")
+    with pytest.raises(harness.StartError) as failed:
+        SitesFrontEnd(run_dir, "nginx", {"bad": (str(bad), {})}, label="harness-bad")
+    assert "no_such_directive" in str(failed.value)
+    assert "(it exited)" in str(failed.value)
+    kept = run_dir / "nginx-harness-bad" / "logs" / "console.log"
+    assert "starting again on other ports" not in kept.read_text(errors="replace")
