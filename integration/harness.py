@@ -629,6 +629,8 @@ class FrontEnd:
                 # left behind either.
                 self.stop()
                 raise
+            # Stopped once, here or by stop(): its pid is not signalled again.
+            self.proc.stop()
             with open(self.dir / "logs" / "console.log", "a") as f:
                 f.write("\n[harness] a port was taken before %s bound it: "
                         "starting again on other ports\n" % self.kind)
@@ -675,8 +677,7 @@ class FrontEnd:
             if not wait_port(port, deadline, self.proc.alive) or not self.proc.alive():
                 why = ("it exited" if not self.proc.alive()
                        else "not within %.0f s" % FRONTEND_START_TIMEOUT)
-                # Stopped, not cleaned up: the caller may start it again.
-                self.proc.stop()
+                # Left to the caller, which may start it again (`_start`).
                 raise StartError("%s did not listen on port %d (%s); console:\n%s\nerror log:\n%s" % (
                     kind, port, why, tail(self.keep / "logs" / "console.log"),
                     tail(self.keep / "logs" / "error.log")))
