@@ -34,7 +34,14 @@ class Workload:
     #: How the nginx→nginx ceiling answers it: ("text", content-type, body) or
     #: ("file", name of a data file); None: no ceiling (the answer needs code).
     ceiling: tuple = None
+    #: wrk's connections: None for bench/run's --connections; "threads" for
+    #: one a backend thread (processes × threads).
+    clients: str = None
     expect: dict = field(default_factory=dict)   # filled by prepare()
+
+    def connections(self, default, processes, threads):
+        """How many connections wrk keeps open on this workload."""
+        return processes * threads if self.clients == "threads" else default
 
     def wrk_script(self):
         """The Lua script for wrk, or None for a plain GET."""
@@ -109,6 +116,13 @@ WORKLOADS = [
              ceiling=("text", "application/json", FLASK_BYTES)),
     Workload("sleep", "10 ms sleep", "sleep10ms.py", "/sleep",
              note="a server with T threads in all answers at most 100·T requests/s"),
+    # With every thread's client waiting on it, a thread that finishes finds
+    # nothing queued: the next request arrives while the others still sleep,
+    # and a server must see it at once (at 32 clients every thread stays
+    # busy and this cannot show).
+    Workload("sleep-threads", "10 ms sleep, one client a thread", "sleep10ms.py", "/sleep",
+             clients="threads",
+             note="as many clients as threads in all; a server with T threads answers at most 100·T requests/s"),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -138,3 +152,4 @@ def prepare(data_dir):
                                                "sha256": hashlib.sha256(POST_BODY).hexdigest()})
     BY_NAME["flask"].expect["verify"] = _json(FLASK_JSON)
     BY_NAME["sleep"].expect["verify"] = _exact(sleep)
+    BY_NAME["sleep-threads"].expect["verify"] = _exact(sleep)
