@@ -265,20 +265,22 @@ class Uwsgi(Stack):
     def __init__(self, proto):
         self.proto = proto
         self.name = "uwsgi-" + proto
-        self.label = "uWSGI " + {"uwsgi": "uwsgi", "fastcgi": "FastCGI"}[proto]
+        self.label = "uWSGI " + {"uwsgi": "uwsgi", "fastcgi": "FastCGI", "scgi": "SCGI"}[proto]
         super().__init__()
 
     def nginx_site(self, ctx):
         params, directive = WsgiFpm.PASS[self.proto]
-        if self.proto == "fastcgi":
+        if self.proto in ("fastcgi", "scgi"):
             # The stock fastcgi_params send the whole path as SCRIPT_NAME and
-            # no PATH_INFO (PHP's view); uWSGI takes them as they come, so
-            # the application would see every path as its own root.
+            # no PATH_INFO (PHP's view), the stock scgi_params neither; uWSGI
+            # takes them as they come, so the application would see every
+            # path as its own root (wsgi-fpm derives them, SPEC §3).
             stock = Path(params).read_text().splitlines()
-            params = ctx.workdir / "nginx" / "fastcgi_params_wsgi"
+            params = ctx.workdir / "nginx" / ("%s_params_wsgi" % self.proto)
             params.parent.mkdir(parents=True, exist_ok=True)
             params.write_text("\n".join([l for l in stock if "SCRIPT_NAME" not in l] + [
-                'fastcgi_param  SCRIPT_NAME        "";', "fastcgi_param  PATH_INFO          $uri;", ""]))
+                '%s_param  SCRIPT_NAME        "";' % self.proto,
+                "%s_param  PATH_INFO          $uri;" % self.proto, ""]))
         return _server(self.front_port, ["include %s;" % params,
                                          "%s %s:%d;" % (directive, HOST, self.backend_port)])
 
@@ -539,7 +541,7 @@ class FrontEnd:
 
 def all_stacks():
     """In the column order of PERFORMANCE.md."""
-    return [Uwsgi("uwsgi"), Uwsgi("fastcgi"), HttpServer("bjoern"), HttpServer("granian"),
+    return [Uwsgi("uwsgi"), Uwsgi("fastcgi"), Uwsgi("scgi"), HttpServer("bjoern"), HttpServer("granian"),
             HttpServer("pyruvate"), ModWsgi(), HttpServer("gunicorn"),
             WsgiFpm("fastcgi", keepconn=True), WsgiFpm("fastcgi"), WsgiFpm("uwsgi"), WsgiFpm("scgi"),
             NginxCeiling()]
