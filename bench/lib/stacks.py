@@ -272,9 +272,10 @@ class Uwsgi(Stack):
         params, directive = WsgiFpm.PASS[self.proto]
         if self.proto in ("fastcgi", "scgi"):
             # The stock fastcgi_params send the whole path as SCRIPT_NAME and
-            # no PATH_INFO (PHP's view), the stock scgi_params neither; uWSGI
-            # takes them as they come, so the application would see every
-            # path as its own root (wsgi-fpm derives them, SPEC §3).
+            # no PATH_INFO (PHP's view), and the stock scgi_params send
+            # neither; uWSGI takes them as they come, so the application
+            # would see every path as its own root (wsgi-fpm derives them,
+            # SPEC §3).
             stock = Path(params).read_text().splitlines()
             params = ctx.workdir / "nginx" / ("%s_params_wsgi" % self.proto)
             params.parent.mkdir(parents=True, exist_ok=True)
