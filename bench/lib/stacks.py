@@ -150,6 +150,10 @@ class Stack:
 AGAINST = "@against"
 
 
+#: How a backend protocol is named in the stacks' labels.
+PROTOCOL_LABEL = {"fastcgi": "FastCGI", "uwsgi": "uwsgi", "scgi": "SCGI"}
+
+
 class WsgiFpm(Stack):
     PASS = {
         "fastcgi": ("/etc/nginx/fastcgi_params", "fastcgi_pass"),
@@ -164,7 +168,7 @@ class WsgiFpm(Stack):
         self.keepconn = keepconn
         self.binary = binary
         self.name = "wsgi-fpm-%s%s" % (proto, "-keepconn" if keepconn else "")
-        self.label = "wsgi-fpm %s%s" % ({"fastcgi": "FastCGI", "uwsgi": "uwsgi", "scgi": "SCGI"}[proto],
+        self.label = "wsgi-fpm %s%s" % (PROTOCOL_LABEL[proto],
                                         " keep_conn" if keepconn else "")
         if binary is not None:
             self.name += AGAINST
@@ -265,7 +269,7 @@ class Uwsgi(Stack):
     def __init__(self, proto):
         self.proto = proto
         self.name = "uwsgi-" + proto
-        self.label = "uWSGI " + {"uwsgi": "uwsgi", "fastcgi": "FastCGI", "scgi": "SCGI"}[proto]
+        self.label = "uWSGI " + PROTOCOL_LABEL[proto]
         super().__init__()
 
     def nginx_site(self, ctx):
